@@ -1,0 +1,53 @@
+"""The `brokerlab` command: assembles the click groups that live with the packages they drive."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from client.common.errors import KafkaError
+
+
+class _Group(click.Group):
+    """User errors print as one readable line and exit 1; no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KafkaError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+        except (FileNotFoundError, TimeoutError, RuntimeError, ValueError) as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="brokerlab")
+def main() -> None:
+    """brokerlab: a Kafka-semantics cluster as real processes, with chaos and a checker."""
+
+
+def _add_commands() -> None:
+    from node.cli import agent_cmd, node_cmd, up
+    from client.cli import consume, produce, topics
+    from chaos.cli import check
+
+    for cmd in (up, node_cmd, agent_cmd, topics, produce, consume, check):
+        main.add_command(cmd)
+    for optional in ("client.cli:groups", "client.cli:transactions", "client.cli:dlq", "client.perf:perf",
+                     "chaos.cli:chaos", "chaos.bench:bench"):
+        mod, _, attr = optional.partition(":")
+        try:
+            module = __import__(mod, fromlist=[attr])
+        except ImportError:
+            continue
+        cmd = getattr(module, attr, None)
+        if cmd is not None:
+            main.add_command(cmd)
+
+
+_add_commands()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Admin client: topics (and, with the group and transaction parts, groups and transactions)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from client.common import errors
+from client.common.config import AdminConfig
+from client.common.network import ChannelPool, transport_error
+from client.common.pb import metadata_pb2 as mpb
+from client.common.pb import metadata_pb2_grpc as mgrpc
+from client.common.types import PartitionInfo
+from client.metadata import Metadata
+
+
+@dataclass(frozen=True, slots=True)
+class NewTopic:
+    name: str
+    num_partitions: int = 1
+    replication_factor: int = 1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicDescription:
+    name: str
+    internal: bool
+    partitions: list[PartitionInfo]
+    configs: dict[str, str]
+
+
+class Admin:
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs):
+        props = dict(config or {})
+        for k, v in kwargs.items():
+            props[k.replace("_", ".")] = v
+        self.config = AdminConfig.from_props(props)
+        self.client_id = self.config.client_id or "admin"
+        self.pool = ChannelPool(f"client:{self.client_id}")
+        self.metadata = Metadata(self.config.bootstrap_servers, self.pool,
+                                 request_timeout_ms=self.config.request_timeout_ms)
+
+    def _controller(self):
+        return mgrpc.ControllerStub(self.pool.get(self.metadata.controller_address()))
+
+    def _call(self, fn, what: str):
+        try:
+            return fn(timeout=self.config.request_timeout_ms / 1000.0)
+        except grpc.RpcError as e:
+            raise transport_error(e, what) from None
+
+    def create_topics(self, topics: list[NewTopic], validate_only: bool = False,
+                      wait: bool = True) -> None:
+        req = mpb.CreateTopicsRequest(validate_only=validate_only)
+        for t in topics:
+            req.topics.add(name=t.name, num_partitions=t.num_partitions,
+                           replication_factor=t.replication_factor,
+                           configs={k: str(v).lower() if isinstance(v, bool) else str(v)
+                                    for k, v in (t.configs or {}).items()})
+        resp = self._call(lambda timeout: self._controller().CreateTopics(req, timeout=timeout), "CreateTopics")
+        for r in resp.results:
+            if r.error_code:
+                raise errors.for_code(r.error_code, r.error_message)
+        if wait and not validate_only:
+            self._wait_for(lambda: all(self._leaders_ready(t.name) for t in topics))
+
+    def create_topic(self, name: str, num_partitions: int = 1, replication_factor: int = 1,
+                     configs: dict | None = None) -> None:
+        self.create_topics([NewTopic(name, num_partitions, replication_factor, dict(configs or {}))])
+
+    def delete_topics(self, names: list[str]) -> None:
+        resp = self._call(lambda timeout: self._controller().DeleteTopics(
+            mpb.DeleteTopicsRequest(names=names), timeout=timeout), "DeleteTopics")
+        for r in resp.results:
+            if r.error_code:
+                raise errors.for_code(r.error_code, r.error_message)
+
+    def list_topics(self, include_internal: bool = False) -> list[str]:
+        self.metadata.refresh()
+        return sorted(t for t in self.metadata.cluster.partitions
+                      if include_internal or not t.startswith("__"))
+
+    def describe_topics(self, names: list[str] | None = None) -> list[TopicDescription]:
+        md = self.metadata.fetch()
+        self.metadata.update(md)
+        out = []
+        for t in md.topics:
+            if names and t.name not in names:
+                continue
+            if t.error_code:
+                raise errors.for_code(t.error_code, f"Topic '{t.name}' does not exist")
+            parts = [PartitionInfo(t.name, p.partition, p.leader, tuple(p.replicas), tuple(p.isr), p.leader_epoch)
+                     for p in sorted(t.partitions, key=lambda p: p.partition)]
+            out.append(TopicDescription(t.name, t.internal, parts, dict(t.configs)))
+        if names:
+            missing = set(names) - {d.name for d in out}
+            if missing:
+                raise errors.UnknownTopicOrPartitionError(f"Topic '{sorted(missing)[0]}' does not exist")
+        return out
+
+    def describe_cluster(self) -> mpb.MetadataResponse:
+        return self.metadata.fetch()
+
+    def _leaders_ready(self, topic: str) -> bool:
+        """True once every broker hosting the topic reports leaders for it (the topic is usable)."""
+        md = self.metadata.fetch([topic])
+        self.metadata.update(md)
+        for t in md.topics:
+            if t.error_code or any(p.leader < 0 for p in t.partitions):
+                return False
+        for b in md.brokers:
+            if b.fenced:
+                continue
+            try:
+                bm = mgrpc.MetadataStub(self.pool.get(f"{b.host}:{b.port}")).GetMetadata(
+                    mpb.MetadataRequest(topics=[topic]), timeout=2)
+            except grpc.RpcError:
+                continue
+            if any(t.error_code for t in bm.topics):
+                return False
+        return True
+
+    def _wait_for(self, cond, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while not cond():
+            if time.monotonic() > deadline:
+                raise errors.KafkaTimeoutError("timed out waiting for the topic's partitions to get leaders")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,237 @@
+"""Agent: supervises one node process and carries out process faults on command.
+
+It outlives its node (so a Procfile entry stays up while the node is
+killed), serves the Agent gRPC service on its own port, keeps the node's
+fault rules and hands them to the node on every (re)start, and pins the
+node's port after the first start so a restarted node is found again.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+
+from client.common.network import ChannelPool
+from client.common.pb import agent_pb2 as apb
+from client.common.pb import agent_pb2_grpc as agrpc
+from node.faults import faults_env
+from node.rpc import create_server
+
+log = logging.getLogger(__name__)
+
+
+def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str = "",
+              configs: dict | None = None, agent: str = "") -> list[str]:
+    argv = [sys.executable, "-m", "brokerlab_cli", "node", kind, "--host", host, "--port", str(port),
+            "--data-dir", data_dir]
+    if kind == "broker":
+        argv += ["--id", str(node_id), "--coordinator", coordinator]
+    if agent:
+        argv += ["--agent", agent]
+    for k, v in (configs or {}).items():
+        argv += ["--config", f"{k}={v}"]
+    return argv
+
+
+class Agent:
+    def __init__(self, name: str, kind: str, *, node_id: int = 0, host: str = "127.0.0.1", port: int = 0,
+                 data_dir: str, coordinator: str = "", configs: dict | None = None, log_path: str | None = None,
+                 agent_host: str = "127.0.0.1", agent_port: int = 0, env: dict | None = None):
+        self.name, self.kind = name, kind
+        self.node_id = node_id
+        self.host, self.port = host, port
+        self.data_dir = data_dir
+        self.coordinator = coordinator
+        self.configs = dict(configs or {})
+        self.log_path = log_path or os.path.join(data_dir, f"{name}.log")
+        self.env = dict(env or {})
+        self.lock = threading.RLock()
+        self.proc: subprocess.Popen | None = None
+        self.state = "stopped"
+        self.restarts = 0
+        self.exit_code = 0
+        self.faults = apb.FaultRules()
+        self.pool = ChannelPool(f"agent:{name}")
+        self.server, self.agent_port = create_server(agent_host, agent_port, self._register, max_workers=8)
+        self.agent_address = f"{agent_host}:{self.agent_port}"
+        self._closing = False
+        threading.Thread(target=self._watch, name=f"agent-watch-{name}", daemon=True).start()
+
+    def _register(self, server) -> None:
+        agrpc.add_AgentServicer_to_server(AgentServicer(self), server)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # -- process control -------------------------------------------------
+    def start(self) -> apb.AgentStatus:
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is None:
+                return self.status()
+            os.makedirs(self.data_dir, exist_ok=True)
+            port_file = os.path.join(self.data_dir, "port")
+            if self.port == 0 and os.path.exists(port_file):
+                os.unlink(port_file)
+            argv = node_argv(self.kind, node_id=self.node_id, host=self.host, port=self.port,
+                             data_dir=self.data_dir, coordinator=self.coordinator, configs=self.configs,
+                             agent=self.agent_address)
+            env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults)}
+            logf = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+            logf.close()
+            self.state = "running"
+            log.info("Started %s (pid %d)", self.name, self.proc.pid)
+        if self.port == 0:
+            self.port = self._wait_port(port_file)
+        return self.status()
+
+    def _wait_port(self, port_file: str, timeout_s: float = 30.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.01
+        while time.monotonic() < deadline:
+            try:
+                with open(port_file) as f:
+                    text = f.read().strip()
+                if text:
+                    return int(text)
+            except FileNotFoundError:
+                pass
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.proc.returncode}; see {self.log_path}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        raise TimeoutError(f"{self.name} did not report its port within {timeout_s} s; see {self.log_path}")
+
+    def _signal(self, sig: int, state: str) -> apb.AgentStatus:
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                self.state = state
+            return self.status()
+
+    def kill(self) -> apb.AgentStatus:
+        with self.lock:
+            st = self._signal(signal.SIGKILL, "killed")
+            if self.proc is not None:
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+            return self.status() if st else st
+
+    def pause(self) -> apb.AgentStatus:
+        return self._signal(signal.SIGSTOP, "paused")
+
+    def resume(self) -> apb.AgentStatus:
+        return self._signal(signal.SIGCONT, "running")
+
+    def stop(self, timeout_s: float = 10.0) -> apb.AgentStatus:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.state = "stopped" if self.state != "killed" else self.state
+                return self.status()
+            if self.state == "paused":
+                os.killpg(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+            self.state = "stopped"
+            return self.status()
+
+    def restart(self) -> apb.AgentStatus:
+        with self.lock:
+            self.stop()
+            self.restarts += 1
+            return self.start()
+
+    def status(self) -> apb.AgentStatus:
+        p = self.proc
+        code = p.poll() if p is not None else None
+        state = self.state
+        if code is not None and state in ("running", "paused"):
+            state = "exited"
+        return apb.AgentStatus(node=self.name, state=state, pid=p.pid if p else 0, restarts=self.restarts,
+                               address=self.address, agent=self.agent_address,
+                               exit_code=code if code is not None else 0)
+
+    def _watch(self) -> None:
+        while not self._closing:
+            time.sleep(0.2)
+            with self.lock:
+                p = self.proc
+                if p is not None and p.poll() is not None and self.state in ("running", "paused"):
+                    self.exit_code = p.returncode
+                    self.state = "exited"
+                    log.warning("%s exited with code %s", self.name, p.returncode)
+
+    # -- faults ----------------------------------------------------------
+    def set_faults(self, spec: apb.FaultRules) -> apb.FaultRules:
+        """Keeps the rules for restarts and pushes them to the running node (best effort)."""
+        with self.lock:
+            self.faults = spec
+            running = self.proc is not None and self.proc.poll() is None and self.state == "running"
+        if running:
+            try:
+                agrpc.FaultsStub(self.pool.get(self.address)).SetFaults(spec, timeout=5)
+            except grpc.RpcError as e:
+                log.info("could not push faults to %s now (%s); it gets them when it restarts", self.name,
+                         e.code())
+        return spec
+
+    def close(self) -> None:
+        self._closing = True
+        self.stop()
+        self.server.stop(grace=0.5)
+        self.pool.close()
+
+
+class AgentServicer(agrpc.AgentServicer):
+    def __init__(self, agent: Agent):
+        self.a = agent
+
+    def _guard(self, fn, context):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - reported to the caller as an error status
+            return apb.AgentStatus(node=self.a.name, state=self.a.state, error=f"{type(e).__name__}: {e}")
+
+    def Status(self, request, context):
+        return self.a.status()
+
+    def Kill(self, request, context):
+        return self._guard(self.a.kill, context)
+
+    def Stop(self, request, context):
+        return self._guard(self.a.stop, context)
+
+    def Pause(self, request, context):
+        return self._guard(self.a.pause, context)
+
+    def Resume(self, request, context):
+        return self._guard(self.a.resume, context)
+
+    def Start(self, request, context):
+        return self._guard(self.a.start, context)
+
+    def Restart(self, request, context):
+        return self._guard(self.a.restart, context)
+
+    def SetFaults(self, request, context):
+        return self.a.set_faults(request)
+
+    def GetFaults(self, request, context):
+        return self.a.faults

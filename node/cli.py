@@ -1,0 +1,96 @@
+"""`brokerlab up`, `brokerlab node`, `brokerlab agent`."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+import click
+
+from node.main import parse_configs, run_node
+
+
+@click.command("up")
+@click.option("--brokers", default=3, show_default=True, help="Number of brokers.")
+@click.option("--port", default=9100, show_default=True,
+              help="Coordinator port; brokers get port+1 .. port+N (0: free ports).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--data-dir", default=".brokerlab", show_default=True, type=click.Path(file_okay=False))
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE", help="Node config (repeatable).")
+@click.option("--fast/--kafka-timeouts", default=True, show_default=True,
+              help="Short failure-detection timeouts (seconds) instead of Kafka's defaults.")
+def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool) -> None:
+    """Start a coordinator and N brokers, each a process under its own agent; Ctrl-C stops them."""
+    from node.cluster import FAST_CONFIGS, Cluster
+
+    cfg = dict(FAST_CONFIGS) if fast else {}
+    cfg.update(parse_configs(configs))
+    cluster = Cluster(data_dir, brokers=brokers, port=port, host=host, configs=cfg)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    cluster.start()
+    try:
+        agents = ", ".join(f"{a.name}={a.agent_address}" for a in cluster.agents.values())
+        click.echo(f"brokerlab cluster ready: bootstrap {cluster.bootstrap_servers} "
+                   f"({brokers} brokers, data dir {os.path.abspath(data_dir)}; agents {agents})", )
+        sys.stdout.flush()
+        while not done.wait(0.5):
+            pass
+    finally:
+        click.echo("stopping cluster ...")
+        cluster.stop()
+        click.echo("stopped")
+
+
+@click.command("node")
+@click.argument("kind", type=click.Choice(["coordinator", "broker"]))
+@click.option("--id", "node_id", default=0, help="Broker id (brokers only).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, help="Port to bind (0: a free one).")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--coordinator", default="127.0.0.1:9100", show_default=True, help="Coordinator host:port.")
+@click.option("--agent", default="", help="This node's agent host:port, advertised to the cluster.")
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE")
+def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs) -> None:
+    """Run one node in this process (what agents and the Procfile start)."""
+    if kind == "broker" and node_id < 1:
+        raise click.BadParameter("brokers need --id N (N >= 1)", param_hint="--id")
+    sys.exit(run_node(kind, node_id=node_id, host=host, port=port, data_dir=data_dir,
+                      coordinator=coordinator, configs=parse_configs(configs), agent=agent))
+
+
+@click.command("agent")
+@click.argument("kind", type=click.Choice(["coordinator", "broker"]))
+@click.option("--id", "node_id", default=0)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", required=True, type=int, help="The node's port.")
+@click.option("--agent-port", required=True, type=int, help="This agent's port.")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--coordinator", default="127.0.0.1:9100", show_default=True)
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE")
+@click.option("--fast/--kafka-timeouts", default=True, show_default=True)
+def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, configs, fast) -> None:
+    """Supervise one node (a Procfile entry): start it, restart it on command, outlive it."""
+    from node.agent import Agent
+    from node.cluster import FAST_CONFIGS
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
+    cfg = dict(FAST_CONFIGS) if fast else {}
+    cfg.update(parse_configs(configs))
+    name = "coordinator" if kind == "coordinator" else f"broker-{node_id}"
+    if kind == "broker" and node_id < 1:
+        raise click.BadParameter("brokers need --id N (N >= 1)", param_hint="--id")
+    a = Agent(name, kind, node_id=node_id, host=host, port=port, data_dir=data_dir, coordinator=coordinator,
+              configs=cfg, log_path=os.path.join(data_dir, f"{name}.log"), agent_host=host, agent_port=agent_port)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *x: done.set())
+    signal.signal(signal.SIGINT, lambda *x: done.set())
+    a.start()
+    click.echo(f"agent for {name} on {a.agent_address}; node on {a.address}; log {a.log_path}")
+    sys.stdout.flush()
+    while not done.wait(0.5):
+        pass
+    a.close()

@@ -1,0 +1,125 @@
+"""Starts a local cluster: a coordinator and N brokers, each a separate process under its own agent.
+
+Used by `brokerlab up`, the test fixtures and LocalCluster. Port 0 means
+"pick a free port": the node binds it and reports it through its data dir.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import grpc
+
+from client.common.network import ChannelPool
+from client.common.pb import metadata_pb2 as mpb
+from client.common.pb import metadata_pb2_grpc as mgrpc
+from node.agent import Agent
+
+log = logging.getLogger(__name__)
+
+# Short timeouts so failover and tests take seconds, not Kafka's production minutes.
+FAST_CONFIGS = {
+    "broker.heartbeat.interval.ms": 200,
+    "broker.session.timeout.ms": 1500,
+    "replica.lag.time.max.ms": 2000,
+    "replica.fetch.wait.max.ms": 200,
+    "replica.fetch.backoff.ms": 100,
+    "group.initial.rebalance.delay.ms": 0,
+    "group.min.session.timeout.ms": 500,
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": 500,
+}
+
+
+class Cluster:
+    def __init__(self, data_dir: str, brokers: int = 3, port: int = 0, host: str = "127.0.0.1",
+                 configs: dict | None = None, env: dict | None = None):
+        if brokers < 1:
+            raise ValueError("a cluster needs at least one broker")
+        self.data_dir = os.path.abspath(data_dir)
+        self.n_brokers = brokers
+        self.host = host
+        self.base_port = port
+        self.configs = dict(configs or {})
+        self.env = dict(env or {})
+        self.agents: dict[str, Agent] = {}
+        self.pool = ChannelPool("cluster")
+
+    @property
+    def coordinator(self) -> Agent:
+        return self.agents["coordinator"]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.coordinator.address
+
+    def node_names(self) -> list[str]:
+        return list(self.agents)
+
+    def broker_names(self) -> list[str]:
+        return [n for n in self.agents if n.startswith("broker-")]
+
+    def start(self, timeout_s: float = 60.0) -> "Cluster":
+        os.makedirs(self.data_dir, exist_ok=True)
+        logs = os.path.join(self.data_dir, "logs")
+        os.makedirs(logs, exist_ok=True)
+        try:
+            coord = Agent("coordinator", "coordinator", host=self.host, port=self.base_port,
+                          data_dir=os.path.join(self.data_dir, "coordinator"), configs=self.configs,
+                          log_path=os.path.join(logs, "coordinator.log"), env=self.env)
+            self.agents["coordinator"] = coord
+            coord.start()
+            for i in range(1, self.n_brokers + 1):
+                name = f"broker-{i}"
+                a = Agent(name, "broker", node_id=i, host=self.host,
+                          port=self.base_port + i if self.base_port else 0,
+                          data_dir=os.path.join(self.data_dir, name), coordinator=coord.address,
+                          configs=self.configs, log_path=os.path.join(logs, f"{name}.log"), env=self.env)
+                self.agents[name] = a
+            for name in self.broker_names():
+                self.agents[name].start()
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def metadata(self, timeout_s: float = 2.0) -> mpb.MetadataResponse:
+        return mgrpc.MetadataStub(self.pool.get(self.coordinator.address)).GetMetadata(
+            mpb.MetadataRequest(include_internal=True), timeout=timeout_s)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until every broker is registered and unfenced."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        want = {int(n.split("-")[1]) for n in self.broker_names() if self.agents[n].state == "running"}
+        while True:
+            try:
+                md = self.metadata()
+                live = {b.node_id for b in md.brokers if not b.fenced}
+                if want <= live:
+                    return
+            except grpc.RpcError:
+                pass
+            for a in self.agents.values():
+                st = a.status()
+                if st.state == "exited":
+                    raise RuntimeError(f"{a.name} exited with code {st.exit_code}; see {a.log_path}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ready within {timeout_s} s; logs in {self.data_dir}/logs")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def stop(self) -> None:
+        for a in list(self.agents.values())[::-1]:
+            try:
+                a.close()
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                log.exception("stopping %s", a.name)
+        self.pool.close()
+
+    def __enter__(self) -> "Cluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,238 @@
+"""ControllerState: the cluster metadata the coordinator owns (model, no I/O).
+
+Brokers register and heartbeat; a broker whose session expires is fenced,
+removed from every ISR it is in (unless it is the last member, as KRaft
+does) and loses leadership; a new leader is elected from the ISR. Every
+change bumps `metadata_epoch`; the driver persists `to_json()` and wakes
+metadata watchers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from client.common import errors
+from client.common.config import topic_config, validate_topic_configs
+from node.controller_election import elect_leader, place_replicas
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+
+
+@dataclass(slots=True)
+class BrokerRegistration:
+    broker_id: int
+    host: str
+    port: int
+    agent: str
+    broker_epoch: int
+    fenced: bool = False
+    last_heartbeat_ms: int = 0
+
+    def to_json(self) -> dict:
+        return {"broker_id": self.broker_id, "host": self.host, "port": self.port, "agent": self.agent,
+                "broker_epoch": self.broker_epoch}
+
+
+@dataclass(slots=True)
+class PartitionRecord:
+    partition: int
+    replicas: list[int]
+    isr: list[int]
+    leader: int
+    leader_epoch: int = 0
+    partition_epoch: int = 0
+
+    def to_json(self) -> dict:
+        return {"partition": self.partition, "replicas": self.replicas, "isr": self.isr,
+                "leader": self.leader, "leader_epoch": self.leader_epoch,
+                "partition_epoch": self.partition_epoch}
+
+
+@dataclass(slots=True)
+class TopicRecord:
+    name: str
+    configs: dict[str, str]
+    partitions: list[PartitionRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "configs": self.configs,
+                "partitions": [p.to_json() for p in self.partitions]}
+
+
+class ControllerState:
+    def __init__(self, broker_session_timeout_ms: int, default_unclean: bool = False):
+        self.session_timeout_ms = broker_session_timeout_ms
+        self.default_unclean = default_unclean
+        self.brokers: dict[int, BrokerRegistration] = {}
+        self.topics: dict[str, TopicRecord] = {}
+        self.metadata_epoch = 1
+        self.next_broker_epoch = 1
+        self.next_placement = 0
+
+    # -- persistence -----------------------------------------------------
+    def to_json(self) -> dict:
+        return {"metadata_epoch": self.metadata_epoch, "next_broker_epoch": self.next_broker_epoch,
+                "next_placement": self.next_placement,
+                "brokers": [b.to_json() for b in self.brokers.values()],
+                "topics": [t.to_json() for t in self.topics.values()]}
+
+    def load_json(self, data: dict, now_ms: int) -> None:
+        self.metadata_epoch = data["metadata_epoch"] + 1
+        self.next_broker_epoch = data["next_broker_epoch"]
+        self.next_placement = data.get("next_placement", 0)
+        for b in data["brokers"]:
+            # After a coordinator restart every broker gets a fresh session to prove itself.
+            self.brokers[b["broker_id"]] = BrokerRegistration(
+                b["broker_id"], b["host"], b["port"], b["agent"], b["broker_epoch"],
+                fenced=False, last_heartbeat_ms=now_ms)
+        for t in data["topics"]:
+            self.topics[t["name"]] = TopicRecord(t["name"], t["configs"], [
+                PartitionRecord(p["partition"], p["replicas"], p["isr"], p["leader"], p["leader_epoch"],
+                                p["partition_epoch"]) for p in t["partitions"]])
+
+    def _bump(self) -> None:
+        self.metadata_epoch += 1
+
+    # -- brokers ---------------------------------------------------------
+    def live_brokers(self) -> set[int]:
+        return {b.broker_id for b in self.brokers.values() if not b.fenced}
+
+    def register_broker(self, broker_id: int, host: str, port: int, agent: str, now_ms: int) -> int:
+        epoch = self.next_broker_epoch
+        self.next_broker_epoch += 1
+        prev = self.brokers.get(broker_id)
+        if prev is not None and not prev.fenced:
+            # A restart inside the session: the old incarnation's leadership is void.
+            self._fence(broker_id)
+        self.brokers[broker_id] = BrokerRegistration(broker_id, host, port, agent, epoch, False, now_ms)
+        log.info("Registered broker %d at %s:%d with epoch %d", broker_id, host, port, epoch)
+        self._elect_offline()
+        self._bump()
+        return epoch
+
+    def heartbeat(self, broker_id: int, broker_epoch: int, now_ms: int) -> None:
+        b = self.brokers.get(broker_id)
+        if b is None or b.broker_epoch != broker_epoch:
+            raise errors.StaleBrokerEpochError(f"broker {broker_id} epoch {broker_epoch} is not current")
+        if b.fenced:
+            raise errors.StaleBrokerEpochError(f"broker {broker_id} is fenced; register again")
+        b.last_heartbeat_ms = now_ms
+
+    def tick(self, now_ms: int) -> list[int]:
+        """Fences brokers whose session expired; returns their ids."""
+        expired = [b.broker_id for b in self.brokers.values()
+                   if not b.fenced and now_ms - b.last_heartbeat_ms > self.session_timeout_ms]
+        for bid in expired:
+            log.info("Broker %d session expired; fencing it", bid)
+            self._fence(bid)
+        if expired:
+            self._bump()
+        return expired
+
+    def _fence(self, broker_id: int) -> None:
+        self.brokers[broker_id].fenced = True
+        live = self.live_brokers()
+        for t in self.topics.values():
+            unclean = topic_config(t.configs, "unclean.leader.election.enable")
+            for p in t.partitions:
+                if broker_id not in p.replicas:
+                    continue
+                if p.leader == broker_id:
+                    leader, isr, _ = elect_leader(p.replicas, p.isr, live, unclean, p.leader if p.leader in live else None)
+                    self._change_leader(t.name, p, leader, isr)
+                elif broker_id in p.isr and len(p.isr) > 1:
+                    p.isr = [r for r in p.isr if r != broker_id]
+                    p.partition_epoch += 1
+
+    def _elect_offline(self) -> None:
+        live = self.live_brokers()
+        for t in self.topics.values():
+            unclean = topic_config(t.configs, "unclean.leader.election.enable")
+            for p in t.partitions:
+                if p.leader >= 0 and p.leader in live:
+                    continue
+                leader, isr, _ = elect_leader(p.replicas, p.isr, live, unclean, p.leader if p.leader in live else None)
+                if leader is not None and leader >= 0:
+                    self._change_leader(t.name, p, leader, isr)
+
+    def _change_leader(self, topic: str, p: PartitionRecord, leader: int | None, isr: list[int]) -> None:
+        new_leader = -1 if leader is None else leader
+        log.info("Partition %s-%d: leader %d -> %d, isr %s -> %s", topic, p.partition, p.leader,
+                 new_leader, p.isr, isr)
+        p.leader = new_leader
+        p.isr = list(isr)
+        p.leader_epoch += 1
+        p.partition_epoch += 1
+
+    # -- topics ----------------------------------------------------------
+    def create_topic(self, name: str, num_partitions: int, replication_factor: int,
+                     configs: dict[str, str], validate_only: bool = False) -> TopicRecord:
+        if not name or len(name) > 249 or any(c not in _LEGAL for c in name) or name in (".", ".."):
+            raise errors.InvalidTopicError(f"Topic name '{name}' is illegal: use [a-zA-Z0-9._-], at most 249")
+        if name in self.topics:
+            raise errors.TopicAlreadyExistsError(f"Topic '{name}' already exists.")
+        if num_partitions < 1:
+            raise errors.InvalidPartitionsError("Number of partitions must be larger than 0.")
+        live = sorted(self.live_brokers())
+        if replication_factor < 1:
+            raise errors.InvalidReplicationFactorError("Replication factor must be larger than 0.")
+        if replication_factor > len(live):
+            raise errors.InvalidReplicationFactorError(
+                f"Replication factor: {replication_factor} larger than available brokers: {len(live)}.")
+        try:
+            cfg = validate_topic_configs(configs)
+        except errors.ConfigError as e:
+            raise errors.InvalidConfigError(str(e)) from None
+        if int(cfg.get("min.insync.replicas", "1")) > replication_factor:
+            # Kafka allows it (acks=all then always fails); we warn in the log only.
+            log.warning("Topic %s: min.insync.replicas above replication factor", name)
+        assignment = place_replicas(num_partitions, replication_factor, live, self.next_placement)
+        t = TopicRecord(name, cfg, [PartitionRecord(i, reps, list(reps), reps[0], 0, 0)
+                                    for i, reps in enumerate(assignment)])
+        if validate_only:
+            return t
+        self.next_placement += 1
+        self.topics[name] = t
+        log.info("Created topic %s with %d partitions, replication factor %d", name, num_partitions,
+                 replication_factor)
+        self._bump()
+        return t
+
+    def delete_topic(self, name: str) -> None:
+        if name not in self.topics:
+            raise errors.UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")
+        del self.topics[name]
+        self._bump()
+
+    def alter_partition(self, broker_id: int, broker_epoch: int, topic: str, partition: int,
+                        leader_epoch: int, partition_epoch: int, new_isr: list[int]) -> PartitionRecord:
+        b = self.brokers.get(broker_id)
+        if b is None or b.broker_epoch != broker_epoch or b.fenced:
+            raise errors.StaleBrokerEpochError(f"broker {broker_id} epoch {broker_epoch} is not current")
+        t = self.topics.get(topic)
+        if t is None or partition >= len(t.partitions):
+            raise errors.UnknownTopicOrPartitionError(f"{topic}-{partition}")
+        p = t.partitions[partition]
+        if p.leader != broker_id:
+            raise errors.NotLeaderOrFollowerError(f"broker {broker_id} does not lead {topic}-{partition}")
+        if leader_epoch != p.leader_epoch:
+            raise errors.FencedLeaderEpochError(f"leader epoch {leader_epoch} != {p.leader_epoch}")
+        if partition_epoch != p.partition_epoch:
+            raise errors.InvalidUpdateVersionError(
+                f"partition epoch {partition_epoch} != {p.partition_epoch} for {topic}-{partition}")
+        if broker_id not in new_isr or not set(new_isr) <= set(p.replicas):
+            raise errors.InvalidRequestError(f"ISR {new_isr} must hold the leader and only replicas")
+        live = self.live_brokers()
+        added = set(new_isr) - set(p.isr)
+        if any(r not in live for r in added):
+            raise errors.IneligibleReplicaError(f"cannot add fenced brokers {sorted(added - live)} to the ISR")
+        log.info("Partition %s-%d: ISR %s -> %s", topic, partition, p.isr, new_isr)
+        p.isr = list(new_isr)
+        p.partition_epoch += 1
+        self._bump()
+        return p
+
+
+_LEGAL = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

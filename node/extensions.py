@@ -1,0 +1,12 @@
+"""Services that live in the coordinator process beside the controller.
+
+Each extension has register(server), start(), stop() and tick(); the
+group coordinator (issue D) and transaction coordinator (issue E) add
+themselves here.
+"""
+from __future__ import annotations
+
+
+def coordinator_extensions(node) -> list:
+    from node.producer_ids import ProducerIdExtension
+    return [ProducerIdExtension(node)]

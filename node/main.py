@@ -1,0 +1,78 @@
+"""Runs one node in this process: `brokerlab node coordinator|broker ...`."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from client.common.config import BrokerConfig
+from node.rpc import create_server
+
+log = logging.getLogger("node")
+
+
+def parse_configs(pairs) -> dict:
+    out = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise ValueError(f"--config expects key=value, got '{pair}'")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def setup_logging(name: str, level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+
+
+def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str,
+             configs: dict, agent: str = "") -> int:
+    from node.faults import FaultState, register_fault_service
+
+    name = "coordinator" if kind == "coordinator" else f"broker-{node_id}"
+    setup_logging(name, os.environ.get("BROKERLAB_LOG_LEVEL", "INFO"))
+    os.makedirs(data_dir, exist_ok=True)
+    config = BrokerConfig.from_props(configs)
+    faults = FaultState.from_env(name)
+    if kind == "coordinator":
+        from node.coordinator import Coordinator
+        from node.extensions import coordinator_extensions
+        node = Coordinator(data_dir, host, port, config, clock=faults.clock, agent=agent)
+        node.extensions.extend(coordinator_extensions(node))
+        register = node.register
+    else:
+        from node.broker import Broker
+        from node.broker_service import register_broker_services
+        node = Broker(data_dir, host, port, node_id, coordinator, config, clock=faults.clock, agent=agent)
+
+        def register(server):
+            register_broker_services(server, node)
+
+    def register_all(server):
+        register(server)
+        register_fault_service(server, faults)
+
+    server, bound = create_server(host, port, register_all, interceptors=[faults.server_interceptor()])
+    node.port = bound
+    with open(os.path.join(data_dir, "port"), "w") as f:
+        f.write(str(bound))
+    node.start()
+    log.info("%s listening on %s:%d (data dir %s)", name, host, bound, data_dir)
+    print(f"{name} listening on {host}:{bound}", flush=True)
+
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not done.wait(0.5):
+        pass
+    log.info("%s shutting down", name)
+    server.stop(grace=1).wait(2)
+    node.stop()
+    return 0
