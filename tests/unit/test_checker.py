@@ -473,3 +473,22 @@ def test_run_check_exit_codes(tmp_path, capsys, ops, code):
 def test_run_check_missing_file_is_unknown(tmp_path, capsys):
     assert run_check(str(tmp_path / "nope.jsonl"), as_json=False) == 2
     assert capsys.readouterr().out.startswith("UNKNOWN")
+
+
+def test_reader_skips_blank_lines(tmp_path):
+    path = tmp_path / "h.jsonl"
+    ops = hist(send(0, (X, 0, 1)), poll(1, {X: [(0, 1)]}))
+    path.write_text(json.dumps(ops[0]) + "\n\n" + "\n".join(json.dumps(op) for op in ops[1:]) + "\n\n")
+    back = read_history(str(path))
+    assert back == ops and back.truncated is False
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_benchmark_history_is_valid(tmp_path, seed):
+    from chaos.bench_checker import generate
+
+    path = str(tmp_path / "bench.jsonl")
+    n = generate(path, 5000, seed)
+    result = check(read_history(path))
+    assert result["valid"] is True, result["anomaly_types"]
+    assert result["stats"]["ops"] == n >= 5000
