@@ -29,11 +29,11 @@ def main() -> None:
 
 
 def _add_commands() -> None:
-    from node.cli import agent_cmd, node_cmd, up
+    from node.cli import agent_cmd, demo, node_cmd, up
     from client.cli import consume, produce, topics
     from chaos.cli import check
 
-    for cmd in (up, node_cmd, agent_cmd, topics, produce, consume, check):
+    for cmd in (up, node_cmd, agent_cmd, demo, topics, produce, consume, check):
         main.add_command(cmd)
     for optional in ("client.cli:groups", "client.cli:transactions", "client.cli:dlq", "client.perf:perf",
                      "chaos.cli:chaos", "chaos.bench:bench"):

@@ -94,3 +94,42 @@ def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, conf
     while not done.wait(0.5):
         pass
     a.close()
+
+
+@click.command("demo")
+@click.option("--brokers", default=3, show_default=True)
+@click.option("--records", default=10000, show_default=True)
+def demo(brokers: int, records: int) -> None:
+    """Start a throwaway local cluster, round-trip records with acks=all, print the result, stop."""
+    import shutil
+    import tempfile
+
+    from client import Admin, Consumer, Producer, TopicPartition
+    from node.cluster import FAST_CONFIGS, Cluster
+
+    tmp = tempfile.mkdtemp(prefix="brokerlab-demo-")
+    try:
+        with Cluster(tmp, brokers=brokers, port=0, configs=FAST_CONFIGS) as c:
+            bs = c.bootstrap_servers
+            click.echo(f"cluster ready: bootstrap {bs}, {brokers} brokers")
+            rf = min(3, brokers)
+            with Admin({"bootstrap.servers": bs}) as admin:
+                admin.create_topic("demo", 6, rf, {"min.insync.replicas": str(min(2, rf))})
+            with Producer({"bootstrap.servers": bs, "acks": "all", "linger.ms": 5}) as p:
+                futs = [p.send("demo", str(i).encode()) for i in range(records)]
+                p.flush()
+                acked = sum(1 for f in futs if f.exception() is None)
+            seen = set()
+            with Consumer({"bootstrap.servers": bs}) as cons:
+                cons.assign([TopicPartition("demo", i) for i in range(6)])
+                cons.seek_to_beginning()
+                import time
+                deadline = time.monotonic() + 30
+                while len(seen) < acked and time.monotonic() < deadline:
+                    seen.update(int(r.value) for r in cons.poll(500))
+            verdict = "ok" if len(seen) == acked == records else "MISMATCH"
+            click.echo(f"round trip {verdict}: {acked} acknowledged, {len(seen)} read back")
+            if verdict != "ok":
+                sys.exit(1)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

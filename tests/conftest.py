@@ -1,0 +1,69 @@
+"""Fixtures that start real multi-process clusters on 127.0.0.1 with free ports and temp dirs."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import psutil
+import pytest
+
+from node.cluster import FAST_CONFIGS, Cluster
+
+
+def _start_cluster(tmp: str, brokers: int = 3, configs: dict | None = None) -> Cluster:
+    cfg = dict(FAST_CONFIGS)
+    cfg.update(configs or {})
+    return Cluster(tmp, brokers=brokers, port=0, configs=cfg).start()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster():
+    """One 3-broker cluster for tests that do not break it."""
+    tmp = tempfile.mkdtemp(prefix="brokerlab-shared-")
+    c = _start_cluster(tmp)
+    yield c
+    c.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_factory():
+    """Starts fresh clusters for destructive tests; all are stopped at teardown."""
+    made: list[tuple[Cluster, str]] = []
+
+    def make(brokers: int = 3, configs: dict | None = None) -> Cluster:
+        tmp = tempfile.mkdtemp(prefix="brokerlab-test-")
+        c = _start_cluster(tmp, brokers, configs)
+        made.append((c, tmp))
+        return c
+
+    yield make
+    for c, tmp in made:
+        c.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(cluster_factory):
+    return cluster_factory()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No node process may outlive the test session."""
+    me = psutil.Process(os.getpid())
+    leftovers = [p for p in me.children(recursive=True) if "brokerlab_cli" in " ".join(_cmd(p))]
+    for p in leftovers:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    if leftovers:
+        print(f"\nkilled {len(leftovers)} leaked node process(es)")
+
+
+def _cmd(p):
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
