@@ -35,8 +35,9 @@ def _add_commands() -> None:
 
     for cmd in (up, node_cmd, agent_cmd, demo, topics, produce, consume, check):
         main.add_command(cmd)
-    for optional in ("client.cli:groups", "client.cli:transactions", "client.cli:dlq", "client.perf:perf",
-                     "chaos.cli:chaos", "chaos.bench:bench"):
+    # Command groups that later parts add; each lives with the package it drives.
+    for optional in ("client.groups_cli:groups", "client.txn_cli:transactions", "client.dlq:dlq",
+                     "client.perf:perf", "chaos.cli:chaos", "chaos.bench:bench"):
         mod, _, attr = optional.partition(":")
         try:
             module = __import__(mod, fromlist=[attr])

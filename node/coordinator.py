@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import grpc
 
 from client.common import errors
 from client.common.clock import Clock, SystemClock
 from client.common.config import BrokerConfig
+from client.common.network import ChannelPool
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.controller import ControllerState
@@ -49,6 +51,8 @@ class Coordinator:
         self.changed = threading.Condition(self.lock)
         self._stop = threading.Event()
         self.extensions: list = []  # group / transaction coordinators register here
+        self.pool = ChannelPool(self.name)  # outbound calls to brokers (internal topics, txn markers)
+        self.started_at = time.monotonic()
 
     # -- driver ----------------------------------------------------------
     def _commit(self) -> None:
@@ -120,6 +124,7 @@ class Coordinator:
             self.changed.notify_all()
         for ext in self.extensions:
             ext.stop()
+        self.pool.close()
         self.store.close()
 
     def register(self, server: grpc.Server) -> None:
