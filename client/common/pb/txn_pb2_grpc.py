@@ -39,12 +39,78 @@ class TxnCoordinatorStub:
                 request_serializer=txn__pb2.InitProducerIdRequest.SerializeToString,
                 response_deserializer=txn__pb2.InitProducerIdResponse.FromString,
                 _registered_method=True)
+        self.AddPartitionsToTxn = channel.unary_unary(
+                '/brokerlab.TxnCoordinator/AddPartitionsToTxn',
+                request_serializer=txn__pb2.AddPartitionsToTxnRequest.SerializeToString,
+                response_deserializer=txn__pb2.AddPartitionsToTxnResponse.FromString,
+                _registered_method=True)
+        self.AddOffsetsToTxn = channel.unary_unary(
+                '/brokerlab.TxnCoordinator/AddOffsetsToTxn',
+                request_serializer=txn__pb2.AddOffsetsToTxnRequest.SerializeToString,
+                response_deserializer=txn__pb2.AddOffsetsToTxnResponse.FromString,
+                _registered_method=True)
+        self.EndTxn = channel.unary_unary(
+                '/brokerlab.TxnCoordinator/EndTxn',
+                request_serializer=txn__pb2.EndTxnRequest.SerializeToString,
+                response_deserializer=txn__pb2.EndTxnResponse.FromString,
+                _registered_method=True)
+        self.TxnOffsetCommit = channel.unary_unary(
+                '/brokerlab.TxnCoordinator/TxnOffsetCommit',
+                request_serializer=txn__pb2.TxnOffsetCommitRequest.SerializeToString,
+                response_deserializer=txn__pb2.TxnOffsetCommitResponse.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/brokerlab.TxnCoordinator/ListTransactions',
+                request_serializer=txn__pb2.ListTransactionsRequest.SerializeToString,
+                response_deserializer=txn__pb2.ListTransactionsResponse.FromString,
+                _registered_method=True)
+        self.DescribeTransactions = channel.unary_unary(
+                '/brokerlab.TxnCoordinator/DescribeTransactions',
+                request_serializer=txn__pb2.DescribeTransactionsRequest.SerializeToString,
+                response_deserializer=txn__pb2.DescribeTransactionsResponse.FromString,
+                _registered_method=True)
 
 
 class TxnCoordinatorServicer:
     """Missing associated documentation comment in .proto file."""
 
     def InitProducerId(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPartitionsToTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddOffsetsToTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndTxn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TxnOffsetCommit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeTransactions(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -57,6 +123,36 @@ def add_TxnCoordinatorServicer_to_server(servicer, server):
                     servicer.InitProducerId,
                     request_deserializer=txn__pb2.InitProducerIdRequest.FromString,
                     response_serializer=txn__pb2.InitProducerIdResponse.SerializeToString,
+            ),
+            'AddPartitionsToTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPartitionsToTxn,
+                    request_deserializer=txn__pb2.AddPartitionsToTxnRequest.FromString,
+                    response_serializer=txn__pb2.AddPartitionsToTxnResponse.SerializeToString,
+            ),
+            'AddOffsetsToTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddOffsetsToTxn,
+                    request_deserializer=txn__pb2.AddOffsetsToTxnRequest.FromString,
+                    response_serializer=txn__pb2.AddOffsetsToTxnResponse.SerializeToString,
+            ),
+            'EndTxn': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndTxn,
+                    request_deserializer=txn__pb2.EndTxnRequest.FromString,
+                    response_serializer=txn__pb2.EndTxnResponse.SerializeToString,
+            ),
+            'TxnOffsetCommit': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxnOffsetCommit,
+                    request_deserializer=txn__pb2.TxnOffsetCommitRequest.FromString,
+                    response_serializer=txn__pb2.TxnOffsetCommitResponse.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=txn__pb2.ListTransactionsRequest.FromString,
+                    response_serializer=txn__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'DescribeTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeTransactions,
+                    request_deserializer=txn__pb2.DescribeTransactionsRequest.FromString,
+                    response_serializer=txn__pb2.DescribeTransactionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +182,168 @@ class TxnCoordinator:
             '/brokerlab.TxnCoordinator/InitProducerId',
             txn__pb2.InitProducerIdRequest.SerializeToString,
             txn__pb2.InitProducerIdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPartitionsToTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.TxnCoordinator/AddPartitionsToTxn',
+            txn__pb2.AddPartitionsToTxnRequest.SerializeToString,
+            txn__pb2.AddPartitionsToTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddOffsetsToTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.TxnCoordinator/AddOffsetsToTxn',
+            txn__pb2.AddOffsetsToTxnRequest.SerializeToString,
+            txn__pb2.AddOffsetsToTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndTxn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.TxnCoordinator/EndTxn',
+            txn__pb2.EndTxnRequest.SerializeToString,
+            txn__pb2.EndTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TxnOffsetCommit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.TxnCoordinator/TxnOffsetCommit',
+            txn__pb2.TxnOffsetCommitRequest.SerializeToString,
+            txn__pb2.TxnOffsetCommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.TxnCoordinator/ListTransactions',
+            txn__pb2.ListTransactionsRequest.SerializeToString,
+            txn__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brokerlab.TxnCoordinator/DescribeTransactions',
+            txn__pb2.DescribeTransactionsRequest.SerializeToString,
+            txn__pb2.DescribeTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
