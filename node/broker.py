@@ -325,11 +325,16 @@ class Broker:
         r = self.replicas.get((topic, partition))
         deadline = time.monotonic() + timeout_ms / 1000.0
         leader_epoch = r.model.leader_epoch
+        min_isr = topic_config(r.configs, "min.insync.replicas")
         with self.data_cond:
             while True:
                 m = r.model
-                if m.high_watermark > last_offset:
-                    return
+                if m.leader_epoch == leader_epoch:
+                    done, err = m.check_enough_replicas_reach_offset(last_offset + 1, min_isr)
+                    if done:
+                        if err is not None:
+                            raise err  # replicated, but the ISR shrank below min.insync.replicas
+                        return
                 if not m.is_leader or m.leader_epoch != leader_epoch:
                     raise errors.NotLeaderOrFollowerError(
                         f"leadership of {topic}-{partition} changed before the write was replicated")
