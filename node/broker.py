@@ -89,6 +89,8 @@ class Broker:
         self.fetchers = FetcherManager(self)
         self.isr_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alter-isr")
         self.incarnation = uuid.uuid4().hex
+        from node.txn_broker import TxnBroker
+        self.txn = TxnBroker(self)
         for t, p in self.store.partitions():
             r = Replica(t, p, broker_id, self.store)
             r.load()
@@ -387,7 +389,7 @@ class Broker:
         return hw
 
     def aborted_transactions(self, r: Replica, start: int, upto: int) -> list:
-        return []
+        return self.txn.aborted_transactions(r, start, upto)
 
     def on_follower_fetch(self, r: Replica, follower_id: int, fetch_offset: int) -> None:
         now = self.clock.monotonic_ms()
@@ -512,6 +514,7 @@ class Broker:
             m.truncate_to(new_end)
             self.store.write(r.checkpoint_puts(), deletes)
             r.producers.rebuild(records.read_header(b) for b in self.store.iter_batches(r.topic, r.partition))
+            self.txn.on_truncate(r)
 
     def _persist_checkpoints(self, r: Replica) -> None:
         self.store.write(r.checkpoint_puts())
@@ -549,12 +552,6 @@ class Broker:
             digest.update(raw[:12] + raw[16:])
         return {"hw": hw, "leo": leo, "log_start": start, "digest": digest.hexdigest(), **info}
 
-    # -- transactions (issue E fills these in) ---------------------------------
+    # -- transactions (node/txn_broker.py) ---------------------------------
     def write_txn_markers(self, request):
-        from client.common.pb import broker_pb2 as bpb
-        resp = bpb.WriteTxnMarkersResponse()
-        for m in request.markers:
-            for p in m.partitions:
-                resp.results.add(producer_id=m.producer_id, topic=m.topic, partition=p,
-                                 error_code=errors.UnsupportedVersionError.code)
-        return resp
+        return self.txn.write_txn_markers(request)

@@ -1,0 +1,102 @@
+"""Broker side of transactions: COMMIT / ABORT markers as leader, and the aborted-transaction index.
+
+Driver around the broker's partition replicas. A marker is a control batch
+appended under the partition lock like any produce (offsets, leader epoch,
+producer state via `on_control_marker`), then waited on with acks=all so the
+coordinator only completes a transaction whose markers are replicated.
+
+The aborted index of a replica is rebuilt from the log itself, read forward
+lazily up to the log end on each read_committed fetch; a truncation drops it.
+So it is right after restarts, on followers that become leaders, and after
+truncation, without a file of its own.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from client.common import errors, records
+from client.common.config import topic_config
+from client.common.pb import broker_pb2 as bpb
+from node.txn import AbortedTxnIndex
+
+log = logging.getLogger(__name__)
+
+MARKER_TIMEOUT_MS = 5000
+
+
+def _control(raw: bytes) -> str:
+    recs = records.decode_records(raw)
+    return records.control_type(recs[0]) if recs else "UNKNOWN"
+
+
+class TxnBroker:
+    def __init__(self, broker):
+        self.b = broker
+        self.lock = threading.Lock()  # guards each replica's `aborted_index` attribute
+
+    # -- markers ---------------------------------------------------------
+    def write_txn_markers(self, request) -> bpb.WriteTxnMarkersResponse:
+        resp = bpb.WriteTxnMarkersResponse()
+        for m in request.markers:
+            for p in m.partitions:
+                out = resp.results.add(producer_id=m.producer_id, topic=m.topic, partition=p)
+                try:
+                    last = self.append_marker(m.topic, p, m.producer_id, m.producer_epoch, m.committed,
+                                              m.coordinator_epoch)
+                    self.b.wait_for_hw(m.topic, p, last, MARKER_TIMEOUT_MS)
+                except errors.KafkaError as e:
+                    out.error_code = e.code
+                except Exception as e:  # noqa: BLE001 - reported per partition
+                    log.exception("writing a marker to %s-%d failed", m.topic, p)
+                    out.error_code = errors.UnknownServerError(str(e)).code
+        return resp
+
+    def append_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
+                      commit: bool, coordinator_epoch: int) -> int:
+        """Appends one control batch as leader; returns its offset."""
+        b = self.b
+        r = b.leader_replica(topic, partition)
+        min_isr = topic_config(r.configs, "min.insync.replicas")
+        with r.lock:
+            m = r.model
+            if not m.is_leader:
+                raise errors.NotLeaderOrFollowerError(f"broker {b.broker_id} lost leadership of {topic}-{partition}")
+            err = m.check_append(-1, min_isr)
+            if err is not None:
+                raise err
+            entry = r.producers.last_entry(producer_id)
+            if entry is not None and producer_epoch < entry.producer_epoch:
+                raise errors.InvalidProducerEpochError(
+                    f"marker epoch {producer_epoch} of producer {producer_id} is older than {entry.producer_epoch}")
+            offset = m.log_end_offset
+            raw = records.build_control_batch(commit, producer_id, producer_epoch, b.clock.wall_ms(),
+                                              coordinator_epoch=coordinator_epoch)
+            stored = records.set_offset_and_epoch(raw, offset, m.leader_epoch)
+            puts = [b.store.append_puts(topic, partition, offset, stored)]
+            m.on_leader_append(offset, offset, b.clock.monotonic_ms())
+            r.producers.on_control_marker(producer_id, producer_epoch, offset)
+            puts.extend(r.checkpoint_puts())
+            b.store.write(puts)
+        log.info("Wrote %s marker for producer %d epoch %d to %s-%d at offset %d",
+                 "COMMIT" if commit else "ABORT", producer_id, producer_epoch, topic, partition, offset)
+        with b.data_cond:
+            b.data_cond.notify_all()
+        return offset
+
+    # -- aborted index -----------------------------------------------------
+    def aborted_transactions(self, r, start: int, upto: int) -> list[tuple[int, int]]:
+        with self.lock:
+            index = getattr(r, "aborted_index", None)
+            if index is None:
+                index = r.aborted_index = AbortedTxnIndex()
+            if index.next_offset < upto:
+                for raw in self.b.store.iter_batches(r.topic, r.partition, index.next_offset):
+                    h = records.read_header(raw)
+                    control = _control(raw) if h.is_control else None
+                    index.on_batch(h.producer_id, h.base_offset, h.next_offset, h.is_transactional, control)
+            return index.collect(start, upto)
+
+    def on_truncate(self, r) -> None:
+        with self.lock:
+            r.aborted_index = None
