@@ -134,7 +134,10 @@ class Agent:
         return self._signal(signal.SIGSTOP, "paused")
 
     def resume(self) -> apb.AgentStatus:
-        return self._signal(signal.SIGCONT, "running")
+        st = self._signal(signal.SIGCONT, "running")
+        # Rules set while the node was paused were not pushed to it: push them now, off this thread.
+        threading.Thread(target=self._push_faults, name=f"agent-push-{self.name}", daemon=True).start()
+        return st
 
     def stop(self, timeout_s: float = 10.0) -> apb.AgentStatus:
         with self.lock:
@@ -183,6 +186,12 @@ class Agent:
         """Keeps the rules for restarts and pushes them to the running node (best effort)."""
         with self.lock:
             self.faults = spec
+        self._push_faults()
+        return spec
+
+    def _push_faults(self) -> None:
+        with self.lock:
+            spec = self.faults
             running = self.proc is not None and self.proc.poll() is None and self.state == "running"
         if running:
             try:
@@ -190,7 +199,6 @@ class Agent:
             except grpc.RpcError as e:
                 log.info("could not push faults to %s now (%s); it gets them when it restarts", self.name,
                          e.code())
-        return spec
 
     def close(self) -> None:
         self._closing = True

@@ -39,6 +39,7 @@ class Rule:
     jitter_ms: int = 0
     probability: float = 1.0
     method: str = ""  # "" any; else names separated by "|", matched against the method's last part
+    tag: str = ""  # the fault that made it (partition, delay, heartbeat, ...), so one kind can be healed
 
     def matches(self, src: str, dst: str, method: str) -> bool:
         if self.dst not in ("*", dst):
@@ -95,7 +96,7 @@ def rules_from_pb(pbs) -> list[Rule]:
         if p.kind not in KINDS:
             raise ValueError(f"unknown fault kind '{p.kind}' (one of {', '.join(KINDS)})")
         out.append(Rule(p.kind, p.src or "*", p.dst or "*", p.delay_ms, p.jitter_ms,
-                        p.probability if p.probability > 0 else 1.0, p.method))
+                        p.probability if p.probability > 0 else 1.0, p.method, p.tag))
     return out
 
 
@@ -108,6 +109,8 @@ class FaultState:
         self._lock = threading.Lock()
         self.table = RuleTable()  # replaced whole, never mutated: readers need no lock
         self.spec = apb.FaultRules()
+        self.refused = 0  # counters for status; += from rpc threads, approximate is fine
+        self.delayed = 0
 
     @classmethod
     def from_env(cls, name: str) -> "FaultState":
@@ -127,6 +130,12 @@ class FaultState:
         if spec.rules or spec.clock_offset_ms or spec.clock_strobe_ms:
             log.info("Fault rules now: %s", [f"{r.kind} {r.src}->{r.dst} {r.method}".strip() for r in table.rules])
         return spec
+
+    def report(self) -> apb.FaultRules:
+        out = apb.FaultRules()
+        out.CopyFrom(self.spec)
+        out.refused, out.delayed = self.refused, self.delayed
+        return out
 
     def server_interceptor(self) -> grpc.ServerInterceptor:
         return _ServerFaults(self)
@@ -163,9 +172,18 @@ class _ServerFaults(grpc.ServerInterceptor):
             return handler
         inner = handler.unary_unary
 
+        state = self.state
+
         def behaviour(request, context):
             if decision.delay_ms:
+                state.delayed += 1
                 time.sleep(decision.delay_ms / 1000.0)
+                if not context.is_active():
+                    # The caller gave up (deadline) while the message was in flight: it never arrives,
+                    # otherwise delayed heartbeats would still land late and keep a session alive.
+                    context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "fault: delayed past the caller's deadline")
+            if decision.action != "pass":
+                state.refused += 1
             if decision.action == "refuse":
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: {src} -> {self.state.name} dropped")
             result = inner(request, context)
@@ -188,7 +206,7 @@ class FaultServicer(agrpc.FaultsServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
     def GetFaults(self, request, context):
-        return self.state.spec
+        return self.state.report()
 
 
 def register_fault_service(server: grpc.Server, state: FaultState) -> None:

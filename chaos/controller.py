@@ -1,0 +1,373 @@
+"""ChaosController: process and network faults on a running cluster, through its nodes' agents.
+
+It discovers every node and its agent from the cluster metadata and saves what it learned to a small
+state file, so a later invocation can still reach the agent of a coordinator that is down. Network
+faults are rule sets kept by each agent (which hands them to its node, also after a restart); every
+node enforces the rules for traffic arriving at it, so a rule lives at the receiving node.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+
+import grpc
+
+from chaos.targets import ClusterView, TargetError, check_groups, grudge_of_groups
+from client.common.network import ChannelPool
+from client.common.pb import agent_pb2 as apb
+from client.common.pb import agent_pb2_grpc as agrpc
+from client.common.pb import metadata_pb2 as mpb
+from client.common.pb import metadata_pb2_grpc as mgrpc
+from node.faults import HEARTBEAT_METHODS, Rule, rules_from_pb, rules_to_pb
+
+log = logging.getLogger(__name__)
+
+COORDINATOR = "coordinator"
+HEARTBEATS = "|".join(HEARTBEAT_METHODS)
+_LINK = re.compile(r"^(client:[^:]+|[^:]+):(client:[^:]+|[^:]+)$")
+
+
+class ChaosError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    name: str
+    address: str
+    agent: str
+
+
+def default_state_path() -> str:
+    return os.environ.get("BROKERLAB_CHAOS_STATE", os.path.join(".brokerlab", "chaos-agents.json"))
+
+
+def parse_link(link: str) -> tuple[str, str]:
+    """'A:B' (node names, 'client:<id>' or '*') -> (A, B)."""
+    m = _LINK.match(link.strip())
+    if not m:
+        raise TargetError(f"bad link '{link}': expected A:B, e.g. broker-1:broker-2 or client:p1:broker-1")
+    return m.group(1), m.group(2)
+
+
+class ChaosController:
+    def __init__(self, bootstrap: str, state_path: str | None = None, rpc_timeout_s: float = 5.0):
+        self.bootstrap = bootstrap
+        self.state_path = state_path or default_state_path()
+        self.rpc_timeout_s = rpc_timeout_s
+        self.pool = ChannelPool("chaos")
+        self.nodes: dict[str, NodeInfo] = {}
+        self.last_metadata: mpb.MetadataResponse | None = None
+
+    # -- discovery -------------------------------------------------------
+    def _load_state(self) -> dict:
+        try:
+            with open(self.state_path) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_state(self) -> None:
+        state = self._load_state()
+        state[self.bootstrap] = {"nodes": {n: asdict(i) for n, i in sorted(self.nodes.items())},
+                                 "updated_ms": int(time.time() * 1000)}
+        os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
+        tmp = f"{self.state_path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, self.state_path)
+
+    def metadata(self, timeout_s: float = 2.0) -> mpb.MetadataResponse | None:
+        """From the bootstrap server, else from any known node (a broker answers from its cache)."""
+        addrs = [self.bootstrap] + [i.address for i in self.nodes.values() if i.address != self.bootstrap]
+        for addr in addrs:
+            try:
+                md = mgrpc.MetadataStub(self.pool.get(addr)).GetMetadata(
+                    mpb.MetadataRequest(include_internal=True), timeout=timeout_s)
+                self.last_metadata = md
+                return md
+            except grpc.RpcError:
+                continue
+        return None
+
+    def discover(self) -> dict[str, NodeInfo]:
+        saved = self._load_state().get(self.bootstrap, {}).get("nodes", {})
+        found = {n: NodeInfo(**i) for n, i in saved.items()}
+        found.update(self.nodes)
+        self.nodes = found
+        md = self.metadata()
+        if md is not None:
+            if md.controller_agent:
+                found[COORDINATOR] = NodeInfo(COORDINATOR, md.controller or self.bootstrap, md.controller_agent)
+            for b in md.brokers:
+                if b.agent:
+                    name = f"broker-{b.node_id}"
+                    found[name] = NodeInfo(name, f"{b.host}:{b.port}", b.agent)
+            self.nodes = found
+            self._save_state()
+        if not self.nodes:
+            raise ChaosError(f"no node agents known for {self.bootstrap}: the cluster did not answer and "
+                             f"{self.state_path} has nothing saved for it")
+        return self.nodes
+
+    def _known(self) -> dict[str, NodeInfo]:
+        return self.nodes or self.discover()
+
+    def node(self, name: str) -> NodeInfo:
+        nodes = self._known()
+        if name not in nodes:
+            raise TargetError(f"unknown node '{name}' (known: {', '.join(sorted(nodes))})")
+        return nodes[name]
+
+    def view(self) -> ClusterView:
+        """Node names, leaders and replicas, for targeting."""
+        nodes = self._known()
+        md = self.metadata() or self.last_metadata
+        leaders, replicas = {}, {}
+        for t in md.topics if md is not None else ():
+            for p in t.partitions:
+                key = f"{t.name}/{p.partition}"
+                if p.leader >= 0:
+                    leaders[key] = f"broker-{p.leader}"
+                replicas[key] = tuple(f"broker-{r}" for r in p.replicas)
+        return ClusterView(tuple(sorted(nodes)), COORDINATOR, leaders, replicas)
+
+    # -- process faults --------------------------------------------------
+    def _agent_call(self, name: str, method: str, request=None, timeout_s: float | None = None):
+        info = self.node(name)
+        stub = agrpc.AgentStub(self.pool.get(info.agent))
+        try:
+            return getattr(stub, method)(request if request is not None else apb.AgentRequest(node=name),
+                                         timeout=timeout_s or self.rpc_timeout_s)
+        except grpc.RpcError as e:
+            raise ChaosError(f"{method} {name}: agent {info.agent} did not answer ({e.code().name})") from None
+
+    def _process(self, method: str, names: list[str], timeout_s: float = 30.0) -> list[dict]:
+        out = []
+        for name in names:
+            st = self._agent_call(name, method, timeout_s=timeout_s)
+            if st.error:
+                raise ChaosError(f"{method} {name}: {st.error}")
+            out.append(_status_dict(st))
+        return out
+
+    def kill(self, *names: str) -> list[dict]:
+        return self._process("Kill", list(names))
+
+    def start(self, *names: str) -> list[dict]:
+        return self._process("Start", list(names), timeout_s=60)
+
+    def stop(self, *names: str) -> list[dict]:
+        return self._process("Stop", list(names))
+
+    def restart(self, *names: str) -> list[dict]:
+        return self._process("Restart", list(names), timeout_s=60)
+
+    def pause(self, *names: str) -> list[dict]:
+        return self._process("Pause", list(names))
+
+    def resume(self, *names: str) -> list[dict]:
+        return self._process("Resume", list(names))
+
+    # -- rules -----------------------------------------------------------
+    def faults(self, name: str) -> apb.FaultRules:
+        return self._agent_call(name, "GetFaults", apb.Empty())
+
+    def _replace(self, tag: str, rules_by_node: dict[str, list[Rule]], keep_others: bool = True) -> None:
+        """Sets, on every node, its rules tagged `tag` to rules_by_node[node] (other tags are kept)."""
+        for name in sorted(self._known()):
+            current = self.faults(name)
+            rules = [r for r in rules_from_pb(current.rules) if keep_others and r.tag != tag]
+            rules += rules_by_node.get(name, [])
+            spec = apb.FaultRules(rules=rules_to_pb(rules), clock_offset_ms=current.clock_offset_ms,
+                                  clock_strobe_ms=current.clock_strobe_ms,
+                                  clock_strobe_period_ms=current.clock_strobe_period_ms, seed=current.seed)
+            self._agent_call(name, "SetFaults", spec)
+
+    def _expand(self, name: str) -> list[str]:
+        if name == "*":
+            return sorted(self._known())
+        if not name.startswith("client:"):
+            self.node(name)
+        return [name]
+
+    def partition(self, groups: list[list[str]], one_way: bool = False) -> dict[str, list[str]]:
+        """Cut traffic between groups (nodes in no group keep every link); returns the grudge."""
+        check_groups(groups, self._known())
+        grudge = grudge_of_groups(groups, one_way)
+        self.partition_grudge(grudge)
+        return grudge
+
+    def partition_grudge(self, grudge: dict[str, list[str]]) -> None:
+        """grudge[node] = the nodes whose traffic `node` refuses. Replaces any earlier partition."""
+        rules = {dst: [Rule("drop", src, dst, tag="partition") for src in srcs] for dst, srcs in grudge.items()}
+        for dst in rules:
+            self.node(dst)
+        self._replace("partition", rules)
+
+    def isolate(self, name: str) -> dict[str, list[str]]:
+        return self.partition([[name], [n for n in sorted(self._known()) if n != name]])
+
+    def _link_rules(self, links: list[str], make) -> dict[str, list[Rule]]:
+        out: dict[str, list[Rule]] = {}
+        for link in links:
+            a, b = parse_link(link)
+            pairs = [(s, d) for s in self._expand(a) for d in self._expand(b)]
+            pairs += [(s, d) for s in self._expand(b) for d in self._expand(a)]
+            for src, dst in pairs:
+                if src != dst and not dst.startswith("client:"):  # a client serves nothing to refuse at
+                    out.setdefault(dst, []).append(make(src, dst))
+        return out
+
+    def delay(self, links: list[str], ms: int, jitter_ms: int = 0) -> None:
+        """Latency both ways on each link 'A:B' (adds to earlier delays on other links)."""
+        rules = self._link_rules(links, lambda s, d: Rule("delay", s, d, ms, jitter_ms, tag="delay"))
+        self._add("delay", rules)
+
+    def loss(self, links: list[str], p: float) -> None:
+        if not 0 < p <= 1:
+            raise TargetError(f"loss probability must be in (0, 1], got {p}")
+        self._add("loss", self._link_rules(links, lambda s, d: Rule("loss", s, d, probability=p, tag="loss")))
+
+    def _add(self, tag: str, rules_by_node: dict[str, list[Rule]]) -> None:
+        for name, rules in rules_by_node.items():
+            current = self.faults(name)
+            spec = apb.FaultRules()
+            spec.CopyFrom(current)
+            spec.refused = spec.delayed = 0
+            spec.rules.extend(rules_to_pb(rules))
+            self._agent_call(name, "SetFaults", spec)
+
+    def _sources(self, sources: list[str]) -> list[str]:
+        for s in sources:
+            self._expand(s)  # validates node names; client ids are free-form
+        return list(sources)
+
+    def heartbeat_delay(self, sources: list[str], ms: int) -> None:
+        """Delay only heartbeats from these brokers (or `client:<id>` consumers) at the coordinator."""
+        rules = [Rule("delay", s, COORDINATOR, ms, method=HEARTBEATS, tag="heartbeat") for s in self._sources(sources)]
+        self._add("heartbeat", {COORDINATOR: rules})
+
+    def heartbeat_drop(self, sources: list[str]) -> None:
+        rules = [Rule("drop", s, COORDINATOR, method=HEARTBEATS, tag="heartbeat") for s in self._sources(sources)]
+        self._add("heartbeat", {COORDINATOR: rules})
+
+    def cut_clients(self, nodes: list[str], clients: str = "client:*") -> None:
+        """Clients (`client:*` or `client:<id>`) can no longer reach these nodes."""
+        for n in nodes:
+            self.node(n)
+        self._add("client", {n: [Rule("drop", clients, n, tag="client")] for n in nodes})
+
+    def clock(self, name: str, offset_ms: int = 0, strobe_ms: int = 0, period_ms: int = 0) -> None:
+        if strobe_ms and period_ms <= 0:
+            raise TargetError("a clock strobe needs period_ms > 0")
+        spec = apb.FaultRules()
+        spec.CopyFrom(self.faults(name))
+        spec.refused = spec.delayed = 0
+        spec.clock_offset_ms, spec.clock_strobe_ms, spec.clock_strobe_period_ms = offset_ms, strobe_ms, period_ms
+        self._agent_call(name, "SetFaults", spec)
+
+    def heal_network(self, tag: str | None = None) -> None:
+        """Removes the rules of one fault (tag), or every rule and clock skew."""
+        if tag is None:
+            for name in sorted(self._known()):
+                self._agent_call(name, "SetFaults", apb.FaultRules())
+        else:
+            self._replace(tag, {})
+
+    # -- heal and status -------------------------------------------------
+    def heal(self) -> dict:
+        """Every rule and clock skew removed, paused nodes resumed, stopped / killed nodes started."""
+        self.discover_quietly()
+        if not self.nodes:
+            raise ChaosError(f"no node agents known for {self.bootstrap}")
+        errors, resumed, started = [], [], []
+        for name in sorted(self.nodes):
+            try:
+                self._agent_call(name, "SetFaults", apb.FaultRules())
+                st = self._agent_call(name, "Status")
+                if st.state == "paused":
+                    self.resume(name)
+                    resumed.append(name)
+                elif st.state in ("killed", "stopped", "exited"):
+                    self.start(name)
+                    started.append(name)
+            except ChaosError as e:
+                errors.append(str(e))
+        out = {"healed": sorted(self.nodes), "resumed": resumed, "started": started}
+        if errors:
+            out["errors"] = errors
+        return out
+
+    def discover_quietly(self) -> None:
+        try:
+            self.discover()
+        except ChaosError:
+            pass
+
+    def status(self) -> dict:
+        self.discover_quietly()
+        nodes = []
+        for name in sorted(self._known()):
+            row = {"node": name, "address": self.nodes[name].address, "agent": self.nodes[name].agent}
+            try:
+                row.update(_status_dict(self._agent_call(name, "Status", timeout_s=2)))
+                spec = self.faults(name)
+                row["faults"] = [_rule_text(r) for r in rules_from_pb(spec.rules)]
+                if spec.clock_offset_ms or spec.clock_strobe_ms:
+                    row["clock"] = {"offset_ms": spec.clock_offset_ms, "strobe_ms": spec.clock_strobe_ms,
+                                    "period_ms": spec.clock_strobe_period_ms}
+            except ChaosError as e:
+                row.update({"state": "unreachable", "error": str(e)})
+            nodes.append(row)
+        out = {"bootstrap": self.bootstrap, "nodes": nodes}
+        md = self.metadata()
+        if md is not None:
+            out["fenced"] = sorted(f"broker-{b.node_id}" for b in md.brokers if b.fenced)
+            out["under_replicated"] = sorted(f"{t.name}/{p.partition}" for t in md.topics for p in t.partitions
+                                             if set(p.isr) != set(p.replicas) or p.leader < 0)
+        return out
+
+    def healthy(self) -> bool:
+        """Every known broker registered and unfenced, every partition led with its full ISR."""
+        md = self.metadata()
+        if md is None:
+            return False
+        brokers = {f"broker-{b.node_id}": b for b in md.brokers}
+        if any(n not in brokers or brokers[n].fenced for n in self._known() if n != COORDINATOR):
+            return False
+        return all(p.leader >= 0 and set(p.isr) == set(p.replicas) for t in md.topics for p in t.partitions)
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return True
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        return False
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> "ChaosController":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _status_dict(st: apb.AgentStatus) -> dict:
+    return {"node": st.node, "state": st.state, "pid": st.pid, "restarts": st.restarts}
+
+
+def _rule_text(r: Rule) -> str:
+    what = {"delay": f"delay {r.delay_ms}ms" + (f"±{r.jitter_ms}" if r.jitter_ms else ""),
+            "loss": f"loss p={r.probability:g}"}.get(r.kind, r.kind)
+    method = f" [{r.method}]" if r.method else ""
+    return f"{what} {r.src} -> {r.dst}{method}"

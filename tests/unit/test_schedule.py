@@ -1,0 +1,124 @@
+"""The seeded nemesis schedule and Jepsen-style targets: pure, reproducible."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from chaos.schedule import SpecError, parse_nemesis, schedule
+from chaos.targets import ClusterView, TargetError, partition_shape, resolve_nodes
+
+NODES = ("broker-1", "broker-2", "broker-3", "coordinator")
+VIEW = ClusterView(NODES, leaders={"t/0": "broker-2", "t/1": "broker-3"},
+                   replicas={"t/0": ("broker-2", "broker-1", "broker-3"), "t/1": ("broker-3", "broker-1")})
+SPEC = {"interval_s": 10, "duration_s": 4, "start_after_s": 1,
+        "faults": ["kill", {"f": "pause", "target": "leader-of", "topic": "t", "partition": 0},
+                   {"f": "partition", "shape": "halves", "weight": 2},
+                   {"f": "delay", "target": "one", "ms": 200, "jitter_ms": 50}, "restart"]}
+
+
+def ops(spec, seed, limit_ms=120_000):
+    return [(t.at_ms, t.op) for t in schedule(parse_nemesis(spec, seed), limit_ms)]
+
+
+def test_same_seed_same_schedule_other_seed_other_schedule():
+    assert ops(SPEC, 42) == ops(SPEC, 42)
+    assert ops(SPEC, 42) != ops(SPEC, 43)
+    assert ops({**SPEC, "seed": 5}, 42) == ops(SPEC, 5)  # the spec's own seed wins
+
+
+def test_schedule_shape_and_recovery_ops():
+    got = ops(SPEC, 1)
+    times = [t for t, _ in got]
+    assert times == sorted(times) and times[0] == 1000 and times[-1] < 120_000
+    assert all(op["process"] == "nemesis" and op["type"] == "info" for _, op in got)
+    recover = {"kill": "start", "pause": "resume", "partition": "heal", "delay": "heal"}
+    faults = [(t, op) for t, op in got if op["f"] not in ("start", "resume", "heal")]
+    assert len(faults) == 12  # at 1 s, 11 s, ... 111 s
+    for t, op in faults:
+        if op["f"] in recover:
+            assert (t + 4000, recover[op["f"]]) in [(t2, o2["f"]) for t2, o2 in got]
+    assert got[-1][1]["f"] == "heal"
+    assert {op["f"] for _, op in faults} == {"kill", "pause", "partition", "delay", "restart"}
+
+
+def test_pause_op_carries_its_target_params():
+    got = [op for _, op in ops(SPEC, 1) if op["f"] == "pause"]
+    assert got[0]["value"] == {"target": "leader-of", "topic": "t", "partition": 0}
+
+
+def test_no_faults_is_just_a_heal():
+    assert [op["f"] for _, op in ops({"faults": []}, 0)] == ["heal"]
+
+
+@pytest.mark.parametrize("spec,field", [
+    ({"faults": ["kil"]}, "nemesis.faults[0].f"),
+    ({"faults": [{"f": "partition", "shape": "triangle"}]}, "nemesis.faults[0].shape"),
+    ({"faults": [{"f": "loss", "p": 2}]}, "nemesis.faults[0].p"),
+    ({"faults": [{"f": "delay", "ms": -1}]}, "nemesis.faults[0].ms"),
+    ({"faults": [{"f": "kill", "targte": "one"}]}, "nemesis.faults[0].targte"),
+    ({"faults": ["kill"], "interval_s": 2, "duration_s": 5}, "nemesis.duration_s"),
+    ({"faults": ["kill"], "seed": "x"}, "nemesis.seed"),
+    ({"faults": "kill"}, "nemesis.faults"),
+    ({"intervall_s": 3}, "nemesis.intervall_s"),
+])
+def test_bad_spec_names_the_field(spec, field):
+    with pytest.raises(SpecError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        parse_nemesis(spec)
+
+
+@pytest.mark.parametrize("target,check", [
+    ("one", lambda r: len(r) == 1 and r[0] in NODES),
+    ("broker", lambda r: len(r) == 1 and r[0].startswith("broker-")),
+    ("coordinator", lambda r: r == ["coordinator"]),
+    ("minority", lambda r: len(r) == 1),
+    ("majority", lambda r: len(r) == 3 and len(set(r)) == 3),
+    ("all", lambda r: r == sorted(NODES)),
+    ("random", lambda r: 1 <= len(r) <= 4),
+    ("broker-1,coordinator", lambda r: r == ["broker-1", "coordinator"]),
+])
+def test_targets(target, check):
+    for seed in range(20):
+        assert check(resolve_nodes(target, VIEW, random.Random(seed)))
+    assert resolve_nodes(target, VIEW, random.Random(9)) == resolve_nodes(target, VIEW, random.Random(9))
+
+
+def test_leader_of_and_bad_targets():
+    assert resolve_nodes("leader-of", VIEW, random.Random(0), "t", 1) == ["broker-3"]
+    with pytest.raises(TargetError, match="no leader known for t/7"):
+        resolve_nodes("leader-of", VIEW, random.Random(0), "t", 7)
+    with pytest.raises(TargetError, match="unknown target 'broker-9'"):
+        resolve_nodes("broker-9", VIEW, random.Random(0))
+
+
+def sees(plan, a, b):
+    return a not in plan.grudge.get(b, [])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_partition_shapes(seed):
+    rng = random.Random(seed)
+    iso = partition_shape("isolate-one", VIEW, rng)
+    assert len(iso.groups[0]) == 1 and sorted(iso.groups[0] + iso.groups[1]) == sorted(NODES)
+    (one,) = iso.groups[0]
+    assert all(not sees(iso, one, o) and not sees(iso, o, one) for o in NODES if o != one)
+
+    halves = partition_shape("halves", VIEW, rng)
+    assert sorted(map(len, halves.groups)) == [2, 2]
+
+    bridge = partition_shape("bridge", VIEW, rng)
+    (b,) = set(bridge.groups[0]) & set(bridge.groups[1])
+    assert all(sees(bridge, b, o) and sees(bridge, o, b) for o in NODES)
+
+    ring = partition_shape("majorities-ring", VIEW, rng)
+    majorities = {frozenset(o for o in NODES if sees(ring, o, n)) for n in NODES}
+    assert all(len(m) == 3 for m in majorities) and len(majorities) == 4  # each sees a majority, no two the same
+
+    lf = partition_shape("leader-isolated-from-followers", VIEW, rng, "t", 0)
+    assert lf.groups == [["broker-2"], ["broker-1", "broker-3"]]
+    assert sees(lf, "broker-2", "coordinator") and sees(lf, "coordinator", "broker-2")
+
+
+def test_same_seed_same_partition():
+    a = partition_shape("majorities-ring", VIEW, random.Random(4))
+    assert a == partition_shape("majorities-ring", VIEW, random.Random(4))
