@@ -2,9 +2,15 @@
 
 No threads or clocks inside: the producer's driver passes `now_ms` and
 holds the lock. A batch is ready when it is full, when linger.ms has passed
-since it was opened, when a flush is asked for, or when the producer closes.
-While a partition has a batch in flight it is muted (one request in flight
-per partition), which keeps send order through retries.
+since it was opened, when a flush is asked for, when send() is blocked on
+buffer.memory, or when the producer closes. While a partition has a request
+in flight it is muted (one request in flight per partition), which keeps
+send order through retries: the broker handles requests concurrently, so two
+in flight for one partition could be appended in either order.
+
+Memory is accounted as Kafka's BufferPool does: each new batch reserves
+max(batch.size, its first record) of buffer.memory, returned when the batch
+completes; appending to an open batch needs no memory.
 """
 from __future__ import annotations
 
@@ -13,6 +19,15 @@ from dataclasses import dataclass, field
 
 from client.common.records import BatchBuilder
 from client.common.types import TopicPartition
+
+
+def record_size(key, value, headers=None) -> int:
+    """Kafka's upper-bound estimate of one record's size in a batch (for buffer.memory and
+    max.request.size checks)."""
+    size = 21 + (len(key) if key else 0) + (len(value) if value else 0)
+    if headers:
+        size += sum(len(k) + (len(v) if v else 0) + 10 for k, v in headers)
+    return size
 
 
 @dataclass(slots=True, eq=False)
@@ -26,6 +41,7 @@ class ProducerBatch:
     base_sequence: int = -1
     reserved_bytes: int = 0
     sent_ms: int = 0
+    result: object = None   # the driver's ProduceRequestResult, read by the records' futures
 
     @property
     def record_count(self) -> int:
@@ -50,31 +66,46 @@ class RecordAccumulator:
         self.batches: dict[TopicPartition, deque[ProducerBatch]] = {}
         self.muted: set[TopicPartition] = set()
         self.used_bytes = 0
-        self.flushing = False
+        self.incomplete: set[ProducerBatch] = set()  # appended, not yet completed or failed (flush waits)
+        self.flushes_in_progress = 0
+        self.waiters = 0   # send() calls blocked on buffer.memory: everything becomes ready
         self.closing = False
+
+    @property
+    def flushing(self) -> bool:
+        return self.flushes_in_progress > 0
 
     def available_bytes(self) -> int:
         return self.buffer_memory - self.used_bytes
+
+    def needs_new_batch(self, tp: TopicPartition, key, value, headers=None) -> bool:
+        """Whether a record for tp would open a new batch (the sticky partitioner then moves on)."""
+        dq = self.batches.get(tp)
+        if not dq:
+            return True
+        last = dq[-1]
+        return last.attempts > 0 or not last.builder.has_room_for(key, value, headers)
 
     def append(self, tp: TopicPartition, timestamp_ms: int, key, value, headers, now_ms: int) -> AppendResult:
         dq = self.batches.get(tp)
         if dq is None:
             dq = self.batches[tp] = deque()
-        size = 21 + (len(key) if key else 0) + (len(value) if value else 0)
         if dq:
             last = dq[-1]
             if last.attempts == 0 and last.builder.try_append(timestamp_ms, key, value, headers):
-                self.used_bytes += size
-                last.reserved_bytes += size
                 return AppendResult(last, False, last.builder.is_full)
-        if self.used_bytes + size > self.buffer_memory and self.used_bytes > 0:
+        # Kafka's BufferPool cannot hand out more than buffer.memory; the producer rejects
+        # records larger than that before they get here.
+        need = min(max(self.batch_size, record_size(key, value, headers)), self.buffer_memory)
+        if self.used_bytes + need > self.buffer_memory:
             return AppendResult(None, False, False)
         b = ProducerBatch(tp, BatchBuilder(self.compression, batch_size=self.batch_size), now_ms)
         b.builder.try_append(timestamp_ms, key, value, headers)
-        b.reserved_bytes = size
-        self.used_bytes += size
+        b.reserved_bytes = need
+        self.used_bytes += need
         dq.append(b)
-        return AppendResult(b, True, b.builder.is_full)
+        self.incomplete.add(b)
+        return AppendResult(b, True, b.builder.is_full or len(dq) > 1)
 
     def ready(self, now_ms: int) -> tuple[list[TopicPartition], int]:
         """Partitions with a sendable batch, and ms until the next one may become ready."""
@@ -88,7 +119,8 @@ class RecordAccumulator:
                 continue
             waited = now_ms - b.created_ms
             full = len(dq) > 1 or b.builder.is_full
-            if full or waited >= self.linger_ms or self.flushing or self.closing or b.attempts > 0:
+            if full or waited >= self.linger_ms or self.flushes_in_progress or self.closing \
+                    or self.waiters or b.attempts > 0:
                 out.append(tp)
             else:
                 next_ms = min(next_ms, self.linger_ms - waited)
@@ -121,18 +153,20 @@ class RecordAccumulator:
         self.muted.discard(tp)
 
     def complete(self, batch: ProducerBatch) -> None:
+        """The batch is done (sent, failed or expired): its memory goes back to the pool."""
         self.used_bytes -= batch.reserved_bytes
         batch.reserved_bytes = 0
+        self.incomplete.discard(batch)
 
     def unmute(self, tp: TopicPartition) -> None:
         self.muted.discard(tp)
 
     def expired(self, now_ms: int) -> list[ProducerBatch]:
-        """Batches not in flight whose delivery.timeout.ms has passed; removed from the deques."""
+        """Queued batches whose delivery.timeout.ms has passed; removed from the deques.
+        In-flight batches are not here: their request times out first (delivery.timeout.ms >=
+        linger.ms + request.timeout.ms) and the sender expires them then."""
         out = []
-        for tp, dq in self.batches.items():
-            if tp in self.muted:
-                continue
+        for dq in self.batches.values():
             while dq and now_ms - dq[0].created_ms >= self.delivery_timeout_ms:
                 out.append(dq.popleft())
         return out
@@ -143,6 +177,13 @@ class RecordAccumulator:
             out.extend(dq)
             dq.clear()
         return out
+
+    def next_expiry_ms(self, now_ms: int) -> int:
+        """ms until the oldest queued batch reaches delivery.timeout.ms (a cap on the sender's sleep)."""
+        heads = [dq[0].created_ms for dq in self.batches.values() if dq]
+        if not heads:
+            return self.delivery_timeout_ms
+        return max(min(heads) + self.delivery_timeout_ms - now_ms, 0)
 
     def has_undrained(self) -> bool:
         return any(self.batches.values())

@@ -12,12 +12,12 @@ import queue
 import random
 import threading
 import time
-from concurrent.futures import Future
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
-from client.accumulator import ProducerBatch, RecordAccumulator
+from client.accumulator import ProducerBatch, RecordAccumulator, record_size
 from client.common import errors
 from client.common.clock import SystemClock
 from client.common.config import ProducerConfig
@@ -26,36 +26,13 @@ from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
 from client.common.pb import txn_pb2 as tpb
 from client.common.pb import txn_pb2_grpc as tgrpc
-from client.common.types import RecordMetadata, TopicPartition
+from client.common.types import TopicPartition
+from client.future import FutureRecordMetadata, ProduceRequestResult
 from client.metadata import Metadata
 from client.metrics import ProducerMetrics
 from client.partitioner import DefaultPartitioner, make_partitioner
 
 log = logging.getLogger(__name__)
-
-
-class FutureRecordMetadata(Future):
-    """A Future of RecordMetadata with kafka-python's callback helpers."""
-
-    def get(self, timeout: float | None = None) -> RecordMetadata:
-        try:
-            return self.result(timeout)
-        except TimeoutError:
-            raise errors.KafkaTimeoutError(f"no result within {timeout} s") from None
-
-    def add_callback(self, fn: Callable, *args, **kwargs) -> "FutureRecordMetadata":
-        def cb(f):
-            if f.exception() is None:
-                fn(*args, f.result(), **kwargs)
-        self.add_done_callback(cb)
-        return self
-
-    def add_errback(self, fn: Callable, *args, **kwargs) -> "FutureRecordMetadata":
-        def cb(f):
-            if f.exception() is not None:
-                fn(*args, f.exception(), **kwargs)
-        self.add_done_callback(cb)
-        return self
 
 
 def _to_bytes(x) -> bytes | None:
@@ -91,6 +68,9 @@ class Producer:
         self._wake = threading.Event()
         self._responses: queue.Queue = queue.Queue()
         self._inflight: dict[str, int] = {}   # broker address -> requests in flight (sender thread only)
+        self._metadata_stale = False          # sender thread: refresh once before the next drain
+        self._pid_reset_needed = False        # a sent batch failed: its partition's sequences have a gap
+        self._sticky = isinstance(self.partitioner, DefaultPartitioner)
         self._closed = False
         self._rng = random.Random()
         self.idempotent = c.enable_idempotence
@@ -114,66 +94,91 @@ class Producer:
         key_b = _to_bytes(self.key_serializer(key) if self.key_serializer and key is not None else key)
         value_b = _to_bytes(self.value_serializer(value) if self.value_serializer and value is not None else value)
         hdrs = [(k, _to_bytes(v)) for k, v in headers] if headers else None
-        size = 21 + (len(key_b) if key_b else 0) + (len(value_b) if value_b else 0)
-        if size > self.config.max_request_size:
-            raise errors.MessageTooLargeError(
-                f"The message is {size} bytes when serialized which is larger than max.request.size "
-                f"({self.config.max_request_size})")
+        self._ensure_valid_record_size(record_size(key_b, value_b, hdrs))
         ts = timestamp_ms if timestamp_ms is not None else self.clock.wall_ms()
         tp = self._partition_for(topic, partition, key, key_b, value, value_b)
+        if self._sticky and partition is None and (key_b is None or self.partitioner.ignore_keys):
+            # KIP-480: a keyless record that would open a new batch moves the sticky partition on.
+            with self._lock:
+                new_batch = self.accumulator.needs_new_batch(tp, key_b, value_b, hdrs)
+            if new_batch:
+                self.partitioner.on_new_batch(topic, self.metadata.cluster, tp.partition)
+                tp = self._partition_for(topic, None, key, key_b, value, value_b)
         if self.txn is not None:
             self.txn.maybe_add_partition(tp)
-        fut = FutureRecordMetadata()
-        if callback is not None:
-            fut.add_done_callback(lambda f: callback(f.result() if f.exception() is None else None, f.exception()))
-        deadline = time.monotonic() + self.config.max_block_ms / 1000.0
         with self._lock:
-            started = time.monotonic()
+            res = self.accumulator.append(tp, ts, key_b, value_b, hdrs, self.clock.monotonic_ms())
+            if res.batch is None:
+                res = self._wait_for_memory(tp, ts, key_b, value_b, hdrs)
+            b = res.batch
+            if res.new_batch:
+                b.result = ProduceRequestResult(tp)
+            fut = FutureRecordMetadata(b.result, b.record_count - 1, ts, len(key_b) if key_b is not None else -1,
+                                       len(value_b) if value_b is not None else -1)
+            b.futures.append(fut)
+            if callback is not None:
+                fut.add_both(callback)
+        if res.new_batch or res.batch_full:
+            self._wake.set()  # a new linger deadline, or a full batch to send now
+        return fut
+
+    def _ensure_valid_record_size(self, size: int) -> None:
+        if size > self.config.max_request_size:
+            raise errors.MessageTooLargeError(
+                f"The message is {size} bytes when serialized which is larger than "
+                f"{self.config.max_request_size}, which is the value of the max.request.size configuration.")
+        if size > self.config.buffer_memory:
+            raise errors.MessageTooLargeError(
+                f"The message is {size} bytes when serialized which is larger than the total memory buffer "
+                f"you have configured with the buffer.memory configuration ({self.config.buffer_memory}).")
+
+    def _wait_for_memory(self, tp, ts, key_b, value_b, hdrs):
+        """Called with self._lock held: blocks up to max.block.ms for buffer.memory to free up."""
+        started = time.monotonic()
+        deadline = started + self.config.max_block_ms / 1000.0
+        self.accumulator.waiters += 1   # makes every batch ready, so memory comes back sooner
+        self._wake.set()
+        try:
             while True:
-                res = self.accumulator.append(tp, ts, key_b, value_b, hdrs, self.clock.monotonic_ms())
-                if res.batch is not None:
-                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.metrics_.record_error(1)
                     raise errors.BufferExhaustedError(
-                        f"Failed to allocate {size} bytes within the configured max blocking time "
-                        f"{self.config.max_block_ms} ms (buffer.memory={self.config.buffer_memory}, "
-                        f"{self.accumulator.available_bytes()} available)")
-                self._wake.set()
+                        f"Failed to allocate memory within the configured max blocking time "
+                        f"{self.config.max_block_ms} ms (max.block.ms): buffer.memory="
+                        f"{self.config.buffer_memory} is in use by batches not yet acknowledged, "
+                        f"{self.accumulator.available_bytes()} bytes available")
                 self._space.wait(left)
-            if time.monotonic() - started > 0.0005:
-                self.metrics_.record_buffer_wait((time.monotonic() - started) * 1000)
-            res.batch.futures.append((fut, len(key_b) if key_b else -1, len(value_b) if value_b else -1, ts))
-            if res.new_batch and key_b is None and isinstance(self.partitioner, DefaultPartitioner):
-                pass
-        if res.batch_full or res.new_batch and self.accumulator.linger_ms == 0:
-            self._wake.set()
-        if res.batch_full and key_b is None and isinstance(self.partitioner, DefaultPartitioner):
-            self.partitioner.on_new_batch(topic, self.metadata.cluster, tp.partition)
-        return fut
+                res = self.accumulator.append(tp, ts, key_b, value_b, hdrs, self.clock.monotonic_ms())
+                if res.batch is not None:
+                    return res
+        finally:
+            self.accumulator.waiters -= 1
+            self.metrics_.record_buffer_wait((time.monotonic() - started) * 1000)
 
     def flush(self, timeout: float | None = None) -> None:
+        """Makes every buffered batch ready now and waits until all batches appended before the
+        call, in-flight ones included, are acknowledged or failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            self.accumulator.flushing = True
-            pending = [f for dq in self.accumulator.batches.values() for b in dq for f, *_ in b.futures]
-        pending += self._inflight_futures()
+            self.accumulator.flushes_in_progress += 1
+            results = [b.result for b in self.accumulator.incomplete if b.result is not None]
         self._wake.set()
         try:
-            for f in pending:
+            for r in results:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    f.exception(left)
-                except TimeoutError:
-                    raise errors.KafkaTimeoutError(f"flush did not complete within {timeout} s") from None
+                if not r.wait(left):
+                    raise errors.KafkaTimeoutError(f"Failed to flush accumulated records within {timeout} s")
         finally:
             with self._lock:
-                self.accumulator.flushing = False
+                self.accumulator.flushes_in_progress -= 1
 
     def close(self, timeout: float | None = None) -> None:
+        """Delivers what is buffered (waiting up to timeout s), then stops the sender; records still
+        undelivered after that fail with a timeout error."""
         if self._closed:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             if timeout is None or timeout > 0:
                 try:
@@ -188,7 +193,11 @@ class Producer:
             for b in left:
                 self._fail_batch(b, errors.KafkaTimeoutError("producer closed before the record was sent"))
             self._wake.set()
-            self._sender.join(timeout=5)
+            self._sender.join(None if deadline is None else max(deadline - time.monotonic(), 0.1))
+            with self._lock:
+                unanswered = list(self.accumulator.incomplete)
+            for b in unanswered:   # in flight when close() gave up waiting
+                self._fail_batch(b, errors.KafkaTimeoutError("producer closed before the broker answered"))
             self.pool.close()
 
     def __enter__(self):
@@ -258,44 +267,47 @@ class Producer:
             delay = min(delay * 2, 0.5)
 
     # -- sender thread ---------------------------------------------------
-    def _inflight_futures(self) -> list:
-        return [f for fs in list(self._inflight_batches.values()) for f in fs] if hasattr(self, "_inflight_batches") else []
-
     def _run(self) -> None:
-        self._inflight_batches: dict[int, list] = {}
         try:
             while True:
+                self._wake.clear()   # a wake-up from here on makes the _wait below return at once
                 self._handle_responses()
-                if self._closed and not self._inflight and not self.accumulator.has_undrained():
+                inflight = sum(self._inflight.values())
+                if self._closed and not inflight and not self.accumulator.has_undrained():
                     break
                 now = self.clock.monotonic_ms()
-                if self.idempotent and self.producer_id < 0 and self._fatal is None:
-                    if self.accumulator.has_undrained() or self.txn is not None:
-                        if not self._init_producer_id():
-                            self._wait(self.config.retry_backoff_ms)
-                            continue
                 self._expire(now)
+                if self._pid_reset_needed:
+                    if inflight:   # let the old producer id's requests finish first
+                        self._wait(self.config.retry_backoff_ms)
+                        continue
+                    self._reset_producer_id()
+                if self.idempotent and self.producer_id < 0 and self._fatal is None \
+                        and (self.accumulator.has_undrained() or self.txn is not None) \
+                        and not self._init_producer_id():
+                    self._wait(self.config.retry_backoff_ms)
+                    continue
+                if self._metadata_stale:
+                    self._metadata_stale = False
+                    self._refresh_metadata()
                 with self._lock:
                     ready, next_ms = self.accumulator.ready(now)
-                sent = self._send_ready(ready, now) if ready else False
-                if not sent:
-                    self._wait(min(next_ms, 50))
+                    next_ms = min(next_ms, self.accumulator.next_expiry_ms(now) + 1)
+                if ready and not self._send_ready(ready, now):
+                    next_ms = min(next_ms, self.config.retry_backoff_ms)  # waiting for a leader
+                self._wait(next_ms)
         except Exception:
             log.exception("producer sender thread died")
             self._fatal = errors.IllegalStateError("the producer's sender thread died; see the log")
             with self._lock:
-                left = self.accumulator.abort_all()
+                left = list(self.accumulator.incomplete)
+                self.accumulator.abort_all()
             for b in left:
                 self._fail_batch(b, self._fatal)
 
     def _wait(self, ms: float) -> None:
-        try:
-            item = self._responses.get(timeout=ms / 1000.0)
-            self._responses.put(item)
-        except queue.Empty:
-            pass
-        if self._wake.is_set():
-            self._wake.clear()
+        """Sleeps until ms pass or something wakes the sender (send, flush, close, a response)."""
+        self._wake.wait(max(ms, 0) / 1000.0)
 
     def _init_producer_id(self) -> bool:
         if self.txn is not None:
@@ -321,6 +333,20 @@ class Producer:
         self._sequences.clear()
         log.info("Producer %s got producer id %d epoch %d", self.client_id, producer_id, epoch)
 
+    def _reset_producer_id(self) -> None:
+        """A sent batch failed, so the broker's next expected sequence is unknown: start over with
+        a new producer id (Kafka before KIP-360). Queued batches get fresh sequences from 0."""
+        self._pid_reset_needed = False
+        if self.txn is not None:
+            return  # the transaction manager owns the producer id; the transaction must abort
+        log.info("Producer %s resetting producer id %d after a failed batch", self.client_id, self.producer_id)
+        self.producer_id, self.producer_epoch = -1, -1
+        self._sequences.clear()
+        with self._lock:
+            for dq in self.accumulator.batches.values():
+                for b in dq:
+                    b.base_sequence = -1
+
     def _expire(self, now: int) -> None:
         with self._lock:
             expired = self.accumulator.expired(now)
@@ -328,37 +354,33 @@ class Producer:
             self._fail_batch(b, errors.KafkaTimeoutError(
                 f"Expiring {b.record_count} record(s) for {b.tp}: {now - b.created_ms} ms has passed since "
                 f"batch creation (delivery.timeout.ms={self.config.delivery_timeout_ms})"))
-            if self.idempotent and b.attempts > 0:
-                # The broker may or may not hold it: start a fresh producer id so sequences stay valid.
-                self.producer_id = -1
 
     def _send_ready(self, ready: list[TopicPartition], now: int) -> bool:
+        """Drains ready partitions into requests per leader, up to max.in.flight per broker and
+        max.request.size per request. False when some partition had no known leader."""
         by_leader: dict[str, list[TopicPartition]] = {}
-        need_refresh = False
+        leaders_known = True
         for tp in ready:
             addr = self.metadata.leader_address(tp)
             if addr is None:
-                need_refresh = True
+                leaders_known = False
                 continue
             by_leader.setdefault(addr, []).append(tp)
-        if need_refresh:
-            self._refresh_metadata()
-        sent = False
+        if not leaders_known:
+            self._metadata_stale = True
         max_inflight = self.config.max_in_flight_requests_per_connection
         for addr, tps in by_leader.items():
-            if self._inflight.get(addr, 0) >= max_inflight:
-                continue
-            batches: list[ProducerBatch] = []
-            with self._lock:
-                for tp in tps:
-                    batches.extend(self.accumulator.drain(tp, self.config.max_request_size))
-                if self.accumulator.flushing or self.accumulator.closing:
-                    pass
-                self._space.notify_all()
-            if batches:
-                self._send_request(addr, batches, now)
-                sent = True
-        return sent
+            while tps and self._inflight.get(addr, 0) < max_inflight:
+                batches: list[ProducerBatch] = []
+                budget = self.config.max_request_size
+                with self._lock:
+                    while tps and budget > 0:
+                        got = self.accumulator.drain(tps.pop(0), budget)
+                        budget -= sum(b.builder.estimated_size for b in got)
+                        batches.extend(got)
+                if batches:
+                    self._send_request(addr, batches, now)
+        return leaders_known
 
     def _send_request(self, addr: str, batches: list[ProducerBatch], now: int) -> None:
         req = bpb.ProduceRequest(acks=self.acks, timeout_ms=self.config.request_timeout_ms,
@@ -366,7 +388,7 @@ class Producer:
         by_tp: dict[TopicPartition, list[bytes]] = {}
         for b in batches:
             if self.idempotent and self.producer_id >= 0:
-                if b.base_sequence < 0:
+                if b.base_sequence < 0:  # sequences are assigned at first drain, in partition order
                     seq = self._sequences.get(b.tp, 0)
                     b.base_sequence = seq
                     self._sequences[b.tp] = (seq + b.record_count) & 0x7FFFFFFF
@@ -380,50 +402,52 @@ class Producer:
             req.partitions.add(topic=tp.topic, partition=tp.partition, records=b"".join(datas))
         self.metrics_.record_request(batches)
         self._inflight[addr] = self._inflight.get(addr, 0) + 1
-        token = id(req)
-        self._inflight_batches[token] = [f for b in batches for f, *_ in b.futures]
         stub = bgrpc.BrokerStub(self.pool.get(addr))
-        timeout = self.config.request_timeout_ms / 1000.0 + 1.0
-        if self.acks == 0:
-            call = stub.Produce.future(req, timeout=timeout)
-            call.add_done_callback(lambda f: None)
-            self._responses.put((addr, token, batches, None, None, now))
-            return
+        timeout = self.config.request_timeout_ms / 1000.0 + 1.0  # the broker waits request.timeout.ms
         call = stub.Produce.future(req, timeout=timeout)
-        call.add_done_callback(lambda f: self._responses.put((addr, token, batches, f, None, now)))
+        if self.acks == 0:
+            # Kafka completes acks=0 sends once written; the partition stays muted until the call
+            # returns, so records still reach the log in send order.
+            for b in batches:
+                self._complete_batch(b, -1)
+
+        def on_done(f):
+            self._responses.put((addr, batches, f, now))
+            self._wake.set()
+        call.add_done_callback(on_done)
 
     def _handle_responses(self) -> None:
         while True:
             try:
-                addr, token, batches, call, _, sent_ms = self._responses.get_nowait()
+                addr, batches, call, sent_ms = self._responses.get_nowait()
             except queue.Empty:
                 return
             self._inflight[addr] = max(0, self._inflight.get(addr, 0) - 1)
-            self._inflight_batches.pop(token, None)
             now = self.clock.monotonic_ms()
-            if call is None:  # acks=0
-                for b in batches:
-                    self._complete_batch(b, -1)
+            if self.acks == 0:
+                with self._lock:
+                    for tp in {b.tp for b in batches}:
+                        self.accumulator.unmute(tp)
                 continue
             self.metrics_.record_latency(now - sent_ms)
             try:
                 resp = call.result()
             except grpc.RpcError as e:
                 err = transport_error(e, addr)
-                if isinstance(err, errors.KafkaConnectionError):
-                    self.pool.reset(addr) if e.code() != grpc.StatusCode.UNAVAILABLE else None
-                self._retry_or_fail(batches, err, now)
+                if isinstance(err, errors.KafkaConnectionError) and e.code() != grpc.StatusCode.UNAVAILABLE:
+                    self.pool.reset(addr)
+                groups = _by_partition(batches)
+                for bs in groups.values():
+                    self._retry_or_fail(bs, err, now)
                 continue
             results = {(p.topic, p.partition): p for p in resp.partitions}
-            groups: dict[TopicPartition, list[ProducerBatch]] = {}
-            for b in batches:
-                groups.setdefault(b.tp, []).append(b)
-            for tp, bs in groups.items():
+            for tp, bs in _by_partition(batches).items():
                 p = results.get((tp.topic, tp.partition))
                 if p is None:
                     self._retry_or_fail(bs, errors.UnknownServerError("no response for partition"), now)
                     continue
                 if p.error_code == 0 or p.error_code == errors.DuplicateSequenceNumberError.code:
+                    # A duplicate is a retry of a batch the broker already has: success at its offset.
                     offset = p.base_offset
                     for b in bs:
                         self._complete_batch(b, offset)
@@ -435,21 +459,26 @@ class Producer:
                     self._retry_or_fail(bs, errors.for_code(p.error_code, p.error_message), now)
 
     def _retry_or_fail(self, batches: list[ProducerBatch], err: errors.KafkaError, now: int) -> None:
+        """One partition's batches from one failed request: back to the head of the queue after a
+        backoff, or failed (not retriable, retries used up, or delivery.timeout.ms passed)."""
         if err.invalid_metadata or isinstance(err, errors.KafkaConnectionError):
-            self._refresh_metadata()
+            self._metadata_stale = True
         tp = batches[0].tp
+        # With one request in flight per partition an out-of-order sequence means the broker lost
+        # our state; retrying cannot fix it.
         retriable = err.retriable and not isinstance(err, errors.OutOfOrderSequenceNumberError)
-        if isinstance(err, errors.OutOfOrderSequenceNumberError) and self.idempotent:
-            retriable = False
         keep, fail = [], []
         for b in batches:
-            if retriable and b.attempts <= self.config.retries and \
-                    now - b.created_ms < self.config.delivery_timeout_ms:
+            if now - b.created_ms >= self.config.delivery_timeout_ms:
+                fail.append((b, errors.KafkaTimeoutError(
+                    f"Expiring {b.record_count} record(s) for {tp}: {now - b.created_ms} ms has passed since "
+                    f"batch creation (delivery.timeout.ms={self.config.delivery_timeout_ms}); last error: {err}")))
+            elif retriable and b.attempts <= self.config.retries:
                 keep.append(b)
             else:
-                fail.append(b)
-        for b in fail:
-            self._fail_batch(b, err)
+                fail.append((b, err))
+        for b, e in fail:
+            self._fail_batch(b, e)
         if keep:
             self.metrics_.record_retry(sum(b.record_count for b in keep))
             attempt = keep[0].attempts
@@ -475,16 +504,22 @@ class Producer:
             self.accumulator.complete(b)
             self._space.notify_all()
         self.metrics_.record_sent(b)
-        for i, (fut, ks, vs, ts) in enumerate(b.futures):
-            off = base_offset + i if base_offset >= 0 else -1
-            if not fut.done():
-                fut.set_result(RecordMetadata(b.tp.topic, b.tp.partition, off, ts, ks, vs))
+        if b.result is not None:
+            b.result.complete(base_offset, None)
 
-    def _fail_batch(self, b: ProducerBatch, err: Exception) -> None:
+    def _fail_batch(self, b: ProducerBatch, err: BaseException) -> None:
         with self._lock:
             self.accumulator.complete(b)
             self._space.notify_all()
         self.metrics_.record_error(b.record_count)
-        for fut, *_ in b.futures:
-            if not fut.done():
-                fut.set_exception(err)
+        if self.idempotent and b.base_sequence >= 0 and not self._closed:
+            self._pid_reset_needed = True
+        if b.result is not None:
+            b.result.complete(-1, err)
+
+
+def _by_partition(batches: list[ProducerBatch]) -> dict[TopicPartition, list[ProducerBatch]]:
+    out: dict[TopicPartition, list[ProducerBatch]] = {}
+    for b in batches:
+        out.setdefault(b.tp, []).append(b)
+    return out

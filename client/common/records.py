@@ -463,6 +463,15 @@ class BatchBuilder:
         self._payload = None
         return True
 
+    def has_room_for(self, key: bytes | None, value: bytes | None, headers=None) -> bool:
+        """Whether try_append would accept this record."""
+        if not self._records:
+            return True
+        size = _RECORD_OVERHEAD + (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+        if headers:
+            size += _headers_size(headers)
+        return self._size + size <= self._batch_size
+
     @property
     def record_count(self) -> int:
         return len(self._records)
