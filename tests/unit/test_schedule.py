@@ -122,3 +122,61 @@ def test_partition_shapes(seed):
 def test_same_seed_same_partition():
     a = partition_shape("majorities-ring", VIEW, random.Random(4))
     assert a == partition_shape("majorities-ring", VIEW, random.Random(4))
+
+
+# -- experiment files --------------------------------------------------------------------------------
+from chaos.experiment import ExperimentError, load_experiment, parse_experiment  # noqa: E402
+
+GOOD = """
+title: Kill a leader under acks=all
+description: nothing acknowledged is lost
+seed: 42
+time_limit_s: 30
+cluster: {brokers: 3, configs: {min.insync.replicas: 2}}
+topics:
+  - {name: t0, partitions: 3, replication_factor: 3, configs: {min.insync.replicas: 2}}
+steady-state-hypothesis:
+  title: fully replicated
+  probes: [{name: isr, type: isr-full, timeout_s: 10}]
+method: [{f: delay, value: {links: ["client:*:broker-1"], ms: 50}}]
+nemesis: {interval_s: 5, duration_s: 2, faults: [kill, {f: partition, shape: halves}]}
+rollbacks: [heal]
+workload: {name: queue}
+"""
+
+
+def test_experiment_loads(tmp_path):
+    p = tmp_path / "e.yaml"
+    p.write_text(GOOD)
+    e = load_experiment(str(p))
+    assert (e.title, e.seed, e.time_limit_s, e.brokers) == ("Kill a leader under acks=all", 42, 30.0, 3)
+    assert e.topics[0].configs == {"min.insync.replicas": "2"} and e.topics[0].partitions == 3
+    assert e.probes[0].type == "isr-full" and e.method[0]["f"] == "delay" and e.rollbacks[0]["f"] == "heal"
+    assert e.nemesis.seed == 42 and [f.f for f in e.nemesis.faults] == ["kill", "partition"]
+    assert e.extra == {"workload": {"name": "queue"}}
+
+
+@pytest.mark.parametrize("patch,field", [
+    ({"title": ""}, "title"),
+    ({"colour": "red"}, "colour"),
+    ({"time_limit_s": -1}, "time_limit_s"),
+    ({"cluster": {"brokers": 0}}, "cluster.brokers"),
+    ({"topics": [{"name": "t", "replication_factor": 5}]}, r"topics\[0\].replication_factor"),
+    ({"topics": [{"partitions": 1}]}, r"topics\[0\].name"),
+    ({"steady_state_hypothesis": {"probes": [{"type": "vibes"}]}}, r"probes\[0\].type"),
+    ({"method": [{"f": "explode"}]}, r"method\[0\].f"),
+    ({"nemesis": {"faults": [{"f": "kill", "target": ""}]}}, r"nemesis.faults\[0\].target"),
+])
+def test_bad_experiment_names_the_field(patch, field):
+    import yaml
+    raw = {**yaml.safe_load(GOOD), **patch}
+    with pytest.raises(ExperimentError, match=field):
+        parse_experiment(raw, "e.yaml")
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ExperimentError, match="no such experiment file"):
+        load_experiment(str(tmp_path / "nope.yaml"))
+    (tmp_path / "bad.yaml").write_text("title: [unclosed\n")
+    with pytest.raises(ExperimentError, match="not valid YAML"):
+        load_experiment(str(tmp_path / "bad.yaml"))
