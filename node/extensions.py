@@ -8,5 +8,6 @@ from __future__ import annotations
 
 
 def coordinator_extensions(node) -> list:
-    from node.producer_ids import ProducerIdExtension
-    return [ProducerIdExtension(node)]
+    from node.group_coordinator import GroupCoordinator
+    from node.txn_coordinator import TxnCoordinator
+    return [TxnCoordinator(node), GroupCoordinator(node)]

@@ -1,0 +1,495 @@
+"""Group coordinator driver: GroupMetadata models behind gRPC, state in `__consumer_offsets`.
+
+Driver per STYLE.md: one lock for every group model (groups are small and
+the handlers are short); no I/O under it. Each handler's effects go, in
+the order the models produced them, to one writer thread that appends the
+Persist records with acks=all and only then answers parked JoinGroup /
+SyncGroup calls and the caller itself. So nothing is acknowledged before
+it is replicated, and records reach the log in model order.
+
+On start a loader thread creates the topic if needed and replays it;
+until it is done every group RPC answers COORDINATOR_LOAD_IN_PROGRESS.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+from dataclasses import dataclass, field
+
+from client.common import errors as E
+from client.common.pb import group_pb2 as gpb
+from client.common.pb import group_pb2_grpc as ggrpc
+from client.common.types import TopicPartition
+from node import group as G
+from node.internal_log import InternalTopic
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+NONE = 0
+
+
+class _Parked:
+    """One delayed JoinGroup / SyncGroup call waiting for its response."""
+    __slots__ = ("event", "response")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.response = None
+
+    def complete(self, response) -> None:
+        self.response = response
+        self.event.set()
+
+
+@dataclass(slots=True)
+class _Job:
+    effects: list
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
+
+
+class GroupCoordinator:
+    def __init__(self, node):
+        self.node = node
+        c = node.config
+        self.clock = node.clock
+        self.topic = InternalTopic(node, OFFSETS_TOPIC, c.offsets_topic_num_partitions,
+                                   c.offsets_topic_replication_factor, c.min_insync_replicas)
+        self.lock = threading.Lock()
+        self.groups: dict[str, G.GroupMetadata] = {}  # guarded by lock
+        self.parked: dict[tuple[str, str, str], _Parked] = {}  # (group, member, "join"|"sync"); lock
+        self.rng = random.Random()
+        self.loaded = threading.Event()
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=10000)
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def register(self, server) -> None:
+        ggrpc.add_GroupCoordinatorServicer_to_server(GroupServicer(self), server)
+
+    def start(self) -> None:
+        threading.Thread(target=self._load, name="group-load", daemon=True).start()
+        threading.Thread(target=self._write_loop, name="group-writer", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:
+            pass
+
+    def tick(self) -> None:
+        if not self.loaded.is_set():
+            return
+        now = self.clock.monotonic_ms()
+        fx: list = []
+        with self.lock:
+            for gid, g in list(self.groups.items()):
+                deadline = g.next_deadline_ms()
+                if deadline is not None and deadline <= now:
+                    fx.extend(g.tick(now))
+        if fx:
+            self._submit(fx)
+
+    def _group_kwargs(self) -> dict:
+        c = self.node.config
+        return {"member_id_generator": G.rng_member_ids(self.rng),
+                "initial_rebalance_delay_ms": c.group_initial_rebalance_delay_ms,
+                "min_session_timeout_ms": c.group_min_session_timeout_ms,
+                "max_session_timeout_ms": c.group_max_session_timeout_ms}
+
+    def _new_group(self, group_id: str) -> G.GroupMetadata:
+        return G.GroupMetadata(group_id, **self._group_kwargs())
+
+    def _load(self) -> None:
+        """Replays `__consumer_offsets` into fresh models (Kafka's loadGroupsAndOffsets)."""
+        while not self._stop.is_set():
+            try:
+                if self.topic.ensure():
+                    break
+            except Exception:  # the controller may still be settling
+                log.exception("creating %s failed", OFFSETS_TOPIC)
+            self._stop.wait(0.2)
+        while not self._stop.is_set():
+            try:
+                recs: list[dict] = []
+                for p in range(self.topic.partitions):
+                    for _, _key, value in self.topic.read_all(p):
+                        if value:
+                            recs.append(json.loads(value))
+                break
+            except E.KafkaError as e:
+                log.warning("loading %s: %s; retrying", OFFSETS_TOPIC, e)
+        else:
+            return
+        now = self.clock.monotonic_ms()
+        kwargs = self._group_kwargs()
+        with self.lock:
+            for gid in dict.fromkeys(r.get("group_id") for r in recs):
+                g = G.GroupMetadata.from_records(gid, recs, now, **kwargs)
+                if g is not None:
+                    self.groups[gid] = g
+        log.info("Finished loading %d records of %s: %d groups", len(recs), OFFSETS_TOPIC, len(self.groups))
+        self.loaded.set()
+
+    # --------------------------------------------------------------- writer
+
+    def _submit(self, effects: list) -> _Job:
+        job = _Job(list(effects))
+        self.jobs.put(job, timeout=30)
+        return job
+
+    def _wait(self, job: _Job, timeout_s: float = 30.0) -> None:
+        """Until the job's records are replicated; raises what the append raised."""
+        if not job.done.wait(timeout_s):
+            raise E.RequestTimedOutError(f"writing {OFFSETS_TOPIC} timed out")
+        if job.error is not None:
+            raise job.error
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            while len(batch) < 256:
+                try:
+                    nxt = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stop.set()
+                    break
+                batch.append(nxt)
+            self._write(batch)
+            if self._stop.is_set():
+                return
+
+    def _write(self, batch: list[_Job]) -> None:
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for job in batch:
+            for fx in job.effects:
+                if isinstance(fx, G.PersistGroup):
+                    recs: tuple = (fx.record,)
+                elif isinstance(fx, G.PersistOffsets):
+                    recs = fx.records
+                else:
+                    continue
+                for rec in recs:
+                    part = self.topic.partition_for(rec["group_id"])
+                    by_partition.setdefault(part, []).append(
+                        (G.record_key(rec).encode(), json.dumps(rec, sort_keys=True).encode()))
+        error: Exception | None = None
+        for part, entries in by_partition.items():
+            try:
+                self.topic.append(part, entries)
+            except Exception as e:  # noqa: BLE001 - reported to every waiting caller
+                log.error("could not write group state to %s-%d: %s", OFFSETS_TOPIC, part, e)
+                error = e if isinstance(e, E.KafkaError) else E.CoordinatorNotAvailableError(str(e))
+        for job in batch:
+            self._complete_parked(job.effects)
+            job.error = error
+            job.done.set()
+
+    def _complete_parked(self, effects: list) -> None:
+        for fx in effects:
+            if isinstance(fx, G.JoinComplete):
+                kind, responses = "join", fx.responses
+            elif isinstance(fx, G.SyncComplete):
+                kind, responses = "sync", fx.responses
+            else:
+                if isinstance(fx, (G.MemberRemoved, G.RebalanceStarted)):
+                    log.info("%s", fx)
+                continue
+            for resp in responses:
+                with self.lock:
+                    # The group id is not in the response: find the parked call by member.
+                    keys = [k for k in self.parked if k[1] == resp.member_id and k[2] == kind]
+                    waiters = [self.parked.pop(k) for k in keys]
+                for w in waiters:
+                    w.complete(resp)
+
+    # ------------------------------------------------------------- handlers
+
+    def _check_loaded(self) -> None:
+        if not self.loaded.is_set():
+            raise E.CoordinatorLoadInProgressError(f"{OFFSETS_TOPIC} is still loading")
+
+    def _group(self, group_id: str, create: bool) -> G.GroupMetadata | None:
+        """Caller holds the lock. A Dead group is replaced by a fresh one on create."""
+        g = self.groups.get(group_id)
+        if (g is None or g.state is G.GroupState.DEAD) and create:
+            g = self.groups[group_id] = self._new_group(group_id)
+        return g
+
+    def _park(self, group_id: str, member_id: str, kind: str) -> _Parked:
+        p = _Parked()
+        old = self.parked.get((group_id, member_id, kind))
+        if old is not None:
+            old.complete(None)  # superseded by the member's retry
+        self.parked[(group_id, member_id, kind)] = p
+        return p
+
+    def join_group(self, r: gpb.JoinGroupRequest, client_host: str = "") -> G.JoinGroupResponse:
+        self._check_loaded()
+        if not r.group_id:
+            raise E.InvalidGroupIdError("group.id must not be empty")
+        now = self.clock.monotonic_ms()
+        inst = r.group_instance_id if r.HasField("group_instance_id") else None
+        with self.lock:
+            g = self._group(r.group_id, create=True)
+            res = g.handle_join_group(r.member_id, inst, r.client_id, client_host, r.session_timeout_ms,
+                                      r.rebalance_timeout_ms, r.protocol_type,
+                                      [(p.name, p.metadata) for p in r.protocols], now)
+            parked = self._park(r.group_id, res.member_id, "join") if res.pending else None
+        return self._finish(res, parked, r.rebalance_timeout_ms)
+
+    def sync_group(self, r: gpb.SyncGroupRequest) -> G.SyncGroupResponse:
+        self._check_loaded()
+        now = self.clock.monotonic_ms()
+        inst = r.group_instance_id if r.HasField("group_instance_id") else None
+        with self.lock:
+            g = self._group(r.group_id, create=False)
+            if g is None:
+                return G.SyncGroupResponse(r.member_id, E.UnknownMemberIdError.code)
+            assignments = {a.member_id: a.assignment for a in r.assignments} if r.assignments else None
+            res = g.handle_sync_group(r.member_id, r.generation_id, inst, assignments, now)
+            parked = self._park(r.group_id, res.member_id, "sync") if res.pending else None
+            timeout_ms = max((m.rebalance_timeout_ms for m in g.members.values()), default=30000)
+        return self._finish(res, parked, timeout_ms)
+
+    def _finish(self, res, parked: _Parked | None, timeout_ms: int):
+        """Persist the result's effects, then answer: now, or when the parked call completes."""
+        if res.effects:
+            self._wait(self._submit(list(res.effects)))
+        if parked is None:
+            return res.response
+        if not parked.event.wait(timeout_ms / 1000.0 + 5) or parked.response is None:
+            with self.lock:
+                for k, v in list(self.parked.items()):
+                    if v is parked:
+                        del self.parked[k]
+            return _timeout_response(res)
+        return parked.response
+
+    def heartbeat(self, r: gpb.HeartbeatRequest) -> int:
+        self._check_loaded()
+        inst = r.group_instance_id if r.HasField("group_instance_id") else None
+        with self.lock:
+            g = self._group(r.group_id, create=False)
+            if g is None:
+                return E.UnknownMemberIdError.code
+            return g.handle_heartbeat(r.member_id, r.generation_id, inst, self.clock.monotonic_ms()).error_code
+
+    def leave_group(self, r: gpb.LeaveGroupRequest) -> G.LeaveGroupResult:
+        self._check_loaded()
+        idents = [G.MemberIdentity(m.member_id, m.group_instance_id if m.HasField("group_instance_id") else None)
+                  for m in r.members]
+        with self.lock:
+            g = self._group(r.group_id, create=False)
+            if g is None:
+                return G.LeaveGroupResult(NONE, tuple(G.LeaveMemberResult(i.member_id, i.group_instance_id,
+                                                                          E.UnknownMemberIdError.code)
+                                                      for i in idents))
+            res = g.handle_leave_group(idents, self.clock.monotonic_ms())
+        if res.effects:
+            self._wait(self._submit(list(res.effects)))
+        return res
+
+    def commit(self, r: gpb.OffsetCommitRequest) -> G.CommitResult:
+        self._check_loaded()
+        inst = r.group_instance_id if r.HasField("group_instance_id") else None
+        offsets = {TopicPartition(p.topic, p.partition): (p.committed_offset, p.committed_metadata)
+                   for p in r.partitions}
+        with self.lock:
+            g = self._group(r.group_id, create=True)
+            res = g.commit_offsets(r.member_id, r.generation_id, offsets, self.clock.wall_ms(),
+                                   group_instance_id=inst)
+        if res.effects:
+            self._wait(self._submit(list(res.effects)))
+        return res
+
+    def fetch_offsets(self, group_id: str, tps: list[TopicPartition] | None):
+        self._check_loaded()
+        with self.lock:
+            g = self.groups.get(group_id)
+            if g is None:
+                return {tp: None for tp in tps or []}
+            return g.committed(tps)
+
+    def list_groups(self) -> list[tuple[str, str, str]]:
+        self._check_loaded()
+        with self.lock:
+            return [(g.group_id, g.protocol_type or "consumer", g.state.value)
+                    for g in self.groups.values() if g.state is not G.GroupState.DEAD]
+
+    def describe(self, group_id: str) -> G.GroupDescription | None:
+        self._check_loaded()
+        with self.lock:
+            g = self.groups.get(group_id)
+            return g.describe() if g is not None else None
+
+    def delete(self, group_id: str) -> int:
+        self._check_loaded()
+        with self.lock:
+            g = self.groups.get(group_id)
+            if g is None:
+                return E.GroupIdNotFoundError.code
+            res = g.delete()
+            if res.error_code == NONE:
+                del self.groups[group_id]
+        if res.effects:
+            self._wait(self._submit(list(res.effects)))
+        return res.error_code
+
+
+def _timeout_response(res):
+    """A parked call not answered in time (or superseded): the member rejoins."""
+    cls = G.JoinGroupResponse if isinstance(res, G.JoinResult) else G.SyncGroupResponse
+    return cls(res.member_id, E.RebalanceInProgressError.code)
+
+
+# ---------------------------------------------------------------- servicer
+
+def _peer_host(peer: str) -> str:
+    """"ipv4:127.0.0.1:5432" -> "/127.0.0.1", as Kafka prints client hosts."""
+    parts = (peer or "").split(":")
+    return "/" + ":".join(parts[1:-1]) if len(parts) >= 3 else "/" + (peer or "unknown")
+
+
+def _error_fields(e: E.KafkaError) -> dict:
+    return {"error_code": e.code, "error_message": e.message}
+
+
+def _msg(code: int) -> str:
+    return "" if code == NONE else E.class_for_code(code).name
+
+
+class GroupServicer(ggrpc.GroupCoordinatorServicer):
+    """Translates between the wire and the driver; decides nothing."""
+
+    def __init__(self, gc: GroupCoordinator):
+        self.gc = gc
+
+    def FindCoordinator(self, request, context):
+        node = self.gc.node
+        return gpb.FindCoordinatorResponse(node_id=-1, host=node.host, port=node.port)
+
+    def JoinGroup(self, request, context):
+        try:
+            r = self.gc.join_group(request, _peer_host(context.peer()))
+        except E.KafkaError as e:
+            return gpb.JoinGroupResponse(member_id=request.member_id, **_error_fields(e))
+        out = gpb.JoinGroupResponse(error_code=r.error_code, error_message=_msg(r.error_code),
+                                    generation_id=r.generation_id, protocol_type=r.protocol_type or "",
+                                    protocol_name=r.protocol_name or "", leader=r.leader, member_id=r.member_id,
+                                    skip_assignment=r.skip_assignment)
+        for m in r.members:
+            pm = out.members.add(member_id=m.member_id, metadata=m.metadata)
+            if m.group_instance_id is not None:
+                pm.group_instance_id = m.group_instance_id
+        return out
+
+    def SyncGroup(self, request, context):
+        try:
+            r = self.gc.sync_group(request)
+        except E.KafkaError as e:
+            return gpb.SyncGroupResponse(**_error_fields(e))
+        return gpb.SyncGroupResponse(error_code=r.error_code, error_message=_msg(r.error_code),
+                                     protocol_type=r.protocol_type or "", protocol_name=r.protocol_name or "",
+                                     assignment=r.assignment)
+
+    def Heartbeat(self, request, context):
+        try:
+            code = self.gc.heartbeat(request)
+        except E.KafkaError as e:
+            return gpb.HeartbeatResponse(**_error_fields(e))
+        return gpb.HeartbeatResponse(error_code=code, error_message=_msg(code))
+
+    def LeaveGroup(self, request, context):
+        try:
+            r = self.gc.leave_group(request)
+        except E.KafkaError as e:
+            return gpb.LeaveGroupResponse(**_error_fields(e))
+        out = gpb.LeaveGroupResponse(error_code=r.error_code, error_message=_msg(r.error_code))
+        for m in r.members:
+            pm = out.members.add(member_id=m.member_id, error_code=m.error_code)
+            if m.group_instance_id is not None:
+                pm.group_instance_id = m.group_instance_id
+        return out
+
+    def OffsetCommit(self, request, context):
+        try:
+            r = self.gc.commit(request)
+        except E.KafkaError as e:
+            out = gpb.OffsetCommitResponse(**_error_fields(e))
+            for p in request.partitions:
+                out.partitions.add(topic=p.topic, partition=p.partition, error_code=e.code)
+            return out
+        out = gpb.OffsetCommitResponse(error_code=r.error_code, error_message=_msg(r.error_code))
+        for (topic, partition), code in r.partitions.items():
+            out.partitions.add(topic=topic, partition=partition, error_code=code)
+        return out
+
+    def OffsetFetch(self, request, context):
+        tps = [TopicPartition(p.topic, p.partition) for p in request.partitions] or None
+        try:
+            offsets = self.gc.fetch_offsets(request.group_id, tps)
+        except E.KafkaError as e:
+            return gpb.OffsetFetchResponse(**_error_fields(e))
+        out = gpb.OffsetFetchResponse()
+        for (topic, partition), om in sorted(offsets.items()):
+            if om is None:
+                out.partitions.add(topic=topic, partition=partition, committed_offset=-1)
+            else:
+                out.partitions.add(topic=topic, partition=partition, committed_offset=om.offset,
+                                   metadata=om.metadata, commit_timestamp_ms=om.commit_timestamp_ms)
+        return out
+
+    def ListGroups(self, request, context):
+        try:
+            groups = self.gc.list_groups()
+        except E.KafkaError as e:
+            return gpb.ListGroupsResponse(**_error_fields(e))
+        wanted = {s.lower() for s in request.states_filter}
+        out = gpb.ListGroupsResponse()
+        for gid, ptype, state in sorted(groups):
+            if not wanted or state.lower() in wanted:
+                out.groups.add(group_id=gid, protocol_type=ptype, group_state=state)
+        return out
+
+    def DescribeGroups(self, request, context):
+        out = gpb.DescribeGroupsResponse()
+        for gid in request.group_ids:
+            try:
+                d = self.gc.describe(gid)
+            except E.KafkaError as e:
+                out.groups.add(group_id=gid, **_error_fields(e))
+                continue
+            if d is None:  # as Kafka: an unknown group is described as Dead
+                out.groups.add(group_id=gid, group_state=G.GroupState.DEAD.value)
+                continue
+            pg = out.groups.add(group_id=gid, group_state=d.state.value, protocol_type=d.protocol_type,
+                                protocol_data=d.protocol)
+            for m in d.members:
+                pm = pg.members.add(member_id=m.member_id, client_id=m.client_id, client_host=m.client_host,
+                                    member_metadata=m.metadata, member_assignment=m.assignment)
+                if m.group_instance_id is not None:
+                    pm.group_instance_id = m.group_instance_id
+        return out
+
+    def DeleteGroups(self, request, context):
+        out = gpb.DeleteGroupsResponse()
+        for gid in request.group_ids:
+            try:
+                code = self.gc.delete(gid)
+            except E.KafkaError as e:
+                out.results.add(group_id=gid, **_error_fields(e))
+                continue
+            out.results.add(group_id=gid, error_code=code, error_message=_msg(code))
+        return out
