@@ -118,6 +118,7 @@ InvalidUpdateVersionError = _err(95, "INVALID_UPDATE_VERSION")
 UnknownTopicIdError = _err(100, "UNKNOWN_TOPIC_ID", retriable=True, invalid_metadata=True)
 IneligibleReplicaError = _err(107, "INELIGIBLE_REPLICA")
 FencedMemberEpochError = _err(110, "FENCED_MEMBER_EPOCH")
+TransactionalIdNotFoundError = _err(105, "TRANSACTIONAL_ID_NOT_FOUND")
 TransactionAbortableError = _err(120, "TRANSACTION_ABORTABLE")
 
 

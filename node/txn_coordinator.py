@@ -1,0 +1,395 @@
+"""The transaction coordinator (driver + servicer), in the coordinator process.
+
+transactional.id -> TransactionMetadata (node/txn.py). Every state change is
+written to `__transaction_state` with acks=all before it is answered; after a
+restart the topic is read back and every PrepareCommit / PrepareAbort is
+completed. One worker thread loads the log, writes markers (WriteTxnMarkers
+to each partition leader, retried until every partition has its marker), hands
+committed offsets to the group coordinator, and aborts timed-out transactions.
+
+Group coordinator contract: an extension with
+`commit_txn_offsets(group_id, {(topic, partition): (offset, metadata)})`, which
+persists the offsets (acks=all) or raises a KafkaError; it is called on commit,
+before CompleteCommit is written, and again after a restart (idempotent).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from client.common import errors
+from client.common.network import transport_error
+from client.common.pb import broker_pb2 as bpb
+from client.common.pb import broker_pb2_grpc as bgrpc
+from client.common.pb import txn_pb2 as tpb
+from client.common.pb import txn_pb2_grpc as tgrpc
+from node.internal_log import InternalTopic
+from node.producer_ids import ProducerIdManager
+from node.txn import PREPARE_STATES, Outcome, TransactionMetadata, TxnState
+
+log = logging.getLogger(__name__)
+
+TOPIC = "__transaction_state"
+PARTITION = 0  # one partition: one coordinator owns every transactional.id
+MARKER_RPC_TIMEOUT_S = 8.0
+DONE_ON = {0, errors.InvalidProducerEpochError.code}  # a newer marker is already there
+
+
+class TxnCoordinator:
+    def __init__(self, node):
+        self.node = node
+        c = node.config
+        self.ids = ProducerIdManager(node.store)
+        self.log = InternalTopic(node, TOPIC, 1, c.transaction_state_log_replication_factor,
+                                 c.transaction_state_log_min_isr)
+        self.max_timeout_ms = c.transaction_max_timeout_ms
+        self.cleanup_ms = c.transaction_abort_timed_out_transaction_cleanup_interval_ms
+        self.coordinator_epoch = int(node.store.get_json("txn_coordinator_epoch", 0)) + 1
+        node.store.put_json("txn_coordinator_epoch", self.coordinator_epoch)
+        self.lock = threading.Lock()
+        self.txns: dict[str, TransactionMetadata] = {}   # owned by self.lock
+        self.markers: dict[str, set] = {}                # tid -> partitions still without marker (self.lock)
+        self.loaded = threading.Event()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="txn-markers")
+
+    # -- extension lifecycle -------------------------------------------------
+    def register(self, server) -> None:
+        tgrpc.add_TxnCoordinatorServicer_to_server(TxnCoordinatorServicer(self), server)
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="txn-coordinator", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def tick(self) -> None:
+        pass  # the worker keeps its own time
+
+    def _now(self) -> int:
+        return self.node.clock.wall_ms()
+
+    # -- load / recovery -------------------------------------------------------
+    def _load(self) -> None:
+        while not self._stop.is_set() and not self.log.ensure():
+            self._stop.wait(0.1)
+        entries = self.log.read_all(PARTITION)
+        from node.txn import TxnRecord
+        txns: dict[str, TransactionMetadata] = {}
+        for _offset, key, value in entries:
+            if key is None:
+                continue
+            if value is None:
+                txns.pop(key.decode(), None)
+                continue
+            rec = TxnRecord.from_json(value)
+            txns[rec.transactional_id] = TransactionMetadata(rec)
+        with self.lock:
+            self.txns = txns
+            for tid, meta in txns.items():
+                if meta.state in PREPARE_STATES:
+                    self.markers[tid] = set(meta.current.partitions)
+                    log.info("Completing %s of %s after a restart", meta.state.value, tid)
+        log.info("Loaded %d transactional ids from %s", len(txns), TOPIC)
+        self.loaded.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self.loaded.is_set():
+            try:
+                self._load()
+            except errors.KafkaError as e:
+                log.info("loading %s failed (%s); retrying", TOPIC, e)
+                self._stop.wait(0.2)
+        next_cleanup = 0
+        while not self._stop.is_set():
+            try:
+                now = self._now()
+                if now >= next_cleanup:
+                    self._abort_timed_out(now)
+                    next_cleanup = now + self.cleanup_ms
+                if self.markers:
+                    self._write_markers()
+            except Exception:  # noqa: BLE001 - the worker must survive; retried next round
+                log.exception("transaction coordinator round failed")
+            self._wake.wait(0.1 if self.markers else min(self.cleanup_ms, 500) / 1000.0)
+            self._wake.clear()
+
+    # -- the persist-then-answer step -------------------------------------------
+    def _finish(self, meta: TransactionMetadata, out: Outcome) -> errors.KafkaError | None:
+        t = out.transit
+        if t is not None:
+            try:
+                self.log.append(PARTITION, [(t.transactional_id.encode(), t.to_json())])
+            except errors.KafkaError as e:
+                with self.lock:
+                    meta.abort_pending()
+                return errors.CoordinatorNotAvailableError(f"could not write {TOPIC}: {e}")
+            with self.lock:
+                meta.complete(t)
+                if t.state in PREPARE_STATES:
+                    self.markers[t.transactional_id] = set(t.partitions)
+            if t.state is not TxnState.ONGOING:
+                log.info("Transaction %s producer %d epoch %d is now %s", t.transactional_id, t.producer_id,
+                         t.producer_epoch, t.state.value)
+            if t.state in PREPARE_STATES:
+                self._wake.set()
+        return out.error
+
+    def _request(self, tid: str, handle) -> tuple[errors.KafkaError | None, TransactionMetadata | None]:
+        if not tid:
+            return errors.InvalidRequestError("transactional.id is empty"), None
+        if not self.loaded.is_set():
+            return errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading"), None
+        with self.lock:
+            meta = self.txns.get(tid)
+            if meta is None:
+                return errors.InvalidProducerIdMappingError(f"unknown transactional.id '{tid}'"), None
+            out = handle(meta, self._now())
+            if out.transit is not None:
+                meta.begin(out.transit)
+        return self._finish(meta, out), meta
+
+    # -- requests ---------------------------------------------------------------
+    def init_producer_id(self, tid: str, timeout_ms: int) -> tuple[errors.KafkaError | None, int, int]:
+        if not tid:
+            return None, self.ids.allocate(), 0
+        if not self.loaded.is_set():
+            return errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading"), -1, -1
+        now = self._now()
+        with self.lock:
+            meta = self.txns.get(tid)
+            if meta is None:
+                meta = self.txns[tid] = TransactionMetadata.new(tid, self.ids.allocate(), timeout_ms, now)
+            out = meta.handle_init_producer_id(timeout_ms, self.max_timeout_ms, now, self.ids.allocate)
+            if out.transit is not None:
+                meta.begin(out.transit)
+        err = self._finish(meta, out)
+        if err is not None:
+            return err, -1, -1
+        return None, meta.current.producer_id, meta.current.producer_epoch
+
+    def add_partitions(self, tid, pid, epoch, partitions):
+        return self._request(tid, lambda m, now: m.handle_add_partitions(pid, epoch, partitions, now))[0]
+
+    def add_offsets(self, tid, pid, epoch, group_id):
+        return self._request(tid, lambda m, now: m.handle_add_offsets(pid, epoch, group_id, now))[0]
+
+    def txn_offset_commit(self, tid, pid, epoch, group_id, offsets):
+        return self._request(tid, lambda m, now: m.handle_txn_offset_commit(pid, epoch, group_id, offsets, now))[0]
+
+    def end_txn(self, tid, pid, epoch, commit):
+        return self._request(tid, lambda m, now: m.handle_end_txn(pid, epoch, commit, now))[0]
+
+    def snapshot(self) -> list:
+        with self.lock:
+            return [m.current for m in self.txns.values()]
+
+    # -- timeouts ---------------------------------------------------------------
+    def _abort_timed_out(self, now: int) -> None:
+        todo = []
+        with self.lock:
+            for meta in self.txns.values():
+                out = meta.maybe_abort_timed_out(now)
+                if out is not None:
+                    meta.begin(out.transit)
+                    todo.append((meta, out))
+        for meta, out in todo:
+            c = meta.current
+            log.info("Aborting transaction %s of producer %d epoch %d: open for longer than its timeout of %d ms",
+                     c.transactional_id, c.producer_id, c.producer_epoch, c.timeout_ms)
+            self._finish(meta, out)
+
+    # -- markers ----------------------------------------------------------------
+    def _leader_address(self, topic: str, partition: int) -> str | None | bool:
+        """The leader's address; None while there is none; False when the partition no longer exists."""
+        node = self.node
+        with node.lock:
+            t = node.state.topics.get(topic)
+            if t is None or partition >= len(t.partitions):
+                return False
+            b = node.state.brokers.get(t.partitions[partition].leader)
+            if b is None or b.fenced:
+                return None
+            return f"{b.host}:{b.port}"
+
+    def _write_markers(self) -> None:
+        with self.lock:
+            work = {tid: (set(parts), self.txns[tid].current) for tid, parts in self.markers.items()}
+        by_leader: dict[str, list] = {}
+        done: dict[str, set] = {tid: set() for tid in work}
+        for tid, (parts, rec) in work.items():
+            for tp in parts:
+                addr = self._leader_address(*tp)
+                if addr is False:
+                    done[tid].add(tp)  # deleted topic: nothing to mark
+                elif addr is not None:
+                    by_leader.setdefault(addr, []).append((tid, rec, tp))
+        futures = {addr: self._pool.submit(self._send_markers, addr, items) for addr, items in by_leader.items()}
+        for addr, f in futures.items():
+            for tid, tp in f.result():
+                done[tid].add(tp)
+        with self.lock:
+            for tid, tps in done.items():
+                self.markers[tid] -= tps
+            finished = [tid for tid, left in self.markers.items() if not left]
+        for tid in finished:
+            self._complete(tid)
+
+    def _send_markers(self, addr: str, items: list) -> list:
+        req = bpb.WriteTxnMarkersRequest()
+        for tid, rec, (topic, partition) in items:
+            req.markers.add(producer_id=rec.producer_id, producer_epoch=rec.producer_epoch,
+                            committed=rec.state is TxnState.PREPARE_COMMIT,
+                            coordinator_epoch=self.coordinator_epoch, topic=topic, partitions=[partition])
+        try:
+            resp = bgrpc.BrokerStub(self.node.pool.get(addr)).WriteTxnMarkers(req, timeout=MARKER_RPC_TIMEOUT_S)
+        except grpc.RpcError as e:
+            log.info("WriteTxnMarkers to %s failed: %s; retrying", addr, transport_error(e, addr))
+            return []
+        ok = []
+        for (tid, _rec, tp), res in zip(items, resp.results):
+            if res.error_code in DONE_ON:
+                ok.append((tid, tp))
+            else:
+                log.info("Marker for %s on %s-%d: %s; retrying", tid, tp[0], tp[1],
+                         errors.for_code(res.error_code).name)
+        return ok
+
+    def _complete(self, tid: str) -> None:
+        with self.lock:
+            meta = self.txns[tid]
+            rec = meta.current
+            if meta.pending is not None or rec.state not in PREPARE_STATES:
+                return
+        if rec.state is TxnState.PREPARE_COMMIT and rec.offsets:
+            if not self._hand_over_offsets(rec):
+                return  # retried next round
+        with self.lock:
+            transit = meta.on_markers_written(self._now())
+            meta.begin(transit)
+        if self._finish(meta, Outcome(transit)) is None:
+            with self.lock:
+                if self.markers.get(tid) == set():
+                    del self.markers[tid]
+
+    def _hand_over_offsets(self, rec) -> bool:
+        target = next((e for e in self.node.extensions if hasattr(e, "commit_txn_offsets")), None)
+        commit = target.commit_txn_offsets if target is not None else None
+        if commit is None:
+            gc = next((e for e in self.node.extensions if type(e).__name__ == "GroupCoordinator"), None)
+            commit = (lambda g, offs: _commit_to_group_coordinator(gc, g, offs)) if gc is not None else None
+        if commit is None:
+            log.warning("No group coordinator to take the offsets of %s; retrying", rec.transactional_id)
+            return False
+        by_group: dict[str, dict] = {}
+        for g, t, p, o, m in rec.offsets:
+            by_group.setdefault(g, {})[(t, p)] = (o, m)
+        try:
+            for g, offsets in by_group.items():
+                commit(g, offsets)
+        except errors.KafkaError as e:
+            log.info("Committing the offsets of %s failed (%s); retrying", rec.transactional_id, e)
+            return False
+        return True
+
+
+def _commit_to_group_coordinator(gc, group_id: str, offsets: dict) -> None:
+    """Until node/group_coordinator.py has `commit_txn_offsets`: the same steps through its model.
+
+    Transactional offsets skip the member / generation checks (the transaction's fencing covers them).
+    """
+    from node import group as G
+    if not gc.loaded.is_set():
+        raise errors.CoordinatorLoadInProgressError("__consumer_offsets is still loading")
+    now = gc.clock.wall_ms()
+    with gc.lock:
+        g = gc._group(group_id, create=True)
+        recs = []
+        for (t, p), (o, m) in offsets.items():
+            om = G.OffsetAndMetadata(int(o), m or "", now)
+            g.offsets[G.TopicPartition(t, p)] = om
+            recs.append(g._offset_record(t, p, om))
+    gc._wait(gc._submit([G.PersistOffsets(tuple(recs))]))
+
+
+def _err(e: errors.KafkaError | None) -> dict:
+    return {} if e is None else {"error_code": e.code, "error_message": str(e)}
+
+
+class TxnCoordinatorServicer(tgrpc.TxnCoordinatorServicer):
+    def __init__(self, tc: TxnCoordinator):
+        self.tc = tc
+
+    def InitProducerId(self, request, context):
+        err, pid, epoch = self.tc.init_producer_id(request.transactional_id,
+                                                   request.transaction_timeout_ms or 60000)
+        return tpb.InitProducerIdResponse(producer_id=pid, producer_epoch=epoch, **_err(err))
+
+    def AddPartitionsToTxn(self, request, context):
+        parts = [(t.topic, p) for t in request.topics for p in t.partitions]
+        err = self.tc.add_partitions(request.transactional_id, request.producer_id, request.producer_epoch, parts)
+        resp = tpb.AddPartitionsToTxnResponse(**_err(err))
+        for t, p in parts:
+            resp.results.add(topic=t, partition=p, error_code=err.code if err else 0)
+        return resp
+
+    def AddOffsetsToTxn(self, request, context):
+        err = self.tc.add_offsets(request.transactional_id, request.producer_id, request.producer_epoch,
+                                  request.group_id)
+        return tpb.AddOffsetsToTxnResponse(**_err(err))
+
+    def EndTxn(self, request, context):
+        err = self.tc.end_txn(request.transactional_id, request.producer_id, request.producer_epoch,
+                              request.committed)
+        return tpb.EndTxnResponse(**_err(err))
+
+    def TxnOffsetCommit(self, request, context):
+        offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
+        err = self.tc.txn_offset_commit(request.transactional_id, request.producer_id, request.producer_epoch,
+                                        request.group_id, offsets)
+        return tpb.TxnOffsetCommitResponse(**_err(err))
+
+    def ListTransactions(self, request, context):
+        if not self.tc.loaded.is_set():
+            return tpb.ListTransactionsResponse(error_code=errors.CoordinatorLoadInProgressError.code)
+        states, pids = set(request.state_filters), set(request.producer_id_filters)
+        resp = tpb.ListTransactionsResponse()
+        for rec in sorted(self.tc.snapshot(), key=lambda r: r.transactional_id):
+            if (states and rec.state.value not in states) or (pids and rec.producer_id not in pids):
+                continue
+            resp.transactions.add(transactional_id=rec.transactional_id, producer_id=rec.producer_id,
+                                  transaction_state=rec.state.value)
+        return resp
+
+    def DescribeTransactions(self, request, context):
+        resp = tpb.DescribeTransactionsResponse()
+        loaded = self.tc.loaded.is_set()
+        by_id = {r.transactional_id: r for r in self.tc.snapshot()}
+        for tid in request.transactional_ids:
+            rec = by_id.get(tid)
+            if not loaded:
+                resp.transactions.add(transactional_id=tid, **_err(errors.CoordinatorLoadInProgressError()))
+            elif rec is None:
+                resp.transactions.add(transactional_id=tid, **_err(errors.TransactionalIdNotFoundError(
+                    f"transactional.id '{tid}' not found")))
+            else:
+                d = resp.transactions.add(
+                    transactional_id=tid, transaction_state=rec.state.value, transaction_timeout_ms=rec.timeout_ms,
+                    transaction_start_time_ms=rec.txn_start_ms, producer_id=rec.producer_id,
+                    producer_epoch=rec.producer_epoch, groups=sorted(rec.groups))
+                topics: dict[str, list[int]] = {}
+                for t, p in sorted(rec.partitions):
+                    topics.setdefault(t, []).append(p)
+                for t, ps in topics.items():
+                    d.topics.add(topic=t, partitions=ps)
+        return resp
+
+
+class TxnCoordinatorExtension(TxnCoordinator):
+    """The name node/extensions.py registers."""
