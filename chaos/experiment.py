@@ -28,7 +28,7 @@ import yaml
 from chaos.schedule import FAULTS, NemesisSpec, SpecError, parse_nemesis
 
 PROBE_TYPES = ("isr-full", "brokers-unfenced", "healthy")
-NEMESIS_FS = tuple(FAULTS) + ("start", "resume", "heal")
+NEMESIS_FS = tuple(FAULTS) + ("start", "resume", "heal", "drop-response")
 PASS_THROUGH = ("workload", "checker", "report", "clients")  # sections other parts of chaos read
 KNOWN = ("title", "description", "seed", "time_limit_s", "cluster", "topics", "steady_state_hypothesis",
          "method", "nemesis", "rollbacks", "tags") + PASS_THROUGH
@@ -94,12 +94,18 @@ def _nemesis_op(raw, path: str) -> dict:
     if not isinstance(raw, dict) or raw.get("f") not in NEMESIS_FS:
         f = raw.get("f") if isinstance(raw, dict) else raw
         raise _err(f"{path}.f", f"unknown nemesis op {f!r} (one of {', '.join(NEMESIS_FS)})")
-    unknown = set(raw) - {"f", "value", "name", "type"}
+    unknown = set(raw) - {"f", "value", "name", "type", "at_s"}
     if unknown:
-        raise _err(f"{path}.{sorted(unknown)[0]}", "unknown field (use f, value, name)")
+        raise _err(f"{path}.{sorted(unknown)[0]}", "unknown field (use f, value, name, at_s)")
     if raw.get("value") is not None and not isinstance(raw["value"], dict):
         raise _err(f"{path}.value", "expected a mapping")
-    return {"process": "nemesis", "type": "info", "f": raw["f"], "value": raw.get("value")}
+    op = {"process": "nemesis", "type": "info", "f": raw["f"], "value": raw.get("value")}
+    if "at_s" in raw:  # a scripted step: applied at this time into the run instead of before it
+        at = raw["at_s"]
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0:
+            raise _err(f"{path}.at_s", f"expected seconds >= 0, got {at!r}")
+        op["at_s"] = float(at)
+    return op
 
 
 def _topic(raw, path: str, brokers: int) -> TopicSpec:

@@ -1,0 +1,348 @@
+"""report.html for a run folder: the verdict, each anomaly with its evidence, and plots.
+
+Everything is rebuilt from the folder's history.jsonl, results.json and
+run.json (`brokerlab chaos report RUN_DIR`). Plots are PNGs in RUN_DIR/plots,
+drawn with matplotlib's Agg backend (no display needed):
+
+- latency.png     op latency over time, per f, fault windows shaded
+- throughput.png  completions per second by type, fault windows shaded
+- unseen.png      acknowledged sends not yet seen by any poll, over time
+- key-<k>.png     per affected key: offsets against time, sends / polls / anomalies
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import defaultdict
+
+from chaos.history import read_history
+from chaos.runner import FAULT_FS, HEAL_FS
+
+__all__ = ["fault_windows", "unseen_series", "write_report"]
+
+MAX_KEY_PLOTS = 6
+MAX_EVIDENCE_ROWS = 50
+_COLORS = {"ok": "tab:green", "fail": "tab:orange", "info": "tab:red"}
+_FAULT_COLORS = {"kill": "tab:red", "pause": "tab:purple", "partition": "tab:blue", "delay": "tab:olive",
+                 "heartbeat-delay": "tab:cyan", "clock": "tab:brown", "drop-response": "tab:pink"}
+
+
+def fault_windows(history: list[dict]) -> list[tuple[float, float, str]]:
+    """(start_s, end_s, label) for each fault: from its op until the op that undoes it, or the end."""
+    end_s = history[-1]["time"] / 1e9 if history else 0.0
+    open_: dict[str, tuple[float, str]] = {}
+    out = []
+    undo = {"start": ("kill", "stop"), "resume": ("pause",), "restart": ("kill", "stop")}
+    for op in history:
+        if op.get("process") != "nemesis":
+            continue
+        f, t = op["f"], op["time"] / 1e9
+        if f in FAULT_FS or f == "stop":
+            if f not in open_:
+                open_[f] = (t, _label(op))
+        elif f in HEAL_FS:
+            closing = list(open_) if f == "heal" else [x for x in undo.get(f, ()) if x in open_]
+            for x in closing:
+                start, label = open_.pop(x)
+                out.append((start, t, label))
+    for f, (start, label) in open_.items():
+        out.append((start, end_s, label))
+    return sorted(out)
+
+
+def _label(op: dict) -> str:
+    v = op.get("value")
+    target = ""
+    if isinstance(v, dict):
+        if v.get("nodes"):
+            target = " " + ",".join(v["nodes"])
+        elif v.get("groups"):
+            target = " " + " | ".join(",".join(g) for g in v["groups"])
+    return op["f"] + target
+
+
+def unseen_series(history: list[dict], step_s: float = 1.0) -> tuple[list[float], list[int]]:
+    """For t on a grid: acknowledged sends by t that no ok poll had returned by t."""
+    acked: dict[tuple, float] = {}
+    seen: dict[tuple, float] = {}
+    for op in history:
+        if op.get("process") == "nemesis" or op.get("type") != "ok" or not isinstance(op.get("value"), list):
+            continue
+        t = op["time"] / 1e9
+        for mop in op["value"]:
+            if not isinstance(mop, list) or not mop:
+                continue
+            if mop[0] == "send" and len(mop) > 2:
+                x = mop[2]
+                v = x[1] if isinstance(x, list) else x
+                acked.setdefault((mop[1], v), t)
+            elif mop[0] == "poll" and len(mop) > 1 and isinstance(mop[1], dict):
+                for k, pairs in mop[1].items():
+                    for pair in pairs:
+                        seen.setdefault((k, pair[1]), t)
+    if not history:
+        return [], []
+    end = history[-1]["time"] / 1e9
+    grid = [i * step_s for i in range(int(end / step_s) + 2)]
+    # events: +1 at ack, -1 when first seen (if seen after ack)
+    events = []
+    for kv, ta in acked.items():
+        events.append((ta, 1))
+        ts = seen.get(kv)
+        if ts is not None:
+            events.append((max(ts, ta), -1))
+    events.sort()
+    out, n, i = [], 0, 0
+    for g in grid:
+        while i < len(events) and events[i][0] <= g:
+            n += events[i][1]
+            i += 1
+        out.append(n)
+    return grid, out
+
+
+# -- plots -------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _shade(ax, windows) -> None:
+    seen = set()
+    for start, end, label in windows:
+        f = label.split(" ", 1)[0]
+        ax.axvspan(start, max(end, start + 0.05), color=_FAULT_COLORS.get(f, "tab:gray"), alpha=0.15,
+                   label=None if f in seen else f)
+        seen.add(f)
+
+
+def _latencies(history):
+    pending = {}
+    out = defaultdict(list)  # f -> [(t_s, latency_ms, type)]
+    for op in history:
+        p = op.get("process")
+        if p == "nemesis":
+            continue
+        if op["type"] == "invoke":
+            pending[p] = op
+        else:
+            inv = pending.pop(p, None)
+            if inv is not None:
+                out[op["f"]].append((inv["time"] / 1e9, (op["time"] - inv["time"]) / 1e6, op["type"]))
+    return out
+
+
+def plot_latency(history, windows, path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    _shade(ax, windows)
+    markers = {"send": "o", "poll": "s", "txn": "D", "assign": "^", "crash": "x", "commit": "v",
+               "committed": "<", "subscribe": ">"}
+    for f, pts in sorted(_latencies(history).items()):
+        for ty in ("ok", "fail", "info"):
+            xs = [p[0] for p in pts if p[2] == ty]
+            ys = [max(p[1], 0.01) for p in pts if p[2] == ty]
+            if xs:
+                ax.scatter(xs, ys, s=6, marker=markers.get(f, "."), color=_COLORS[ty], alpha=0.6,
+                           label=f"{f} {ty}")
+    ax.set_yscale("log")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency by operation (shaded: faults)")
+    ax.legend(fontsize=7, ncol=4, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_throughput(history, windows, path, step_s: float = 1.0) -> None:
+    plt = _plt()
+    counts = defaultdict(lambda: defaultdict(int))
+    end = 0.0
+    for op in history:
+        if op.get("process") == "nemesis" or op["type"] == "invoke":
+            continue
+        b = int(op["time"] / 1e9 / step_s)
+        counts[op["type"]][b] += 1
+        end = max(end, op["time"] / 1e9)
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    _shade(ax, windows)
+    n = int(end / step_s) + 1
+    for ty in ("ok", "fail", "info"):
+        ax.plot([i * step_s for i in range(n)], [counts[ty][i] / step_s for i in range(n)],
+                color=_COLORS[ty], label=ty, linewidth=1.2)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("ops / s")
+    ax.set_title("Throughput: completions per second (shaded: faults)")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_unseen(history, windows, path) -> None:
+    plt = _plt()
+    xs, ys = unseen_series(history)
+    fig, ax = plt.subplots(figsize=(11, 3))
+    _shade(ax, windows)
+    ax.step(xs, ys, where="post", color="tab:red")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("unseen sends")
+    ax.set_title("Acknowledged sends no poll had returned yet")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_key(history, windows, key: str, marks: dict[str, list[tuple[int, object]]], path) -> None:
+    """Offsets of `key` against time: ok sends (dots), polls (vertical spans), anomalies (crosses)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 4))
+    _shade(ax, windows)
+    sx, sy, sc = [], [], []
+    for op in history:
+        if op.get("process") == "nemesis" or op["type"] == "invoke" or not isinstance(op.get("value"), list):
+            continue
+        t = op["time"] / 1e9
+        for mop in op["value"]:
+            if not isinstance(mop, list) or not mop:
+                continue
+            if mop[0] == "send" and len(mop) > 2 and mop[1] == key and isinstance(mop[2], list) \
+                    and mop[2][0] is not None:
+                sx.append(t)
+                sy.append(mop[2][0])
+                sc.append(_COLORS.get(op["type"], "gray"))
+            elif mop[0] == "poll" and len(mop) > 1 and isinstance(mop[1], dict) and mop[1].get(key):
+                offs = [p[0] for p in mop[1][key]]
+                ax.vlines(t, min(offs), max(offs), color="tab:blue", alpha=0.3, linewidth=1)
+    ax.scatter(sx, sy, s=8, c=sc, label="send (ok green, info red)")
+    styles = {"lost-write": ("X", "red"), "duplicate": ("D", "darkorange"),
+              "inconsistent-offsets": ("P", "magenta"), "unseen": ("x", "gray"), "G1a": ("*", "black")}
+    end = history[-1]["time"] / 1e9 if history else 0
+    for name, pts in marks.items():
+        m, c = styles.get(name, ("o", "black"))
+        xs = [end] * len(pts)
+        ax.scatter(xs, [p[0] for p in pts], marker=m, s=50, color=c, label=f"{name} ({len(pts)})", zorder=5)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("offset")
+    ax.set_title(f"Key {key}: offsets written and read over time (polls: blue spans; anomalies at right edge)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# -- html --------------------------------------------------------------------
+
+def _affected(result: dict) -> dict[str, dict[str, list]]:
+    """key -> anomaly name -> [(offset, value)] for anomalies that name a key."""
+    out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for name, evs in result.get("anomalies", {}).items():
+        if name in ("int-send-skip", "G0", "G1c-ww"):
+            continue
+        for ev in evs:
+            k = ev.get("key")
+            if k is None:
+                continue
+            offs = ev.get("offsets") or ([ev["offset"]] if ev.get("offset") is not None else [])
+            for o in offs or []:
+                if isinstance(o, int):
+                    out[k][name].append((o, ev.get("value")))
+    return out
+
+
+def write_report(run_dir: str) -> str:
+    """Writes RUN_DIR/report.html (and RUN_DIR/plots/*.png); returns the report's path."""
+    hist_path = os.path.join(run_dir, "history.jsonl")
+    history = read_history(hist_path)
+    res_path = os.path.join(run_dir, "results.json")
+    if os.path.exists(res_path):
+        with open(res_path, encoding="utf-8") as fh:
+            result = json.load(fh)
+    else:
+        from chaos.checker import check
+        result = check(history)
+    run = {}
+    if os.path.exists(os.path.join(run_dir, "run.json")):
+        with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as fh:
+            run = json.load(fh)
+    plots_dir = os.path.join(run_dir, "plots")
+    os.makedirs(plots_dir, exist_ok=True)
+    windows = fault_windows(history)
+    plots = [("Latency", "latency.png"), ("Throughput", "throughput.png"), ("Unseen messages", "unseen.png")]
+    plot_latency(history, windows, os.path.join(plots_dir, "latency.png"))
+    plot_throughput(history, windows, os.path.join(plots_dir, "throughput.png"))
+    plot_unseen(history, windows, os.path.join(plots_dir, "unseen.png"))
+    key_plots = []
+    for key, marks in list(_affected(result).items())[:MAX_KEY_PLOTS]:
+        fn = "key-" + key.replace("/", "_") + ".png"
+        plot_key(history, windows, key, marks, os.path.join(plots_dir, fn))
+        key_plots.append((key, fn))
+    path = os.path.join(run_dir, "report.html")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(_html(result, run, windows, plots, key_plots))
+    return path
+
+
+def _html(result, run, windows, plots, key_plots) -> str:
+    from chaos.checker import _allowed
+    esc = html.escape
+    valid = result.get("valid")
+    verdict = {True: "VALID", False: "INVALID"}.get(valid, "UNKNOWN")
+    color = {True: "#1a7f37", False: "#cf222e"}.get(valid, "#9a6700")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>brokerlab run {esc(str(run.get('name', '')))}: {verdict}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+        "code,pre{background:#f6f8fa}.verdict{font-size:2.2em;font-weight:bold}</style></head><body>",
+        f"<div class='verdict' style='color:{color}'>{verdict}</div>",
+    ]
+    if run:
+        beh = run.get("behaved")
+        parts.append(f"<p>experiment <b>{esc(str(run.get('name')))}</b>, seed <b>{run.get('seed')}</b>, "
+                     f"{run.get('duration_s')} s of workload, {run.get('elapsed_s', 0):.0f} s end to end. "
+                     f"Expected: <b>{esc(json.dumps(run.get('expect')))}</b>; got <b>{esc(str(run.get('verdict')))}"
+                     f"</b> — {'as expected' if beh else 'NOT as expected'}.</p>")
+        parts.append(f"<p>Replay: <code>{esc(str(run.get('replay', '')))}</code></p>")
+        for n in run.get("notes") or []:
+            parts.append(f"<p><b>note:</b> {esc(n)}</p>")
+    stats = result.get("stats", {})
+    brief = {k: stats[k] for k in ("ops", "keys", "values_acknowledged", "values_read", "lost_count",
+                                   "unseen_count", "check_time_ms", "error") if k in stats}
+    parts.append("<h2>Stats</h2><pre>" + esc(json.dumps(brief, indent=1, sort_keys=True)) + "</pre>")
+    parts.append("<h2>Anomalies</h2>")
+    names = result.get("anomaly_types", [])
+    if not names:
+        parts.append("<p>None found.</p>")
+    counts = stats.get("anomaly_counts", {})
+    for name in names:
+        evs = result["anomalies"].get(name, [])
+        tag = " (allowed by Kafka's model: reported, not fatal)" if _allowed(name, evs) else ""
+        parts.append(f"<h3>{esc(name)}{tag}: {counts.get(name, len(evs))}</h3><table>"
+                     "<tr><th>key</th><th>evidence</th><th>op indexes</th></tr>")
+        for ev in evs[:MAX_EVIDENCE_ROWS]:
+            rest = {k: v for k, v in ev.items() if k not in ("key", "indexes")}
+            parts.append(f"<tr><td>{esc(str(ev.get('key', '')))}</td><td><code>"
+                         f"{esc(json.dumps(rest, sort_keys=True, default=str))}</code></td>"
+                         f"<td>{esc(str(ev.get('indexes', '')))}</td></tr>")
+        if len(evs) > MAX_EVIDENCE_ROWS:
+            parts.append(f"<tr><td colspan=3>... {len(evs) - MAX_EVIDENCE_ROWS} more in results.json</td></tr>")
+        parts.append("</table>")
+    if key_plots:
+        parts.append("<h2>Affected keys: offsets against operations</h2>")
+        for key, fn in key_plots:
+            parts.append(f"<h3>{esc(key)}</h3><img src='plots/{esc(fn)}' alt='key {esc(key)}' width='100%'>")
+    for title, fn in plots:
+        parts.append(f"<h2>{esc(title)}</h2><img src='plots/{esc(fn)}' alt='{esc(title)}' width='100%'>")
+    parts.append("<h2>Faults</h2><table><tr><th>from (s)</th><th>to (s)</th><th>fault</th></tr>")
+    for start, end, label in windows:
+        parts.append(f"<tr><td>{start:.1f}</td><td>{end:.1f}</td><td>{esc(label)}</td></tr>")
+    parts.append("</table><p>Files: <a href='history.jsonl'>history.jsonl</a>, "
+                 "<a href='results.json'>results.json</a>, <a href='experiment.yaml'>experiment.yaml</a>, "
+                 "<a href='logs/'>logs/</a></p></body></html>")
+    return "\n".join(parts)

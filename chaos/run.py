@@ -1,0 +1,415 @@
+"""`brokerlab chaos run`: one experiment end to end, into a run folder.
+
+Launch a cluster (or use one), create the topics, print the seed, run the
+workload under the nemesis schedule, ALWAYS heal (also on Ctrl-C or error),
+final reads, check, then write the run folder:
+
+    history.jsonl  results.json  experiment.yaml (with its seed)  logs/  report.html  plots/
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import yaml
+
+from chaos import history as h
+from chaos.checker import ALLOWED, _allowed, check
+from chaos.runner import Runner
+from chaos.workloads import make_workload
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EXPERIMENTS_DIR", "DEFAULT_EXPERIMENT", "RunOutcome", "behaved", "experiment_paths",
+           "load_experiment", "run_experiment", "verdict_of"]
+
+EXPERIMENTS_DIR = os.path.join(os.path.dirname(__file__), "experiments")
+DEFAULT_EXPERIMENT = "safe"
+DEFAULT_TOPICS = [{"name": "t0", "partitions": 3, "replication_factor": 3}, {"name": "t1", "partitions": 3,
+                                                                             "replication_factor": 3}]
+
+
+# -- experiments (files in chaos/experiment.py's format) -----------------------
+
+def experiment_paths() -> dict[str, str]:
+    """The named library: name -> path of chaos/experiments/NAME.yaml."""
+    out = {}
+    for fn in sorted(os.listdir(EXPERIMENTS_DIR)):
+        if fn.endswith((".yaml", ".yml")):
+            out[fn.rsplit(".", 1)[0]] = os.path.join(EXPERIMENTS_DIR, fn)
+    return out
+
+
+def load_experiment(name_or_path: str | None) -> dict:
+    """A named experiment or a YAML path, validated by chaos/experiment.py (errors name the field).
+
+    Returns {"name", "path", "raw" (the YAML as given), "spec" (the parsed Experiment), "expect"}.
+    Run-only sections are pass-through: `workload`, `clients: {producer, consumer}`,
+    `checker: {expect}`.
+    """
+    from chaos.experiment import parse_experiment
+    name_or_path = name_or_path or DEFAULT_EXPERIMENT
+    lib = experiment_paths()
+    path = lib.get(name_or_path, name_or_path)
+    if not os.path.exists(path):
+        raise ValueError(f"no experiment '{name_or_path}': not a file, and not one of {', '.join(lib)}")
+    with open(path, encoding="utf-8") as fh:
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from None
+    spec = parse_experiment(raw, path)
+    checker = raw.get("checker") or {}
+    expect = checker.get("expect", "valid")
+    _expectation(expect)  # validates
+    return {"name": os.path.basename(path).rsplit(".", 1)[0], "path": os.path.abspath(path), "raw": raw,
+            "spec": spec, "expect": expect}
+
+
+def _expectation(expect) -> tuple[str, list[str]]:
+    """("valid", []) | ("any_of", names) | ("none_of", names)."""
+    if expect == "valid":
+        return "valid", []
+    if isinstance(expect, dict) and len(expect) == 1:
+        (kind, names), = expect.items()
+        if kind in ("any_of", "none_of") and isinstance(names, list) and names:
+            return kind, [str(n) for n in names]
+    raise ValueError(f"checker.expect: 'valid', {{any_of: [anomaly, ...]}} or {{none_of: [...]}}, got {expect!r}")
+
+
+def verdict_of(result: dict) -> str:
+    """'valid', 'unknown', or the fatal anomaly names joined by '+'."""
+    if result["valid"] is True:
+        return "valid"
+    if result["valid"] is not False:
+        return "unknown"
+    bad = [n for n in result["anomaly_types"] if not _allowed(n, result["anomalies"].get(n, []))]
+    return "+".join(bad) or "invalid"
+
+
+def behaved(expect, result: dict) -> bool:
+    kind, names = _expectation(expect)
+    if kind == "valid":
+        return result["valid"] is True
+    if result["valid"] not in (True, False):
+        return False
+    found = set(result["anomaly_types"]) - ALLOWED
+    if kind == "any_of":
+        return bool(found & set(names))
+    return not (found & set(names))
+
+
+def describe_expect(expect) -> str:
+    kind, names = _expectation(expect)
+    if kind == "valid":
+        return "valid"
+    return ("any of " if kind == "any_of" else "none of ") + "/".join(names)
+
+
+# -- the schedule ------------------------------------------------------------
+
+def build_schedule(spec, seed: int, duration_s: float) -> list[tuple[float, dict]]:
+    """Timed nemesis ops: `method` steps (at their `at_s`, else at 0) then the seeded cycles."""
+    import dataclasses
+
+    from chaos.schedule import schedule
+    out: list[tuple[float, dict]] = []
+    for op in spec.method:
+        op = dict(op)
+        out.append((float(op.pop("at_s", 0.0)), op))
+    if spec.nemesis.faults:
+        nspec = dataclasses.replace(spec.nemesis, seed=seed)
+        out += [(t.at_ms / 1000.0, t.op) for t in schedule(nspec, int(duration_s * 1000))]
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+class _NemesisAdapter:
+    """Adds to chaos/nemesis.py two shapes the experiments need: isolating chosen nodes
+    (`partition` with a `target`) and dropping produce responses (`drop-response`)."""
+
+    def __init__(self, nemesis, controller) -> None:
+        self.nemesis = nemesis
+        self.c = controller
+
+    def __call__(self, op: dict) -> dict:
+        value = op.get("value") if isinstance(op.get("value"), dict) else {}
+        try:
+            if op["f"] == "partition" and ("target" in value or "nodes" in value):
+                nodes = self.nemesis._nodes(value)
+                rest = [n for n in sorted(self.c.view().nodes) if n not in nodes]
+                op = dict(op, value={"groups": [sorted(nodes), rest]})
+            elif op["f"] == "drop-response":
+                return dict(op, type="info", value=self._drop_response(value))
+        except Exception as e:  # noqa: BLE001 -- recorded on the op, the run goes on
+            return dict(op, type="info", error=f"{type(e).__name__}: {e}")
+        return self.nemesis.invoke(op)
+
+    def _drop_response(self, value: dict) -> dict:
+        from node.faults import Rule
+        nodes = self.nemesis._nodes(value, "broker") if (value.get("target") or value.get("nodes")) \
+            else self.c.view().brokers
+        p = float(value.get("p", 0.3))
+        method = value.get("method", "Produce")
+        self.c._add("drop-response", {n: [Rule("drop-response", "client:*", n, probability=p, method=method,
+                                              tag="drop-response")] for n in nodes})
+        return {"nodes": sorted(nodes), "p": p, "method": method}
+
+
+# -- the run -----------------------------------------------------------------
+
+@dataclass
+class RunOutcome:
+    name: str
+    seed: int
+    run_dir: str
+    result: dict
+    expect: object
+    elapsed_s: float
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return verdict_of(self.result)
+
+    @property
+    def behaved(self) -> bool:
+        return behaved(self.expect, self.result)
+
+    def replay_command(self) -> str:
+        return f"brokerlab chaos run {self.result.get('_experiment_path', self.name)} --seed {self.seed}"
+
+
+def default_run_dir(name: str, seed: int) -> str:
+    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}")
+
+
+def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | None = None,
+                   bootstrap: str | None = None, out_dir: str | None = None, progress: bool = True,
+                   echo=print) -> RunOutcome:
+    started = time.monotonic()
+    if seed is None:
+        raw_seed = exp["raw"].get("seed")
+        seed = raw_seed if raw_seed is not None else random.SystemRandom().randrange(1, 2**31)
+    seed = int(seed)
+    echo(f"seed: {seed}")
+    spec = exp["spec"]
+    raw = exp["raw"]
+    duration_s = float(duration_s if duration_s is not None else spec.time_limit_s)
+    name = exp["name"]
+    clients = raw.get("clients") or {}
+    topics = [dict(name=t.name, partitions=t.partitions, replication_factor=t.replication_factor,
+                   configs=t.configs) for t in spec.topics] or DEFAULT_TOPICS
+    run_dir = os.path.abspath(out_dir or default_run_dir(name, seed))
+    os.makedirs(run_dir, exist_ok=True)
+    echo(f"experiment: {name} ({duration_s:g} s), run folder: {run_dir}")
+    _write_experiment(exp, seed, duration_s, run_dir)
+    workload_spec = dict(raw.get("workload") or {"name": "log"})
+    concurrency = int(workload_spec.pop("concurrency", 4))
+    final_read_s = float(workload_spec.pop("final_read_s", 30))
+    workload = make_workload(workload_spec.pop("name", "log"), workload_spec,
+                             [(t["name"], int(t["partitions"])) for t in topics])
+    schedule = build_schedule(spec, seed, duration_s)
+
+    cluster, cluster_tmp = None, None
+    notes: list[str] = []
+    interrupted = False
+    controller = None
+    writer = h.HistoryWriter(os.path.join(run_dir, "history.jsonl"))
+    runner = None
+    old_term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    try:
+        if bootstrap is None:
+            cluster, cluster_tmp = _start_cluster(spec, echo)
+            bootstrap = cluster.bootstrap_servers
+        from chaos.controller import ChaosController
+        from chaos.nemesis import Nemesis
+        controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"))
+        controller.discover()
+        _create_topics(bootstrap, topics)
+        runner = Runner(workload, writer, bootstrap, producer_props=clients.get("producer") or {},
+                        consumer_props=clients.get("consumer") or {}, concurrency=concurrency,
+                        ops_limit=int(workload_spec.get("ops_limit", 1_000_000)), time_limit_s=duration_s, seed=seed,
+                        nemesis=_NemesisAdapter(Nemesis(controller, seed), controller), schedule=schedule)
+        if _main_thread():
+            # SIGTERM behaves like Ctrl-C: stop, heal, report.
+            signal.signal(signal.SIGTERM, _raise_interrupt)
+        runner.start()
+        with _Progress(runner, enabled=progress) as prog:
+            runner.wait(on_tick=prog.update)
+    except KeyboardInterrupt:
+        interrupted = True
+        notes.append("interrupted (Ctrl-C): no final read; the verdict covers what was recorded")
+        echo("interrupted: healing the cluster and writing what was recorded")
+    except Exception as e:
+        notes.append(f"run error: {type(e).__name__}: {e}")
+        log.exception("run failed")
+        echo(f"error: {type(e).__name__}: {e}")
+    finally:
+        if runner is not None:
+            runner.stop_event.set()
+            runner.join(timeout_s=2.0 if interrupted else None)
+        if controller is not None:
+            _heal(runner, controller, notes)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    try:
+        if runner is not None and not interrupted and not notes:
+            if not controller.wait_healthy(final_read_s):
+                notes.append("cluster not fully healthy (ISR not full) before the final read")
+            runner.final_reads(timeout_s=final_read_s)
+    except KeyboardInterrupt:
+        interrupted = True
+        notes.append("interrupted during the final read")
+    finally:
+        writer.close()
+        if controller is not None:
+            controller.close()
+        if cluster is not None:
+            _stop_cluster(cluster, cluster_tmp, run_dir)
+    result = check(h.read_history(writer.path))
+    if runner is not None and runner.errors:
+        notes += runner.errors
+    result["_experiment_path"] = exp["path"]
+    outcome = RunOutcome(name, seed, run_dir, result, exp["expect"],
+                         time.monotonic() - started, interrupted, notes)
+    with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as fh:
+        json.dump({k: v for k, v in result.items() if not k.startswith("_")}, fh, indent=1, sort_keys=True,
+                  default=str)
+    with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as fh:
+        json.dump({"name": name, "seed": seed, "duration_s": duration_s, "elapsed_s": outcome.elapsed_s,
+                   "expect": outcome.expect, "verdict": outcome.verdict, "behaved": outcome.behaved,
+                   "interrupted": interrupted, "notes": notes, "replay": outcome.replay_command()},
+                  fh, indent=1, default=str)
+    from chaos.report import write_report
+    write_report(run_dir)
+    return outcome
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _heal(runner, controller, notes: list[str]) -> None:
+    """Heals whatever the schedule left behind; recorded as a nemesis op."""
+    for attempt in range(3):
+        done = runner.apply_fault({"f": "heal", "value": None}) if runner is not None else None
+        if done is None or not done.get("error"):
+            return
+        time.sleep(1.0)
+    notes.append(f"heal failed: {done.get('error')}")
+
+
+def _write_experiment(exp: dict, seed: int, duration_s: float, run_dir: str) -> None:
+    out = dict(exp["raw"])
+    out["seed"] = seed
+    out["time_limit_s"] = duration_s
+    with open(os.path.join(run_dir, "experiment.yaml"), "w", encoding="utf-8") as fh:
+        yaml.safe_dump(out, fh, sort_keys=False)
+
+
+def _start_cluster(spec, echo):
+    from node.cluster import FAST_CONFIGS, Cluster
+    configs = {**FAST_CONFIGS, **spec.configs}
+    tmp = tempfile.mkdtemp(prefix="brokerlab-run-")
+    echo(f"starting a cluster: coordinator and {spec.brokers} brokers ...")
+    try:
+        cluster = Cluster(tmp, brokers=spec.brokers, port=0, configs=configs).start()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    echo(f"cluster up at {cluster.bootstrap_servers}")
+    return cluster, tmp
+
+
+def _stop_cluster(cluster, tmp: str, run_dir: str) -> None:
+    try:
+        cluster.stop()
+    finally:
+        _copy_logs(tmp, run_dir)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_logs(tmp: str, run_dir: str | None) -> None:
+    src = os.path.join(tmp, "logs")
+    if run_dir and os.path.isdir(src):
+        shutil.copytree(src, os.path.join(run_dir, "logs"), dirs_exist_ok=True)
+
+
+def _create_topics(bootstrap: str, topics: list[dict]) -> None:
+    from client import Admin
+    from client.common import errors
+    admin = Admin({"bootstrap.servers": bootstrap})
+    try:
+        for t in topics:
+            try:
+                admin.create_topic(t["name"], int(t["partitions"]), int(t["replication_factor"]),
+                                   t.get("configs") or {})
+            except errors.TopicAlreadyExistsError:
+                raise ValueError(f"topic '{t['name']}' already exists on {bootstrap}: a run needs fresh topics "
+                                 f"(delete it, or run without --bootstrap-server)") from None
+    finally:
+        admin.close()
+
+
+class _Progress:
+    """A rich live panel: elapsed time, open faults, op counts by f and type."""
+
+    def __init__(self, runner: Runner, enabled: bool = True) -> None:
+        self.runner = runner
+        self.enabled = enabled and sys.stderr.isatty()
+        self.live = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.live import Live
+            self.live = Live(self._render(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def update(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _render(self):
+        from rich.table import Table
+        snap = self.runner.snapshot()
+        t = Table(title=f"elapsed {snap['elapsed_s']:5.1f} s / {self.runner.time_limit_s:g} s", expand=False)
+        t.add_column("op")
+        for ty in ("ok", "fail", "info"):
+            t.add_column(ty, justify="right")
+        fs = sorted({f for f, _ in snap["counts"]})
+        for f in fs:
+            t.add_row(f, *(str(snap["counts"].get((f, ty), 0)) for ty in ("ok", "fail", "info")))
+        faults = ", ".join(f"{f} {_short(v)}" for f, v in snap["faults"].items()) or "none"
+        t.caption = f"faults: {faults}"
+        return t
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(None, None, None)
+
+
+def _short(v) -> str:
+    if isinstance(v, dict):
+        if "nodes" in v:
+            return ",".join(v["nodes"])
+        if "groups" in v:
+            return " | ".join(",".join(g) for g in v["groups"])
+    return "" if v is None else json.dumps(v)[:40]
