@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from client.common.errors import BufferExhaustedError
 from client.common.records import BatchBuilder
 from client.common.types import TopicPartition
 
@@ -48,6 +49,24 @@ class ProducerBatch:
         return self.builder.record_count
 
 
+class SequenceNumbers:
+    """The idempotent producer's next sequence per partition (Kafka's TxnPartitionEntry). A batch's
+    base sequence is fixed at its first drain and kept through retries; sequences wrap at int32."""
+
+    def __init__(self):
+        self.next: dict[TopicPartition, int] = {}
+
+    def assign(self, batch: ProducerBatch) -> int:
+        if batch.base_sequence < 0:
+            seq = self.next.get(batch.tp, 0)
+            batch.base_sequence = seq
+            self.next[batch.tp] = (seq + batch.record_count) & 0x7FFFFFFF
+        return batch.base_sequence
+
+    def clear(self) -> None:
+        self.next.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     batch: ProducerBatch | None   # None: the buffer is full, the caller must wait
@@ -77,6 +96,12 @@ class RecordAccumulator:
 
     def available_bytes(self) -> int:
         return self.buffer_memory - self.used_bytes
+
+    def buffer_exhausted_error(self, max_block_ms: int) -> BufferExhaustedError:
+        return BufferExhaustedError(
+            f"Failed to allocate memory within the configured max blocking time {max_block_ms} ms "
+            f"(max.block.ms): buffer.memory={self.buffer_memory} bytes are held by batches not yet "
+            f"acknowledged ({self.available_bytes()} available, {self.batch_size} needed for a new batch)")
 
     def needs_new_batch(self, tp: TopicPartition, key, value, headers=None) -> bool:
         """Whether a record for tp would open a new batch (the sticky partitioner then moves on)."""

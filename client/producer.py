@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from client.accumulator import ProducerBatch, RecordAccumulator, record_size
+from client.accumulator import ProducerBatch, RecordAccumulator, SequenceNumbers, record_size
 from client.common import errors
 from client.common.clock import SystemClock
 from client.common.config import ProducerConfig
@@ -75,7 +75,7 @@ class Producer:
         self._rng = random.Random()
         self.idempotent = c.enable_idempotence
         self.producer_id, self.producer_epoch = -1, -1
-        self._sequences: dict[TopicPartition, int] = {}  # next sequence per partition (sender thread)
+        self._sequences = SequenceNumbers()  # sender thread
         self._fatal: errors.KafkaError | None = None
         self.txn = None
         if c.transactional_id:
@@ -143,11 +143,7 @@ class Producer:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.metrics_.record_error(1)
-                    raise errors.BufferExhaustedError(
-                        f"Failed to allocate memory within the configured max blocking time "
-                        f"{self.config.max_block_ms} ms (max.block.ms): buffer.memory="
-                        f"{self.config.buffer_memory} is in use by batches not yet acknowledged, "
-                        f"{self.accumulator.available_bytes()} bytes available")
+                    raise self.accumulator.buffer_exhausted_error(self.config.max_block_ms)
                 self._space.wait(left)
                 res = self.accumulator.append(tp, ts, key_b, value_b, hdrs, self.clock.monotonic_ms())
                 if res.batch is not None:
@@ -388,10 +384,7 @@ class Producer:
         by_tp: dict[TopicPartition, list[bytes]] = {}
         for b in batches:
             if self.idempotent and self.producer_id >= 0:
-                if b.base_sequence < 0:  # sequences are assigned at first drain, in partition order
-                    seq = self._sequences.get(b.tp, 0)
-                    b.base_sequence = seq
-                    self._sequences[b.tp] = (seq + b.record_count) & 0x7FFFFFFF
+                self._sequences.assign(b)
                 b.builder.set_producer_state(self.producer_id, self.producer_epoch, b.base_sequence,
                                              is_transactional=self.txn is not None)
             data = b.builder.build()

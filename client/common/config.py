@@ -174,12 +174,31 @@ class ProducerConfig(CommonClientConfig):
         ConfigDef("value.serializer", "any", None),
     )
 
+    @classmethod
+    def from_props(cls, props: dict[str, Any] | None = None, **overrides: Any):
+        # As Kafka 3: idempotence is on by default, but a default that conflicts with acks,
+        # retries or max.in.flight is quietly turned off; only an explicit true is an error.
+        given = dict(props or {})
+        for k, v in overrides.items():
+            given[k.replace("_", ".")] = v
+        if "enable.idempotence" not in given and not given.get("transactional.id"):
+            acks = parse_acks(given.get("acks", "all"))
+            in_flight = _to_type("max.in.flight.requests.per.connection", "int",
+                                 given.get("max.in.flight.requests.per.connection", 5))
+            retries = _to_type("retries", "int", given.get("retries", 1))
+            if acks != -1 or in_flight > 5 or retries == 0:
+                given["enable.idempotence"] = False
+        return super().from_props(given)
+
     def validate(self) -> None:
         acks = parse_acks(self._values["acks"])
         object.__setattr__(self, "acks_int", acks)
         if self._values["enable.idempotence"]:
             if acks != -1:
                 raise ConfigError("Must set acks to all in order to use the idempotent producer "
+                                  "(enable.idempotence=true). Otherwise we cannot guarantee idempotence.")
+            if self._values["retries"] == 0:
+                raise ConfigError("Must set retries to non-zero when using the idempotent producer "
                                   "(enable.idempotence=true)")
             if self._values["max.in.flight.requests.per.connection"] > 5:
                 raise ConfigError("Must set max.in.flight.requests.per.connection to at most 5 "
