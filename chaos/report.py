@@ -223,7 +223,8 @@ def plot_key(history, windows, key: str, marks: dict[str, list[tuple[int, object
     styles = {"lost-write": ("X", "red"), "duplicate": ("D", "darkorange"),
               "inconsistent-offsets": ("P", "magenta"), "unseen": ("x", "gray"), "G1a": ("*", "black")}
     end = history[-1]["time"] / 1e9 if history else 0
-    for name, pts in marks.items():
+    # unseen first, so the rarer, graver marks are drawn on top of it
+    for name, pts in sorted(marks.items(), key=lambda x: x[0] != "unseen"):
         m, c = styles.get(name, ("o", "black"))
         xs = [end] * len(pts)
         ax.scatter(xs, [p[0] for p in pts], marker=m, s=50, color=c, label=f"{name} ({len(pts)})", zorder=5)
