@@ -70,8 +70,12 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Started by an embedded cluster (chaos.local_cluster): exit when that process dies, even by SIGKILL.
+    parent = int(os.environ.get("BROKERLAB_PARENT_PID") or 0)
     while not done.wait(0.5):
-        pass
+        if parent and os.getppid() != parent:
+            log.info("%s: parent process %d is gone", name, parent)
+            break
     log.info("%s shutting down", name)
     server.stop(grace=1).wait(2)
     node.stop()
