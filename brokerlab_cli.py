@@ -14,6 +14,8 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.Exit:
+            raise  # --help and friends: a RuntimeError subclass, but not an error
         except KafkaError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(1)
