@@ -1,0 +1,156 @@
+"""Issue 10: LocalCluster, the embedded cluster for users' tests, does what each method says."""
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from chaos import LocalCluster
+from chaos.local_cluster import LocalCluster as LocalClusterDirect
+from chaos.targets import TargetError
+from client import Producer
+from tests.helpers import wait_until
+
+
+@pytest.fixture(scope="module")
+def lc():
+    with LocalCluster(brokers=3) as c:
+        yield c
+
+
+@pytest.fixture
+def local(lc):
+    yield lc
+    lc.restore()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _topic(cluster, name: str) -> str:
+    cluster.create_topic(name, partitions=1, replication_factor=3, configs={"min.insync.replicas": 2})
+    cluster.wait_for_isr(name, 0, 3, timeout=20)
+    return name
+
+
+def test_both_imports_and_the_shape_of_a_cluster(local):
+    assert LocalCluster is LocalClusterDirect
+    assert local.nodes == ["coordinator", "broker-1", "broker-2", "broker-3"]
+    assert local.brokers == ["broker-1", "broker-2", "broker-3"]
+    assert local.bootstrap_servers == local.address("coordinator")
+    assert local.bootstrap_servers.startswith("127.0.0.1:")
+    assert set(local.pids()) == set(local.nodes)
+    assert all(local.state(n) == "running" for n in local.nodes)
+    with Producer({"bootstrap.servers": local.bootstrap_servers}) as p:
+        _topic(local, "shape")
+        assert p.send("shape", b"x", partition=0).get(10).offset == 0
+    logs = local.logs()
+    assert set(logs) == set(local.nodes)
+    assert all("listening on" in text for text in logs.values())
+
+
+def test_kill_moves_leadership_and_start_brings_the_broker_back(local):
+    _topic(local, "kill")
+    leader = local.leader("kill", 0)
+    assert leader in local.replicas("kill", 0)
+    pid = local.pids()[leader]
+    local.kill(leader)
+    assert not _alive(pid)
+    assert local.state(leader) == "killed"
+    assert leader not in local.pids()
+    new = local.wait_for_leader("kill", 0, not_on=leader, timeout=20)
+    assert new != leader
+    assert leader not in local.wait_for_isr("kill", 0, 2, timeout=20)
+
+    local.start(leader)
+    assert local.state(leader) == "running"
+    assert local.wait_for_isr("kill", 0, 3, timeout=30) == ["broker-1", "broker-2", "broker-3"]
+
+
+def test_pause_freezes_the_process_and_resume_thaws_it(local):
+    _topic(local, "pause")
+    follower = next(r for r in local.replicas("pause", 0) if r != local.leader("pause", 0))
+    proc = psutil.Process(local.pids()[follower])
+    local.pause(follower)
+    assert local.state(follower) == "paused"
+    wait_until(lambda: proc.status() == psutil.STATUS_STOPPED, 5, what="process stopped")
+    assert follower not in local.wait_for_isr("pause", 0, 2, timeout=20)
+
+    local.resume(follower)
+    assert local.state(follower) == "running"
+    assert proc.status() != psutil.STATUS_STOPPED
+    assert follower in local.wait_for_isr("pause", 0, 3, timeout=30)
+
+
+def test_partition_cuts_a_node_off_and_heal_joins_it_again(local):
+    _topic(local, "part")
+    follower = next(r for r in local.replicas("part", 0) if r != local.leader("part", 0))
+    grudge = local.partition([follower])  # one group: cut from every other node
+    others = [n for n in local.nodes if n != follower]
+    assert grudge[follower] == sorted(others)
+    assert all(grudge[o] == [follower] for o in others)
+    assert local.state(follower) == "running"  # a network fault, not a process fault
+    assert follower not in local.wait_for_isr("part", 0, 2, timeout=20)
+    rules = local.chaos.faults(follower).rules
+    assert {r.src for r in rules if r.dst == follower} == set(others) and all(r.kind == "drop" for r in rules)
+
+    local.heal()
+    assert all(not local.chaos.faults(n).rules for n in local.nodes)
+    assert follower in local.wait_for_isr("part", 0, 3, timeout=30)
+
+
+def test_partition_into_explicit_groups_moves_the_leader_away_from_the_minority(local):
+    _topic(local, "groups")
+    leader = local.leader("groups", 0)
+    majority = [n for n in local.nodes if n != leader]
+    local.partition([leader], majority)
+    assert local.wait_for_leader("groups", 0, not_on=leader, timeout=20) in majority
+    local.heal()
+    local.wait_for_isr("groups", 0, 3, timeout=30)
+
+
+def test_restore_undoes_every_fault(local):
+    _topic(local, "restore")
+    local.kill("broker-1")
+    local.pause("broker-2")
+    local.partition(["broker-3"])
+    local.restore()
+    assert all(local.state(n) == "running" for n in local.nodes)
+    assert all(not local.chaos.faults(n).rules for n in local.nodes)
+    local.wait_for_isr("restore", 0, 3, timeout=30)
+
+
+def test_bad_input_names_the_problem(local):
+    with pytest.raises(ValueError, match="unknown node 'broker-9'"):
+        local.kill("broker-9")
+    with pytest.raises(TargetError, match="unknown node 'nope'"):
+        local.partition(["nope"], ["broker-1"])
+    with pytest.raises(ValueError, match="unknown topic 'missing'"):
+        local.leader("missing", 0)
+    _topic(local, "bad")
+    with pytest.raises(ValueError, match="no partition 5"):
+        local.leader("bad", 5)
+    with pytest.raises(TimeoutError, match="ISR of bad-0 to have 2 replicas"):
+        local.wait_for_isr("bad", 0, 2, timeout=0.5)
+    with pytest.raises(ValueError, match="brokers must be an integer >= 1"):
+        LocalCluster(brokers=0)
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = LocalCluster(brokers=1).bootstrap_servers
+
+
+def test_everything_stops_and_the_temp_dir_goes_when_the_block_fails():
+    with pytest.raises(ZeroDivisionError), LocalCluster(brokers=1) as c:
+        pids = list(c.pids().values())
+        data_dir = c.data_dir
+        paused = c.pids()["broker-1"]
+        c.pause("broker-1")  # a paused node must be stopped too
+        raise ZeroDivisionError("the user's test failed")
+    assert len(pids) == 2 and paused in pids
+    assert not any(_alive(p) for p in pids)
+    assert not os.path.exists(data_dir)
+    assert not c.running
