@@ -140,3 +140,137 @@ class Admin:
 
     def __exit__(self, *exc):
         self.close()
+
+    # -- consumer groups (issue D) ----------------------------------------------
+
+    def list_consumer_groups(self, states: list[str] | None = None) -> list[tuple[str, str]]:
+        """[(group_id, state)] as Kafka's listConsumerGroups."""
+        from client.common.pb import group_pb2 as gpb
+
+        def run():
+            stub, _ = _group_stub(self)
+            resp = self._call(lambda timeout: stub.ListGroups(gpb.ListGroupsRequest(states_filter=states or []),
+                                                              timeout=timeout), "ListGroups")
+            _raise_for(resp.error_code, resp.error_message)
+            return [(g.group_id, g.group_state) for g in resp.groups]
+        return _retry_loading(run)
+
+    def describe_consumer_groups(self, group_ids: list[str]) -> dict[str, ConsumerGroupDescription]:
+        from client.assignors import decode_assignment
+        from client.common.pb import group_pb2 as gpb
+        from client.common.types import TopicPartition
+
+        def run():
+            stub, addr = _group_stub(self)
+            resp = self._call(lambda timeout: stub.DescribeGroups(gpb.DescribeGroupsRequest(group_ids=group_ids),
+                                                                  timeout=timeout), "DescribeGroups")
+            out = {}
+            for g in resp.groups:
+                _raise_for(g.error_code, g.error_message)
+                members = [MemberDescription(
+                    m.member_id, m.group_instance_id if m.HasField("group_instance_id") else None, m.client_id,
+                    m.client_host, [TopicPartition(t, p) for t, p in decode_assignment(m.member_assignment).partitions])
+                    for m in g.members]
+                out[g.group_id] = ConsumerGroupDescription(g.group_id, g.group_state, g.protocol_type,
+                                                           g.protocol_data, members, addr)
+            return out
+        return _retry_loading(run)
+
+    def list_consumer_group_offsets(self, group_id: str, partitions=None) -> dict:
+        """{TopicPartition: OffsetAndMetadata} of the group's committed offsets."""
+        from client.common.pb import group_pb2 as gpb
+        from client.common.types import OffsetAndMetadata, TopicPartition
+
+        def run():
+            stub, _ = _group_stub(self)
+            req = gpb.OffsetFetchRequest(group_id=group_id)
+            for tp in partitions or []:
+                req.partitions.add(topic=tp[0], partition=tp[1])
+            resp = self._call(lambda timeout: stub.OffsetFetch(req, timeout=timeout), "OffsetFetch")
+            _raise_for(resp.error_code, resp.error_message)
+            return {TopicPartition(p.topic, p.partition): OffsetAndMetadata(p.committed_offset, p.metadata)
+                    for p in resp.partitions if p.committed_offset >= 0}
+        return _retry_loading(run)
+
+    def alter_consumer_group_offsets(self, group_id: str, offsets: dict) -> None:
+        """Commits offsets as a standalone member; the coordinator refuses (UNKNOWN_MEMBER_ID) unless the
+        group is empty, as Kafka's alterConsumerGroupOffsets."""
+        from client.common.pb import group_pb2 as gpb
+        from client.common.types import OffsetAndMetadata
+
+        def run():
+            stub, _ = _group_stub(self)
+            req = gpb.OffsetCommitRequest(group_id=group_id, generation_id=-1, member_id="")
+            for tp, om in offsets.items():
+                om = om if isinstance(om, OffsetAndMetadata) else OffsetAndMetadata(int(om))
+                req.partitions.add(topic=tp[0], partition=tp[1], committed_offset=om.offset,
+                                   committed_metadata=om.metadata)
+            resp = self._call(lambda timeout: stub.OffsetCommit(req, timeout=timeout), "OffsetCommit")
+            code = resp.error_code or next((p.error_code for p in resp.partitions if p.error_code), 0)
+            _raise_for(code, resp.error_message)
+        _retry_loading(run)
+
+    def delete_consumer_groups(self, group_ids: list[str]) -> None:
+        from client.common.pb import group_pb2 as gpb
+
+        def run():
+            stub, _ = _group_stub(self)
+            resp = self._call(lambda timeout: stub.DeleteGroups(gpb.DeleteGroupsRequest(group_ids=group_ids),
+                                                                timeout=timeout), "DeleteGroups")
+            for r in resp.results:
+                _raise_for(r.error_code, r.error_message or f"group {r.group_id}")
+        _retry_loading(run)
+
+    def list_offsets(self, partitions, spec: int) -> dict:
+        """{TopicPartition: offset} for spec -2 (earliest), -1 (latest) or a timestamp in ms (-1: none)."""
+        from client.common.types import TopicPartition
+        from client.consumer import Consumer
+        with Consumer({"bootstrap.servers": self.config.bootstrap_servers}) as c:
+            return c._list_offsets([TopicPartition(*tp) for tp in partitions], spec)
+
+
+# -- consumer group types and helpers (issue D) ------------------------------
+
+@dataclass(frozen=True, slots=True)
+class MemberDescription:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    host: str
+    assignment: list  # [TopicPartition]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerGroupDescription:
+    group_id: str
+    state: str
+    protocol_type: str
+    partition_assignor: str
+    members: list[MemberDescription]
+    coordinator: str
+
+
+def _group_stub(admin: Admin):
+    from client.common.pb import group_pb2 as gpb
+    from client.common.pb import group_pb2_grpc as ggrpc
+    addr = admin.metadata.controller_address()
+    resp = admin._call(lambda timeout: ggrpc.GroupCoordinatorStub(admin.pool.get(addr)).FindCoordinator(
+        gpb.FindCoordinatorRequest(key=""), timeout=timeout), "FindCoordinator")
+    return ggrpc.GroupCoordinatorStub(admin.pool.get(f"{resp.host}:{resp.port}")), f"{resp.host}:{resp.port}"
+
+
+def _retry_loading(fn, timeout_s: float = 30.0):
+    """COORDINATOR_LOAD_IN_PROGRESS (and other retriable codes) are retried for a while."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return fn()
+        except errors.KafkaError as e:
+            if not e.retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _raise_for(code: int, message: str) -> None:
+    if code:
+        raise errors.for_code(code, message)
