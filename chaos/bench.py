@@ -1,0 +1,242 @@
+"""`brokerlab bench table | peers`: the patterns document's performance table, and a peer side by side.
+
+Every scenario runs `brokerlab perf ...` as a child process against a fresh
+local cluster (3 brokers, RF=3, min.insync.replicas=2) while this process
+samples the client's and the brokers' RSS and CPU time with psutil. The
+figures are for the whole cluster and its clients on one machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+
+import click
+import psutil
+
+TOPIC = "bench"
+PARTITIONS = 8
+RECORD_SIZE = 100
+
+
+@dataclass
+class Scenario:
+    name: str
+    kind: str                       # "produce" | "consume"
+    records: int
+    quick_records: int
+    args: list[str] = field(default_factory=list)
+    needs: str = ""                 # a module the scenario needs, e.g. client.transactions
+    needs_what: str = ""
+
+
+def scenarios() -> list[Scenario]:
+    base = ["acks=all", "enable.idempotence=false", "linger.ms=5", "batch.size=16384"]
+    return [
+        Scenario("Async Batch (16KB)", "produce", 300_000, 2000, ["--producer-props", *base]),
+        Scenario("Sync (acks=all)", "produce", 3_000, 100,
+                 ["--sync", "--producer-props", "acks=all", "enable.idempotence=false", "linger.ms=0"]),
+        Scenario("Idempotent", "produce", 300_000, 2000,
+                 ["--producer-props", "acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=16384"]),
+        Scenario("Transactional", "produce", 200_000, 2000,
+                 ["--transactional-id", "bench-txn", "--transaction-duration-ms", "1000", "--producer-props",
+                  "acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=16384"],
+                 needs="client.transactions", needs_what="transactions"),
+        Scenario("Compression (gzip)", "produce", 200_000, 2000,
+                 ["--producer-props", *base, "compression.type=gzip"]),
+        Scenario("Compression (lz4)", "produce", 300_000, 2000,
+                 ["--producer-props", *base, "compression.type=lz4"]),
+        Scenario("Consumer (single)", "consume", 500_000, 2000, []),
+        Scenario("Consumer (group=4)", "consume", 500_000, 2000, ["--processes", "4", "--group", "bench-g4"],
+                 needs="client.group_member", needs_what="consumer groups"),
+        Scenario("Consumer (group=8)", "consume", 500_000, 2000, ["--processes", "8", "--group", "bench-g8"],
+                 needs="client.group_member", needs_what="consumer groups"),
+    ]
+
+
+def available(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class Sampler:
+    """Peak RSS and CPU seconds of a client process tree and of fixed broker processes."""
+
+    def __init__(self, broker_pids: list[int]):
+        self.brokers = [psutil.Process(p) for p in broker_pids]
+        self.cpu0 = sum(self._cpu(p) for p in self.brokers)
+        self.broker_rss_peak = 0
+        self.client_rss_peak = 0
+        self.client_cpu: dict[int, float] = {}
+
+    @staticmethod
+    def _cpu(p: psutil.Process) -> float:
+        try:
+            t = p.cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return 0.0
+
+    @staticmethod
+    def _rss(p: psutil.Process) -> int:
+        try:
+            return p.memory_info().rss
+        except psutil.Error:
+            return 0
+
+    def sample(self, client: psutil.Process) -> None:
+        self.broker_rss_peak = max(self.broker_rss_peak, sum(self._rss(p) for p in self.brokers))
+        try:
+            procs = [client] + client.children(recursive=True)
+        except psutil.Error:
+            procs = [client]
+        self.client_rss_peak = max(self.client_rss_peak, sum(self._rss(p) for p in procs))
+        for p in procs:
+            c = self._cpu(p)
+            if c:
+                self.client_cpu[p.pid] = c  # the last reading before it exits
+
+    def broker_cpu(self) -> float:
+        return sum(self._cpu(p) for p in self.brokers) - self.cpu0
+
+
+def run_scenario(s: Scenario, bootstrap: str, broker_pids: list[int], quick: bool, workdir: str,
+                 on_line=lambda line: None) -> dict:
+    if s.needs and not available(s.needs):
+        return {"scenario": s.name, "skipped": f"n/a: {s.needs_what} not available ({s.needs} missing)"}
+    n = s.quick_records if quick else s.records
+    out = os.path.join(workdir, f"{s.name.replace(' ', '_').replace('/', '_')}.json")
+    cmd = [sys.executable, "-m", "brokerlab_cli", "perf", s.kind, "--bootstrap-server", bootstrap,
+           "--topic", TOPIC, "--result-json", out]
+    if s.kind == "produce":
+        cmd += ["--num-records", str(n), "--record-size", str(RECORD_SIZE), "--throughput", "-1"]
+    else:
+        cmd += ["--messages", str(n), "--timeout", "15000"]
+    cmd += s.args
+    sampler = Sampler(broker_pids)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    ps = psutil.Process(proc.pid)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            on_line(lines[-1])
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        sampler.sample(ps)
+        time.sleep(0.2)
+    reader.join(5)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0 or not os.path.exists(out):
+        return {"scenario": s.name, "error": f"exit {proc.returncode}: " + " | ".join(lines[-3:])}
+    with open(out) as f:
+        res = json.load(f)
+    client_cpu = sum(sampler.client_cpu.values())
+    broker_cpu = sampler.broker_cpu()
+    # Consumers: fetch.nMsg.sec, i.e. after the group formed (the join is rebalance.time.ms, kept apart).
+    rate = res["records_per_sec"] if s.kind == "produce" else res["fetch_records_per_sec"]
+    row = {"scenario": s.name, "records": res["records"], "throughput_msg_s": rate,
+           "rebalance_ms": res.get("rebalance_ms", 0.0),
+           "p99_ms": res.get("p99_ms", res.get("poll_p99_ms")),
+           "latency_kind": "produce p99 (send to ack)" if s.kind == "produce" else "poll() p99",
+           "client_rss_mb": sampler.client_rss_peak / 2**20, "broker_rss_mb": sampler.broker_rss_peak / 2**20,
+           "client_cpu_pct": 100 * client_cpu / wall, "broker_cpu_pct": 100 * broker_cpu / wall,
+           "cpu_pct": 100 * (client_cpu + broker_cpu) / wall, "wall_s": wall, "output": lines[-2:]}
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| Scenario | Throughput (msg/sec) | Latency (p99) | Memory Usage (client + 3 brokers) | CPU Usage |",
+           "|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r or "error" in r:
+            why = r.get("skipped") or r.get("error")
+            out.append(f"| {r['scenario']} | {why} | | | |")
+            continue
+        out.append(f"| {r['scenario']} | {r['throughput_msg_s']:,.0f} | {r['p99_ms']:.1f}ms | "
+                   f"{r['client_rss_mb']:.0f}MB + {r['broker_rss_mb']:.0f}MB | "
+                   f"{r['cpu_pct']:.0f}% ({r['client_cpu_pct']:.0f}% client) |")
+    return "\n".join(out)
+
+
+def _broker_pids(cluster) -> list[int]:
+    return [cluster.agents[n].status().pid for n in cluster.broker_names()]
+
+
+def _create_topic(bootstrap: str, partitions: int) -> None:
+    from client.admin import Admin, NewTopic
+    with Admin({"bootstrap.servers": [bootstrap]}) as admin:
+        admin.create_topics([NewTopic(TOPIC, partitions, 3, {"min.insync.replicas": "2"})])
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks: the patterns document's performance table, and a peer side by side."""
+
+
+@bench.command("table")
+@click.option("--out", "out_path", default="bench-results/table.json", show_default=True,
+              type=click.Path(dir_okay=False))
+@click.option("--quick", is_flag=True, help="Small record counts: checks that every scenario runs.")
+@click.option("--partitions", default=PARTITIONS, show_default=True, type=click.IntRange(min=1))
+@click.option("--only", multiple=True, help="Run only scenarios whose name contains this (repeatable).")
+def table_cmd(out_path, quick, partitions, only) -> None:
+    """Run every scenario on a fresh 3-broker cluster; print the markdown table and write JSON."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from node.cluster import FAST_CONFIGS, Cluster
+    chosen = [s for s in scenarios() if not only or any(o.lower() in s.name.lower() for o in only)]
+    console = Console(stderr=True)
+    rows: list[dict] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="brokerlab-bench-") as tmp:
+        with Cluster(os.path.join(tmp, "cluster"), brokers=3, configs=FAST_CONFIGS) as cluster:
+            _create_topic(cluster.bootstrap_servers, partitions)
+            pids = _broker_pids(cluster)
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                          TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                          console=console, transient=False) as progress:
+                task = progress.add_task("starting", total=len(chosen))
+                for s in chosen:
+                    progress.update(task, description=s.name)
+                    row = run_scenario(s, cluster.bootstrap_servers, pids, quick, tmp,
+                                       on_line=lambda ln, s=s: progress.update(
+                                           task, description=f"{s.name}: {ln[:70]}"))
+                    rows.append(row)
+                    progress.advance(task)
+    result = {"quick": quick, "partitions": partitions, "record_size": RECORD_SIZE, "replication_factor": 3,
+              "min_insync_replicas": 2, "cpu_count": os.cpu_count(),
+              "elapsed_s": time.monotonic() - started, "rows": rows}
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=2)
+    click.echo(markdown(rows))
+    click.echo(f"\nWrote {out_path} ({result['elapsed_s']:.0f} s). CPU % is of one core "
+               f"({os.cpu_count()} cores here); latency is produce send-to-ack p99, or poll() p99 for consumers; consumer throughput is "
+               f"fetch.nMsg.sec (group join time excluded).")
+
+
+@bench.command("peers")
+@click.option("--num-records", default=200_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_path", default="bench-results/peers.json", show_default=True,
+              type=click.Path(dir_okay=False))
+def peers_cmd(num_records, out_path) -> None:
+    """The same produce workload (100-byte records, acked after replication to 3 nodes) against
+    brokerlab and NATS JetStream R3, in one run; prints both and the ratio."""
+    from chaos.bench_peers import run_peers
+    res = run_peers(num_records, RECORD_SIZE)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(res, f, indent=2)
