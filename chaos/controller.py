@@ -3,7 +3,7 @@
 It discovers every node and its agent from the cluster metadata and saves what it learned to a small
 state file, so a later invocation can still reach the agent of a coordinator that is down. Network
 faults are rule sets kept by each agent (which hands them to its node, also after a restart); every
-node enforces the rules for traffic arriving at it, so a rule lives at the receiving node.
+node holds the whole rule set and checks the requests it receives and the replies it sends.
 """
 from __future__ import annotations
 
@@ -177,16 +177,23 @@ class ChaosController:
     def faults(self, name: str) -> apb.FaultRules:
         return self._agent_call(name, "GetFaults", apb.Empty())
 
-    def _replace(self, tag: str, rules_by_node: dict[str, list[Rule]], keep_others: bool = True) -> None:
-        """Sets, on every node, its rules tagged `tag` to rules_by_node[node] (other tags are kept)."""
+    def _set_rules(self, edit) -> None:
+        """Every node holds the whole rule set (it checks requests to it and replies from it):
+        each node's rules become edit(current rules); its clock skew is kept."""
         for name in sorted(self._known()):
             current = self.faults(name)
-            rules = [r for r in rules_from_pb(current.rules) if keep_others and r.tag != tag]
-            rules += rules_by_node.get(name, [])
-            spec = apb.FaultRules(rules=rules_to_pb(rules), clock_offset_ms=current.clock_offset_ms,
-                                  clock_strobe_ms=current.clock_strobe_ms,
-                                  clock_strobe_period_ms=current.clock_strobe_period_ms, seed=current.seed)
+            spec = apb.FaultRules()
+            spec.CopyFrom(current)
+            spec.refused = spec.delayed = 0
+            del spec.rules[:]
+            spec.rules.extend(rules_to_pb(edit(rules_from_pb(current.rules))))
             self._agent_call(name, "SetFaults", spec)
+
+    def _replace(self, tag: str, rules: list[Rule]) -> None:
+        self._set_rules(lambda cur: [r for r in cur if r.tag != tag] + rules)
+
+    def _add(self, rules: list[Rule]) -> None:
+        self._set_rules(lambda cur: cur + [r for r in rules if r not in cur])
 
     def _expand(self, name: str) -> list[str]:
         if name == "*":
@@ -204,43 +211,35 @@ class ChaosController:
 
     def partition_grudge(self, grudge: dict[str, list[str]]) -> None:
         """grudge[node] = the nodes whose traffic `node` refuses. Replaces any earlier partition."""
-        rules = {dst: [Rule("drop", src, dst, tag="partition") for src in srcs] for dst, srcs in grudge.items()}
-        for dst in rules:
-            self.node(dst)
-        self._replace("partition", rules)
+        for dst, srcs in grudge.items():
+            for n in [dst, *srcs]:
+                self.node(n)
+        self._replace("partition", [Rule("drop", src, dst, tag="partition")
+                                    for dst, srcs in sorted(grudge.items()) for src in srcs])
 
     def isolate(self, name: str) -> dict[str, list[str]]:
         return self.partition([[name], [n for n in sorted(self._known()) if n != name]])
 
-    def _link_rules(self, links: list[str], make) -> dict[str, list[Rule]]:
-        out: dict[str, list[Rule]] = {}
+    def _link_rules(self, links: list[str], make) -> list[Rule]:
+        out: list[Rule] = []
         for link in links:
             a, b = parse_link(link)
             pairs = [(s, d) for s in self._expand(a) for d in self._expand(b)]
             pairs += [(s, d) for s in self._expand(b) for d in self._expand(a)]
             for src, dst in pairs:
                 if src != dst and not dst.startswith("client:"):  # a client serves nothing to refuse at
-                    out.setdefault(dst, []).append(make(src, dst))
+                    out.append(make(src, dst))
         return out
 
     def delay(self, links: list[str], ms: int, jitter_ms: int = 0) -> None:
         """Latency both ways on each link 'A:B' (adds to earlier delays on other links)."""
         rules = self._link_rules(links, lambda s, d: Rule("delay", s, d, ms, jitter_ms, tag="delay"))
-        self._add("delay", rules)
+        self._add(rules)
 
     def loss(self, links: list[str], p: float) -> None:
         if not 0 < p <= 1:
             raise TargetError(f"loss probability must be in (0, 1], got {p}")
-        self._add("loss", self._link_rules(links, lambda s, d: Rule("loss", s, d, probability=p, tag="loss")))
-
-    def _add(self, tag: str, rules_by_node: dict[str, list[Rule]]) -> None:
-        for name, rules in rules_by_node.items():
-            current = self.faults(name)
-            spec = apb.FaultRules()
-            spec.CopyFrom(current)
-            spec.refused = spec.delayed = 0
-            spec.rules.extend(rules_to_pb(rules))
-            self._agent_call(name, "SetFaults", spec)
+        self._add(self._link_rules(links, lambda s, d: Rule("loss", s, d, probability=p, tag="loss")))
 
     def _sources(self, sources: list[str]) -> list[str]:
         for s in sources:
@@ -250,17 +249,17 @@ class ChaosController:
     def heartbeat_delay(self, sources: list[str], ms: int) -> None:
         """Delay only heartbeats from these brokers (or `client:<id>` consumers) at the coordinator."""
         rules = [Rule("delay", s, COORDINATOR, ms, method=HEARTBEATS, tag="heartbeat") for s in self._sources(sources)]
-        self._add("heartbeat", {COORDINATOR: rules})
+        self._add(rules)
 
     def heartbeat_drop(self, sources: list[str]) -> None:
         rules = [Rule("drop", s, COORDINATOR, method=HEARTBEATS, tag="heartbeat") for s in self._sources(sources)]
-        self._add("heartbeat", {COORDINATOR: rules})
+        self._add(rules)
 
     def cut_clients(self, nodes: list[str], clients: str = "client:*") -> None:
         """Clients (`client:*` or `client:<id>`) can no longer reach these nodes."""
         for n in nodes:
             self.node(n)
-        self._add("client", {n: [Rule("drop", clients, n, tag="client")] for n in nodes})
+        self._add([Rule("drop", clients, n, tag="client") for n in nodes])
 
     def clock(self, name: str, offset_ms: int = 0, strobe_ms: int = 0, period_ms: int = 0) -> None:
         if strobe_ms and period_ms <= 0:
@@ -277,7 +276,7 @@ class ChaosController:
             for name in sorted(self._known()):
                 self._agent_call(name, "SetFaults", apb.FaultRules())
         else:
-            self._replace(tag, {})
+            self._replace(tag, [])
 
     # -- heal and status -------------------------------------------------
     def heal(self) -> dict:

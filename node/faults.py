@@ -4,8 +4,9 @@ The rule table (`RuleTable.decide`) is the model: given the caller
 (`x-src` metadata: a node name or `client:<client.id>`), this node's name and
 the method, it says what happens to the call: pass, refuse before handling
 (drop / loss), handle then lose the reply (drop-response), or delay first.
-Every node enforces the rules for traffic *arriving* at it, so a partition
-is a set of drop rules installed on both sides. The agent keeps the rules
+Every node holds the whole rule set and enforces it for traffic arriving at
+it (requests) and for the replies it sends (so a partition also cuts replies
+of calls that were in flight when it started). The agent keeps the rules
 and hands them to a restarted node through the BROKERLAB_FAULTS variable.
 """
 from __future__ import annotations
@@ -163,16 +164,16 @@ class _ServerFaults(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
+        # Every call is wrapped, even with no rules now: a long poll accepted before a partition
+        # must still lose its reply once the partition is in force.
+        if handler is None or handler.unary_unary is None or details.method.startswith("/brokerlab.Faults/"):
+            return handler
         table = self.state.table
-        if handler is None or not table.rules or details.method.startswith("/brokerlab.Faults/"):
-            return handler
         src = _source(details)
-        decision = table.decide(src, self.state.name, details.method)
-        if decision is PASS or handler.unary_unary is None:
-            return handler
+        decision = table.decide(src, self.state.name, details.method) if table.rules else PASS
         inner = handler.unary_unary
-
         state = self.state
+        method = details.method
 
         def behaviour(request, context):
             if decision.delay_ms:
@@ -185,10 +186,14 @@ class _ServerFaults(grpc.ServerInterceptor):
             if decision.action != "pass":
                 state.refused += 1
             if decision.action == "refuse":
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: {src} -> {self.state.name} dropped")
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: {src} -> {state.name} dropped")
             result = inner(request, context)
-            if decision.action == "drop-response":
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: reply {self.state.name} -> {src} dropped")
+            # The reply crosses the network too: a partition made while a call (e.g. a long-poll
+            # fetch) was in flight must stop its reply. Rules are global, so the caller's are known here.
+            back = state.table.decide(state.name, src, method) if state.table.rules else PASS
+            if decision.action == "drop-response" or back.action == "refuse":
+                state.refused += 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: reply {state.name} -> {src} dropped")
             return result
 
         return grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=handler.request_deserializer,
