@@ -159,8 +159,8 @@ class _NemesisAdapter:
             else self.c.view().brokers
         p = float(value.get("p", 0.3))
         method = value.get("method", "Produce")
-        self.c._add("drop-response", {n: [Rule("drop-response", "client:*", n, probability=p, method=method,
-                                              tag="drop-response")] for n in nodes})
+        self.c._add([Rule("drop-response", "client:*", n, probability=p, method=method, tag="drop-response")
+                     for n in nodes])
         return {"nodes": sorted(nodes), "p": p, "method": method}
 
 
