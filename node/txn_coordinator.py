@@ -52,6 +52,7 @@ class TxnCoordinator:
         self.lock = threading.Lock()
         self.txns: dict[str, TransactionMetadata] = {}   # owned by self.lock
         self.markers: dict[str, set] = {}                # tid -> partitions still without marker (self.lock)
+        self.handed_over: set[str] = set()               # PrepareCommit whose offsets the groups have (self.lock)
         self.loaded = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -184,7 +185,20 @@ class TxnCoordinator:
         return self._request(tid, lambda m, now: m.handle_txn_offset_commit(pid, epoch, group_id, offsets, now))[0]
 
     def end_txn(self, tid, pid, epoch, commit):
-        return self._request(tid, lambda m, now: m.handle_end_txn(pid, epoch, commit, now))[0]
+        err, meta = self._request(tid, lambda m, now: m.handle_end_txn(pid, epoch, commit, now))
+        if err is None and meta is not None:
+            with self.lock:
+                rec = meta.current
+            # Offsets become visible before the answer, so a consumer that fetches them after
+            # commit_transaction() returns (a rebalance, a restarted worker) never sees older ones.
+            # The decision is durable already; a failed hand-over is retried, and the client
+            # retries on CONCURRENT_TRANSACTIONS until the transaction is complete.
+            if rec.state is TxnState.PREPARE_COMMIT and rec.offsets and tid not in self.handed_over:
+                if not self._hand_over_offsets(rec):
+                    return errors.ConcurrentTransactionsError(f"{tid}: committing its offsets; retry")
+                with self.lock:
+                    self.handed_over.add(tid)
+        return err
 
     def snapshot(self) -> list:
         with self.lock:
@@ -267,9 +281,11 @@ class TxnCoordinator:
             rec = meta.current
             if meta.pending is not None or rec.state not in PREPARE_STATES:
                 return
-        if rec.state is TxnState.PREPARE_COMMIT and rec.offsets:
+        if rec.state is TxnState.PREPARE_COMMIT and rec.offsets and tid not in self.handed_over:
             if not self._hand_over_offsets(rec):
                 return  # retried next round
+        with self.lock:
+            self.handed_over.discard(tid)
         with self.lock:
             transit = meta.on_markers_written(self._now())
             meta.begin(transit)

@@ -253,3 +253,32 @@ def test_eos_example_survives_sigkill(cluster_factory, tmp_path):
     for r in seen:
         assert "processedAt" in json.loads(r.value)
         assert dict(r.headers)["source-topic"] == inp.encode()
+
+
+def test_transactions_cli_list_and_describe(shared_cluster):
+    bs = shared_cluster.bootstrap_servers
+    t = topic(bs, 2)
+    tid = f"cli-{t}"
+    p = txn_producer(bs, tid)
+    try:
+        p.begin_transaction()
+        p.send(t, value="x", partition=1).get(10)
+        env = {**os.environ, "BROKERLAB_BOOTSTRAP": bs}
+        cli = [sys.executable, "-m", "brokerlab_cli", "transactions"]
+        r = subprocess.run(cli + ["--list"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        assert r.returncode == 0, r.stderr
+        row = next(ln.split() for ln in r.stdout.splitlines() if ln.startswith(tid + " "))
+        assert row[2:] == [str(p.producer_id), "Ongoing"]
+        r = subprocess.run(cli + ["--describe", "--transactional-id", tid], capture_output=True, text=True, env=env,
+                           cwd=ROOT, timeout=60)
+        assert r.returncode == 0, r.stderr
+        header, values = [ln.split() for ln in r.stdout.splitlines()]
+        d = dict(zip(header, values))
+        assert d["TransactionState"] == "Ongoing" and d["TopicPartitions"] == f"{t}-1"
+        assert d["ProducerEpoch"] == str(p.producer_epoch) and int(d["CurrentTransactionStartTimeMs"]) > 0
+        r = subprocess.run(cli + ["--describe", "--transactional-id", "no-such-id"], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=60)
+        assert r.returncode == 1 and "TRANSACTIONAL_ID_NOT_FOUND" in r.stderr
+        p.commit_transaction()
+    finally:
+        p.close()
