@@ -21,6 +21,8 @@ from client.common.errors import BufferExhaustedError
 from client.common.records import BatchBuilder
 from client.common.types import TopicPartition
 
+IDLE_MS = 1000  # nothing queued: send() wakes the sender, so this only bounds the sleep
+
 
 def record_size(key, value, headers=None) -> int:
     """Kafka's upper-bound estimate of one record's size in a batch (for buffer.memory and
@@ -134,7 +136,7 @@ class RecordAccumulator:
 
     def ready(self, now_ms: int) -> tuple[list[TopicPartition], int]:
         """Partitions with a sendable batch, and ms until the next one may become ready."""
-        out, next_ms = [], self.linger_ms if self.linger_ms > 0 else 100
+        out, next_ms = [], IDLE_MS
         for tp, dq in self.batches.items():
             if not dq or tp in self.muted:
                 continue
