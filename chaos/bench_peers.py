@@ -49,7 +49,7 @@ class NatsCluster:
         self.client_ports, self.route_ports = ports[:3], ports[3:]
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, timeout_s: float = 30.0) -> "NatsCluster":
+    def start(self, timeout_s: float = 30.0) -> NatsCluster:
         routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.route_ports)
         for i in range(3):
             d = os.path.join(self.workdir, f"n{i + 1}")
@@ -105,7 +105,7 @@ async def _jetstream_produce(servers: list[str], n: int, record_size: int) -> di
                 await js.add_stream(StreamConfig(name="BENCH", subjects=["bench"], num_replicas=3,
                                                  storage=StorageType.FILE))
                 break
-            except Exception:  # noqa: BLE001 - retried until the deadline
+            except Exception:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)

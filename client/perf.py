@@ -14,8 +14,9 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import click
 
