@@ -190,8 +190,8 @@ class TransactionManager:
             self._check(St.IN_TRANSACTION, what="send_offsets_to_transaction")
             group_id = _group_id(consumer_group_metadata)
             deadline = self._deadline(None)
-            base = dict(transactional_id=self.transactional_id, producer_id=self.p.producer_id,
-                        producer_epoch=self.p.producer_epoch)
+            base = {"transactional_id": self.transactional_id, "producer_id": self.p.producer_id,
+                    "producer_epoch": self.p.producer_epoch}
             if group_id not in self.groups:
                 _, err = self._call("AddOffsetsToTxn", tpb.AddOffsetsToTxnRequest(group_id=group_id, **base), deadline)
                 self._raise(err)

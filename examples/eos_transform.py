@@ -22,7 +22,6 @@ Two changes from the document's Java, both needed for exactly-once:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -30,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client import Consumer, Producer  # noqa: E402
-from client.common import errors  # noqa: E402
-from client.common.types import OffsetAndMetadata  # noqa: E402
+from client import Consumer, Producer
+from client.common import errors
+from client.common.types import OffsetAndMetadata
 
 log = logging.getLogger("eos_transform")
 

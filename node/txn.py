@@ -23,9 +23,9 @@ commit, instead of Kafka's transactional writes to `__consumer_offsets`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Callable, Iterable
 
 from client.common import errors
 

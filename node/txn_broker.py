@@ -47,7 +47,7 @@ class TxnBroker:
                     self.b.wait_for_hw(m.topic, p, last, MARKER_TIMEOUT_MS)
                 except errors.KafkaError as e:
                     out.error_code = e.code
-                except Exception as e:  # noqa: BLE001 - reported per partition
+                except Exception as e:
                     log.exception("writing a marker to %s-%d failed", m.topic, p)
                     out.error_code = errors.UnknownServerError(str(e)).code
         return resp

@@ -116,7 +116,7 @@ class TxnCoordinator:
                     next_cleanup = now + self.cleanup_ms
                 if self.markers:
                     self._write_markers()
-            except Exception:  # noqa: BLE001 - the worker must survive; retried next round
+            except Exception:
                 log.exception("transaction coordinator round failed")
             self._wake.wait(0.1 if self.markers else min(self.cleanup_ms, 500) / 1000.0)
             self._wake.clear()
@@ -281,9 +281,9 @@ class TxnCoordinator:
             rec = meta.current
             if meta.pending is not None or rec.state not in PREPARE_STATES:
                 return
-        if rec.state is TxnState.PREPARE_COMMIT and rec.offsets and tid not in self.handed_over:
-            if not self._hand_over_offsets(rec):
-                return  # retried next round
+        if rec.state is TxnState.PREPARE_COMMIT and rec.offsets and tid not in self.handed_over \
+                and not self._hand_over_offsets(rec):
+            return  # retried next round
         with self.lock:
             self.handed_over.discard(tid)
         with self.lock:

@@ -234,7 +234,7 @@ def test_eos_example_survives_sigkill(cluster_factory, tmp_path):
         for kill in range(3):
             worker = _worker(bs, inp, out, tid, log_path)
             target = (kill + 1) * n // 5
-            wait_until(lambda: seen.extend(reader.poll(200)) or len(seen) >= target, 90,
+            wait_until(lambda target=target: seen.extend(reader.poll(200)) or len(seen) >= target, 90,
                        what=f"output to reach {target} records before kill {kill + 1} (see {log_path})")
             worker.kill()
             worker.wait(10)
@@ -265,19 +265,20 @@ def test_transactions_cli_list_and_describe(shared_cluster):
         p.send(t, value="x", partition=1).get(10)
         env = {**os.environ, "BROKERLAB_BOOTSTRAP": bs}
         cli = [sys.executable, "-m", "brokerlab_cli", "transactions"]
-        r = subprocess.run(cli + ["--list"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+        r = subprocess.run(cli + ["--list"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+                           check=False)
         assert r.returncode == 0, r.stderr
         row = next(ln.split() for ln in r.stdout.splitlines() if ln.startswith(tid + " "))
         assert row[2:] == [str(p.producer_id), "Ongoing"]
         r = subprocess.run(cli + ["--describe", "--transactional-id", tid], capture_output=True, text=True, env=env,
-                           cwd=ROOT, timeout=60)
+                           cwd=ROOT, timeout=60, check=False)
         assert r.returncode == 0, r.stderr
         header, values = [ln.split() for ln in r.stdout.splitlines()]
         d = dict(zip(header, values))
         assert d["TransactionState"] == "Ongoing" and d["TopicPartitions"] == f"{t}-1"
         assert d["ProducerEpoch"] == str(p.producer_epoch) and int(d["CurrentTransactionStartTimeMs"]) > 0
         r = subprocess.run(cli + ["--describe", "--transactional-id", "no-such-id"], capture_output=True, text=True,
-                           env=env, cwd=ROOT, timeout=60)
+                           env=env, cwd=ROOT, timeout=60, check=False)
         assert r.returncode == 1 and "TRANSACTIONAL_ID_NOT_FOUND" in r.stderr
         p.commit_transaction()
     finally:

@@ -12,10 +12,10 @@ from node.txn import (
     AbortedTxnIndex,
     TransactionMetadata,
     TxnRecord,
-    TxnState as S,
     is_valid_transition,
     last_stable_offset,
 )
+from node.txn import TxnState as S
 
 MAX_TIMEOUT = 900_000
 
