@@ -489,7 +489,9 @@ class _Checker:
                             last[v] = i
                         else:
                             first[v] = i
-            self.orders[k] = (offs, by_index, first, last)
+            # A duplicated value has several offsets: order checks place a
+            # read or send by its own offset, by value only when it has none.
+            self.orders[k] = (offs, by_index, first, last, {o: i for i, o in enumerate(offs)})
             for v in last:
                 dups.append((k, v))
         self._dups = dups
@@ -519,7 +521,7 @@ class _Checker:
             order = self.orders.get(k)
             if order is None:
                 continue
-            offs, by_index, first, last = order
+            offs, by_index, first, last, _ = order
             bound = -1
             vmax = None
             for v in okr:
@@ -627,8 +629,8 @@ class _Checker:
                             if prev is not None:
                                 order = orders.get(k)
                                 if order is not None:
-                                    i1 = order[2].get(prev[2])
-                                    i2 = order[2].get(v2)
+                                    i1 = _dense(order, prev[1], prev[2])
+                                    i2 = _dense(order, o2, v2)
                                     if i1 is not None and i2 is not None:
                                         delta = i2 - i1
                                         if delta > 1:
@@ -660,8 +662,8 @@ class _Checker:
                         order = orders.get(k)
                         if order is None:
                             continue
-                        i1 = order[2].get(prev[2])
-                        i2 = order[2].get(v2)
+                        i1 = _dense(order, prev[1], prev[2])
+                        i2 = _dense(order, o2, v2)
                         if i1 is not None and i2 is not None and i2 - i1 < 1:
                             add("nonmonotonic-send", {
                                 "key": k, "values": [prev[2], v2], "offsets": [prev[1], o2],
@@ -684,8 +686,8 @@ class _Checker:
             order = orders.get(k)
             if order is None:
                 continue
-            i1 = order[2].get(p[1])
-            i2 = order[2].get(v)
+            i1 = _dense(order, p[0], p[1])
+            i2 = _dense(order, off, v)
             if i1 is None or i2 is None:
                 continue
             delta = i2 - i1
@@ -706,12 +708,11 @@ class _Checker:
             order = orders.get(k)
             if order is None:
                 continue
-            index_of = order[2]
             prev = pairs[0]
-            i1 = index_of.get(prev[1])
+            i1 = _dense(order, prev[0], prev[1])
             for n in range(1, len(pairs)):
                 pair = pairs[n]
-                i2 = index_of.get(pair[1])
+                i2 = _dense(order, pair[0], pair[1])
                 if i1 is not None and i2 is not None and i2 - i1 != 1:
                     delta = i2 - i1
                     if delta > 1:
@@ -757,7 +758,7 @@ class _Checker:
                     if a is not None and (a, b) not in wr_why:
                         wr_why[(a, b)] = (k, pair[1])
         ww_why: dict[tuple, tuple] = {}
-        for k, (offs, by_index, first, last) in self.orders.items():
+        for k, (offs, by_index, first, last, _) in self.orders.items():
             kw = writer.get(k)
             if kw is None:
                 continue
@@ -808,6 +809,16 @@ class _Checker:
                 cyc = _find_mixed_cycle(comp, wr_adj, ww_adj)
                 if cyc:
                     self.add("G1c-ww", evidence(cyc))
+
+
+def _dense(order: tuple, offset, value) -> int | None:
+    """A read's or send's dense index: by its offset when known (a duplicated
+    value sits at several), else by the value's first offset."""
+    if offset is not None:
+        i = order[4].get(offset)
+        if i is not None:
+            return i
+    return order[2].get(value)
 
 
 def tarjan_scc(n: int, adj: list[list[int]]) -> list[list[int]]:

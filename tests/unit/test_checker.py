@@ -492,3 +492,25 @@ def test_benchmark_history_is_valid(tmp_path, seed):
     result = check(read_history(path))
     assert result["valid"] is True, result["anomaly_types"]
     assert result["stats"]["ops"] == n >= 5000
+
+
+# -- duplicates at distinct offsets do not misplace order checks
+
+
+def test_duplicate_at_distinct_offsets_is_not_a_skip_or_regression():
+    # Value 2 was appended twice (a retried batch without idempotence): offsets 1 and 3.
+    # Reading straight through 0..4 is in order; only `duplicate` may be reported.
+    log = [(0, 1), (1, 2), (2, 3), (3, 2), (4, 4)]
+    h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3)), send(3, (X, 4, 4)), assign(1, [X]),
+             poll(1, {X: log[:4]}), poll(1, {X: log[4:]}), assign(2, [X]), poll(2, {X: log[:3]}),
+             poll(2, {X: log[3:]}))
+    result = check(h)
+    assert result["anomaly_types"] == ["duplicate"], result["anomalies"]
+    assert result["anomalies"]["duplicate"][0]["offsets"] == [1, 3]
+
+
+def test_real_skip_next_to_a_duplicate_is_still_found():
+    log = [(0, 1), (1, 2), (2, 3), (3, 2), (4, 4)]
+    h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3), (X, 4, 4)), assign(1, [X]),
+             poll(1, {X: [log[0], log[1], log[3], log[4]]}), poll(2, {X: log}))
+    assert "int-poll-skip" in check(h)["anomaly_types"]
