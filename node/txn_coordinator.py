@@ -52,7 +52,8 @@ class TxnCoordinator:
         self.lock = threading.Lock()
         self.txns: dict[str, TransactionMetadata] = {}   # owned by self.lock
         self.markers: dict[str, set] = {}                # tid -> partitions still without marker (self.lock)
-        self.handed_over: set[str] = set()               # PrepareCommit whose offsets the groups have (self.lock)
+        self.handed_over: dict = {}                      # tid -> the PrepareCommit record whose offsets the
+                                                         # groups have (self.lock)
         self.loaded = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -193,12 +194,22 @@ class TxnCoordinator:
             # commit_transaction() returns (a rebalance, a restarted worker) never sees older ones.
             # The decision is durable already; a failed hand-over is retried, and the client
             # retries on CONCURRENT_TRANSACTIONS until the transaction is complete.
-            if rec.state is TxnState.PREPARE_COMMIT and rec.offsets and tid not in self.handed_over:
-                if not self._hand_over_offsets(rec):
-                    return errors.ConcurrentTransactionsError(f"{tid}: committing its offsets; retry")
-                with self.lock:
-                    self.handed_over.add(tid)
+            if rec.state is TxnState.PREPARE_COMMIT and not self._hand_over_once(rec):
+                return errors.ConcurrentTransactionsError(f"{tid}: committing its offsets; retry")
         return err
+
+    def _hand_over_once(self, rec) -> bool:
+        """Hands a PrepareCommit's offsets to the group coordinator unless that was done for this record."""
+        if not rec.offsets:
+            return True
+        with self.lock:
+            if self.handed_over.get(rec.transactional_id) == rec:
+                return True
+        if not self._hand_over_offsets(rec):
+            return False
+        with self.lock:
+            self.handed_over[rec.transactional_id] = rec
+        return True
 
     def snapshot(self) -> list:
         with self.lock:
@@ -281,16 +292,14 @@ class TxnCoordinator:
             rec = meta.current
             if meta.pending is not None or rec.state not in PREPARE_STATES:
                 return
-        if rec.state is TxnState.PREPARE_COMMIT and rec.offsets and tid not in self.handed_over \
-                and not self._hand_over_offsets(rec):
+        if rec.state is TxnState.PREPARE_COMMIT and not self._hand_over_once(rec):
             return  # retried next round
-        with self.lock:
-            self.handed_over.discard(tid)
         with self.lock:
             transit = meta.on_markers_written(self._now())
             meta.begin(transit)
         if self._finish(meta, Outcome(transit)) is None:
             with self.lock:
+                self.handed_over.pop(tid, None)
                 if self.markers.get(tid) == set():
                     del self.markers[tid]
 
