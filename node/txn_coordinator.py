@@ -182,7 +182,11 @@ class TxnCoordinator:
     def add_offsets(self, tid, pid, epoch, group_id):
         return self._request(tid, lambda m, now: m.handle_add_offsets(pid, epoch, group_id, now))[0]
 
-    def txn_offset_commit(self, tid, pid, epoch, group_id, offsets):
+    def txn_offset_commit(self, tid, pid, epoch, group_id, offsets, member_id="", generation_id=-1):
+        if generation_id >= 0:  # KIP-447: a member that lost its generation must not commit
+            err = self._check_member(group_id, member_id, generation_id)
+            if err is not None:
+                return err
         return self._request(tid, lambda m, now: m.handle_txn_offset_commit(pid, epoch, group_id, offsets, now))[0]
 
     def end_txn(self, tid, pid, epoch, commit):
@@ -303,6 +307,17 @@ class TxnCoordinator:
                 if self.markers.get(tid) == set():
                     del self.markers[tid]
 
+    def _check_member(self, group_id: str, member_id: str, generation_id: int) -> errors.KafkaError | None:
+        gc = next((e for e in self.node.extensions if type(e).__name__ == "GroupCoordinator"), None)
+        if gc is None:
+            return None
+        with gc.lock:
+            g = gc.groups.get(group_id)
+            code = g._commit_error(member_id, generation_id, None) if g is not None else \
+                errors.IllegalGenerationError.code
+        return errors.for_code(code, f"group {group_id} member {member_id} generation {generation_id}") \
+            if code else None
+
     def _hand_over_offsets(self, rec) -> bool:
         target = next((e for e in self.node.extensions if hasattr(e, "commit_txn_offsets")), None)
         commit = target.commit_txn_offsets if target is not None else None
@@ -377,7 +392,7 @@ class TxnCoordinatorServicer(tgrpc.TxnCoordinatorServicer):
     def TxnOffsetCommit(self, request, context):
         offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
         err = self.tc.txn_offset_commit(request.transactional_id, request.producer_id, request.producer_epoch,
-                                        request.group_id, offsets)
+                                        request.group_id, offsets, request.member_id, request.generation_id)
         return tpb.TxnOffsetCommitResponse(**_err(err))
 
     def ListTransactions(self, request, context):
