@@ -80,6 +80,7 @@ class ConsumerCoordinator:
         self._next_auto_commit_s = time.monotonic() + c.auto_commit_interval_ms / 1000.0
         self._next_metadata_check_s = 0.0
         self._partitions_snapshot: dict[str, int] = {}
+        self._last_assignment: list[TopicPartition] = []  # eager: what we owned before revoking
 
     # ------------------------------------------------------------ coordinator
 
@@ -217,14 +218,14 @@ class ConsumerCoordinator:
             self.stable = False
             self.rejoin_needed = True
             member_id = self.member_id
-        owned = sorted(self.consumer.assignment())
+        owned, generation = self._subscription_state()
         req = gpb.JoinGroupRequest(group_id=self.group_id, session_timeout_ms=self.session_timeout_ms,
                                    rebalance_timeout_ms=self.rebalance_timeout_ms, member_id=member_id,
                                    protocol_type=PROTOCOL_TYPE, client_id=self.consumer.client_id)
         if self.group_instance_id is not None:
             req.group_instance_id = self.group_instance_id
         for a in self.assignors:
-            sub = A.Subscription(sorted(self.subscription), owned, self.generation_id)
+            sub = A.Subscription(sorted(self.subscription), owned, generation)
             req.protocols.add(name=a.name, metadata=A.encode_subscription(sub))
         resp = self._rpc("JoinGroup", req, self.rebalance_timeout_ms / 1000.0 + 10)
         if resp.error_code:
@@ -250,6 +251,20 @@ class ConsumerCoordinator:
             return
         self._on_join_complete(A.decode_assignment(sresp.assignment).partitions, resp.generation_id)
 
+    def _subscription_state(self) -> tuple[list[TopicPartition], int]:
+        """owned_partitions and generation for the subscription metadata.
+
+        Eager members have revoked everything before joining, so they report
+        what they owned before (the sticky assignor needs it). A static eager
+        member reports nothing: the coordinator keeps a restarted static
+        member's assignment only if its metadata is byte-for-byte unchanged.
+        """
+        if self.protocol == A.COOPERATIVE:
+            return sorted(self.consumer.assignment()), self.generation_id
+        if self.group_instance_id is not None:
+            return [], -1
+        return list(self._last_assignment), self.generation_id
+
     def _handle_join_error(self, resp) -> None:
         err = E.for_code(resp.error_code, resp.error_message)
         if isinstance(err, E.MemberIdRequiredError):
@@ -274,6 +289,7 @@ class ConsumerCoordinator:
         self._maybe_auto_commit(sync=True)
         owned = sorted(self.consumer.assignment())
         if owned:
+            self._last_assignment = owned
             self._call_listener("on_partitions_revoked", owned)
         self.consumer._set_assignment([])
 
@@ -319,6 +335,7 @@ class ConsumerCoordinator:
 
     def _on_lost(self) -> None:
         self.lost = False
+        self._last_assignment = []
         owned = sorted(self.consumer.assignment())
         if owned:
             self._call_listener("on_partitions_lost", owned)
