@@ -442,7 +442,10 @@ class Producer:
                 if p.error_code == 0 or p.error_code == errors.DuplicateSequenceNumberError.code:
                     # A duplicate is a retry of a batch the broker already has: success at its offset.
                     offset = p.base_offset
-                    for b in bs:
+                    per_batch = list(p.batch_base_offsets)
+                    for i, b in enumerate(bs):
+                        if len(per_batch) == len(bs):
+                            offset = per_batch[i]  # exact even when some batches were duplicates
                         self._complete_batch(b, offset)
                         if offset >= 0:
                             offset += b.record_count

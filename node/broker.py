@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
 
@@ -34,6 +35,15 @@ log = logging.getLogger(__name__)
 LATEST, EARLIEST = -1, -2
 
 
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_start_offset: int
+    duplicate: bool
+    batch_base_offsets: list[int]
+
+
 class Replica:
     """One topic-partition on this broker: the model plus what the driver needs around it."""
 
@@ -45,6 +55,7 @@ class Replica:
         self.configs: dict[str, str] = {}
         self.store = store
         self.known = False  # metadata for it has arrived
+        self._written: tuple = (None, None)  # (hw, epochs) last put in a WriteBatch; owned by self.lock
 
     def load(self) -> None:
         s, t, p = self.store, self.topic, self.partition
@@ -62,8 +73,24 @@ class Replica:
 
     def checkpoint_puts(self) -> list[tuple[bytes, bytes]]:
         m = self.model
-        return [self.store.meta_put(self.topic, self.partition, "hw", m.high_watermark),
-                self.store.meta_put(self.topic, self.partition, "epochs", m.leader_epoch_cache.to_json())]
+        hw, epochs = m.high_watermark, m.leader_epoch_cache.to_json()
+        self._written = (hw, epochs)
+        return [self.store.meta_put(self.topic, self.partition, "hw", hw),
+                self.store.meta_put(self.topic, self.partition, "epochs", epochs)]
+
+    def changed_checkpoint_puts(self) -> list[tuple[bytes, bytes]]:
+        """Only what moved since the last checkpoint: on the append path the epochs rarely
+        change, and two JSON encodes per append were a measurable part of it."""
+        m = self.model
+        hw, epochs = m.high_watermark, m.leader_epoch_cache.to_json()
+        old_hw, old_epochs = self._written
+        puts = []
+        if hw != old_hw:
+            puts.append(self.store.meta_put(self.topic, self.partition, "hw", hw))
+        if epochs != old_epochs:
+            puts.append(self.store.meta_put(self.topic, self.partition, "epochs", epochs))
+        self._written = (hw, epochs)
+        return puts
 
 
 class Broker:
@@ -264,12 +291,12 @@ class Broker:
         return r
 
     # -- produce ---------------------------------------------------------
-    def append_as_leader(self, topic: str, partition: int, data: bytes, acks: int) -> tuple[int, int, int, bool]:
-        """Validates and appends one produce payload.
+    def append_as_leader(self, topic: str, partition: int, data: bytes, acks: int) -> AppendResult:
+        """Validates and appends one produce payload (one or more batches).
 
-        Returns (base_offset, last_offset, log_start, duplicate): a batch the
-        idempotence window already holds is not appended again; its original
-        offsets come back with duplicate=True (DUPLICATE_SEQUENCE_NUMBER).
+        A batch the idempotence window already holds is not appended again:
+        its original offset is reported, and `duplicate` is set when nothing
+        new was appended (DUPLICATE_SEQUENCE_NUMBER).
         """
         r = self.leader_replica(topic, partition)
         min_isr = topic_config(r.configs, "min.insync.replicas")
@@ -277,7 +304,7 @@ class Broker:
         pos = 0
         while pos < len(data):
             h = records.validate(data, pos)
-            batches.append((h, data[pos:pos + h.size]))
+            batches.append((h, data if h.size == len(data) else data[pos:pos + h.size]))
             pos += h.size
         if not batches:
             raise errors.InvalidRecordError("empty produce payload")
@@ -291,6 +318,7 @@ class Broker:
                 raise err
             base = last = -1
             duplicate = False
+            bases: list[int] = []
             puts = []
             for h, raw in batches:
                 if h.producer_id >= 0:
@@ -300,6 +328,7 @@ class Broker:
                         raise decision.error
                     if isinstance(decision, DuplicateBatch):
                         duplicate = True
+                        bases.append(decision.base_offset)
                         base = decision.base_offset if base < 0 else base
                         last = max(last, decision.last_offset)
                         continue
@@ -307,6 +336,7 @@ class Broker:
                 stored = records.set_offset_and_epoch(raw, offset, m.leader_epoch)
                 puts.append(self.store.append_puts(topic, partition, offset, stored))
                 last_offset = offset + h.last_offset_delta
+                bases.append(offset)
                 m.on_leader_append(offset, last_offset, now)
                 if h.producer_id >= 0:
                     r.producers.on_append(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence,
@@ -315,12 +345,12 @@ class Broker:
                     base = offset
                 last = last_offset
             if puts:
-                puts.extend(r.checkpoint_puts())
+                puts.extend(r.changed_checkpoint_puts())
                 self.store.write(puts)
             log_start = m.log_start_offset
         with self.data_cond:
             self.data_cond.notify_all()
-        return base, last, log_start, duplicate and not puts
+        return AppendResult(base, last, log_start, duplicate and not puts, bases)
 
     def wait_for_hw(self, topic: str, partition: int, last_offset: int, timeout_ms: int) -> None:
         """acks=all: block until the high watermark passes `last_offset`."""
@@ -495,8 +525,9 @@ class Broker:
                 if h.producer_id >= 0:
                     r.producers.replay([h])
             m.update_high_watermark_from_leader(leader_hw)
-            puts.extend(r.checkpoint_puts())
-            self.store.write(puts)
+            puts.extend(r.changed_checkpoint_puts())
+            if puts:
+                self.store.write(puts)
 
     def truncate(self, r: Replica, offset: int) -> None:
         with r.lock:
@@ -527,7 +558,7 @@ class Broker:
         puts = []
         for r in list(self.replicas.values()):
             with r.lock:
-                puts.extend(r.checkpoint_puts())
+                puts.extend(r.changed_checkpoint_puts())
         if puts:
             try:
                 self.store.write(puts)

@@ -41,10 +41,11 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
         for p in request.partitions:
             out = resp.partitions.add(topic=p.topic, partition=p.partition, base_offset=-1, log_append_time=-1)
             try:
-                base, last, log_start, dup = self.b.append_as_leader(p.topic, p.partition, p.records,
-                                                                     request.acks)
+                res = self.b.append_as_leader(p.topic, p.partition, p.records, request.acks)
+                base, last, dup = res.base_offset, res.last_offset, res.duplicate
                 out.base_offset = base
-                out.log_start_offset = log_start
+                out.log_start_offset = res.log_start_offset
+                out.batch_base_offsets.extend(res.batch_base_offsets)
                 if dup:
                     out.error_code = errors.DuplicateSequenceNumberError.code
                     out.error_message = "duplicate batch: already at its original offset"
@@ -66,6 +67,7 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
         deadline = time.monotonic() + request.max_wait_ms / 1000.0
         max_bytes = request.max_bytes or (50 << 20)
         while True:
+            seen = self._ends(request)  # before the read: a move during it re-reads at once
             resp = bpb.FetchResponse()
             total = 0
             for p in request.partitions:
@@ -92,8 +94,34 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
                 return resp
             if not context.is_active():
                 return resp
+            # Every append and HW move anywhere notifies data_cond; re-read only when one of
+            # this request's partitions moved (a wake-up is then a few int compares, not a
+            # RocksDB seek per partition).
             with b.data_cond:
-                b.data_cond.wait(min(left, 0.5))
+                while self._ends(request) == seen and not b._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    b.data_cond.wait(min(left, 0.5))
+
+    def _ends(self, request) -> list:
+        """What a fetch could see per partition: (leader epoch, end) or None when not served here."""
+        out = []
+        for p in request.partitions:
+            r = self.b.replicas.get((p.topic, p.partition))
+            m = r.model if r is not None else None
+            if m is None or not m.is_leader:
+                out.append(None)
+            elif request.replica_id >= 0:
+                out.append((m.leader_epoch, m.log_end_offset))
+            elif request.isolation_level == 1:
+                try:  # read without the replica lock: a torn read only costs one extra re-read
+                    out.append((m.leader_epoch, self.b.last_stable_offset(r)))
+                except RuntimeError:
+                    out.append((m.leader_epoch, -1))
+            else:
+                out.append((m.leader_epoch, m.high_watermark))
+        return out
 
     def ListOffsets(self, request, context):
         resp = bpb.ListOffsetsResponse()

@@ -1,6 +1,7 @@
 """Issue B: leader/ISR replication, acks=all, failover that loses nothing acknowledged."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -8,7 +9,6 @@ import pytest
 from client import Admin, Producer
 from client.common import errors, records
 from client.common.network import ChannelPool
-from client.common.pb import agent_pb2 as apb
 from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
 from tests.helpers import broker_addresses, partition_state, read_all, replica_log, wait_until
@@ -113,17 +113,18 @@ def test_two_of_three_down_acks_all_fails_acks_1_works(cluster):
         assert md.offset >= 0
 
 
-def _isolate(cluster, node: str) -> None:
-    others = [n for n in cluster.node_names() if n != node]
-    for n in others:
-        cluster.agents[n].set_faults(apb.FaultRules(rules=[apb.FaultRule(kind="drop", src=node, dst=n)]))
-    cluster.agents[node].set_faults(apb.FaultRules(rules=[apb.FaultRule(kind="drop", src=o, dst=node)
-                                                          for o in others]))
+def _isolate(cluster, node: str):
+    """Cuts `node` off from every other node (clients still reach it), through the chaos controller."""
+    from chaos.controller import ChaosController
+    ctl = ChaosController(cluster.bootstrap_servers, state_path=os.path.join(cluster.data_dir, "chaos.json"))
+    ctl.discover()
+    ctl.isolate(node)
+    return ctl
 
 
-def _heal(cluster) -> None:
-    for a in cluster.agents.values():
-        a.set_faults(apb.FaultRules())
+def _heal(ctl) -> None:
+    ctl.heal_network()
+    ctl.close()
 
 
 def test_isolated_leader_truncates_acks1_writes_on_rejoin(cluster):
@@ -133,7 +134,7 @@ def test_isolated_leader_truncates_acks1_writes_on_rejoin(cluster):
     assert not errs
     leader, epoch, replicas, _ = partition_state(cluster, "iso", 0)
     addr = broker_addresses(cluster)[leader]
-    _isolate(cluster, f"broker-{leader}")
+    ctl = _isolate(cluster, f"broker-{leader}")
     pool = ChannelPool("client:test")
     try:
         # Once the controller has moved leadership, writes that only the isolated old leader
@@ -149,7 +150,7 @@ def test_isolated_leader_truncates_acks1_writes_on_rejoin(cluster):
         assert accepted > 0
         assert replica_log(cluster, leader, "iso", 0).log_end_offset >= 300 + accepted
     finally:
-        _heal(cluster)
+        _heal(ctl)
         pool.close()
     new_leader = partition_state(cluster, "iso", 0)[0]
     wait_until(lambda: replica_log(cluster, leader, "iso", 0).role == "follower", 20, what="old leader follows")
