@@ -34,6 +34,7 @@ import grpc
 
 from chaos.controller import COORDINATOR, ChaosController, NodeInfo
 from chaos.reaper import PARENT_PID_ENV
+from client.common.config import BrokerConfig
 from node.agent import Agent
 from node.cluster import FAST_CONFIGS, Cluster
 
@@ -53,6 +54,7 @@ class LocalCluster:
         self.n_brokers = brokers
         self.configs = dict(FAST_CONFIGS) if fast else {}
         self.configs.update(configs or {})
+        BrokerConfig.from_props(self.configs)  # a bad key fails here, naming it, not in a node's log
         self.host = host
         self.keep_data = keep_data
         self.startup_timeout_s = startup_timeout_s

@@ -10,6 +10,7 @@ from chaos import LocalCluster
 from chaos.local_cluster import LocalCluster as LocalClusterDirect
 from chaos.targets import TargetError
 from client import Producer
+from client.common.errors import ConfigError
 from tests.helpers import wait_until
 
 
@@ -139,6 +140,8 @@ def test_bad_input_names_the_problem(local):
         local.wait_for_isr("bad", 0, 2, timeout=0.5)
     with pytest.raises(ValueError, match="brokers must be an integer >= 1"):
         LocalCluster(brokers=0)
+    with pytest.raises(ConfigError, match="Unknown configuration 'no.such.key'"):
+        LocalCluster(brokers=1, configs={"no.such.key": 1})
     with pytest.raises(RuntimeError, match="not running"):
         _ = LocalCluster(brokers=1).bootstrap_servers
 
