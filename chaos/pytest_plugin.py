@@ -80,7 +80,12 @@ def brokerlab_cluster(request):
     marker = request.node.get_closest_marker("brokerlab_fresh")
     fresh = marker is not None or request.config.getoption("brokerlab_fresh")
     if fresh:
-        cluster = _new_cluster(request.config, **(marker.kwargs if marker is not None else {}))
+        kwargs = dict(marker.kwargs) if marker is not None else {}
+        unknown = set(kwargs) - {"brokers", "configs"}
+        if unknown or (marker is not None and marker.args):
+            raise TypeError(f"@pytest.mark.brokerlab_fresh takes only brokers= and configs=, got "
+                            f"{sorted(unknown) or list(marker.args)}")
+        cluster = _new_cluster(request.config, **kwargs)
     else:
         cluster = request.getfixturevalue("brokerlab_session_cluster")
     request.node.stash[_ITEM] = (cluster, cluster.log_positions())
