@@ -120,7 +120,9 @@ class LocalCluster:
                 if attempt == 2 or not ("could not bind" in text or "address already in use" in text):
                     raise
                 log.info("a pre-chosen port was taken (%s); starting again with new ports", e)
-                c.stop()
+                _stop_all_at_once(c, kill=True)
+                for name in c.agents:  # the coordinator must not remember the old addresses
+                    shutil.rmtree(os.path.join(self.data_dir, name), ignore_errors=True)
         self._chaos = ChaosController(self.bootstrap_servers,
                                       state_path=os.path.join(self.data_dir, "chaos-agents.json"))
         self._chaos.nodes = {n: NodeInfo(n, a.address, a.agent_address) for n, a in c.agents.items()}

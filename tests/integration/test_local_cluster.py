@@ -157,3 +157,28 @@ def test_everything_stops_and_the_temp_dir_goes_when_the_block_fails():
     assert not any(_alive(p) for p in pids)
     assert not os.path.exists(data_dir)
     assert not c.running
+
+
+def test_a_port_taken_between_choosing_and_binding_gets_one_retry(monkeypatch):
+    import socket
+
+    import chaos.local_cluster as lcm
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    real, calls = lcm._free_ports, []
+
+    def ports(n, host):
+        calls.append(n)
+        got = real(n, host)
+        return [squatter.getsockname()[1]] + got[1:] if len(calls) == 1 else got
+
+    monkeypatch.setattr(lcm, "_free_ports", ports)
+    try:
+        with LocalCluster(brokers=1) as c:
+            assert len(calls) == 2
+            assert c.address("coordinator") != f"127.0.0.1:{squatter.getsockname()[1]}"
+            c.create_topic("retried", replication_factor=1)
+            assert c.leader("retried", 0) == "broker-1"
+    finally:
+        squatter.close()
