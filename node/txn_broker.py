@@ -90,7 +90,9 @@ class TxnBroker:
             index = getattr(r, "aborted_index", None)
             if index is None:
                 index = r.aborted_index = AbortedTxnIndex()
-            if index.next_offset < upto:
+            # Read to the log end, not just to `upto`: an ABORT marker above the LSO (appended, not yet
+            # below the HW) still closes data below it, which the fetch must list as aborted.
+            if index.next_offset < r.model.log_end_offset:
                 for raw in self.b.store.iter_batches(r.topic, r.partition, index.next_offset):
                     h = records.read_header(raw)
                     control = _control(raw) if h.is_control else None
