@@ -217,7 +217,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     concurrency = int(workload_spec.pop("concurrency", 4))
     final_read_s = float(workload_spec.pop("final_read_s", 30))
     workload = make_workload(workload_spec.pop("name", "log"), workload_spec,
-                             [(t["name"], int(t["partitions"])) for t in topics])
+                             [(t["name"], int(t["partitions"])) for t in topics], concurrency)
     schedule = build_schedule(spec, seed, duration_s)
 
     cluster, cluster_tmp = None, None
@@ -276,7 +276,9 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
             controller.close()
         if cluster is not None:
             _stop_cluster(cluster, cluster_tmp, run_dir)
-    result = check(h.read_history(writer.path))
+    history = h.read_history(writer.path)
+    result = check(history)
+    _workload_check(workload, history, result, notes)
     if runner is not None and runner.errors:
         notes += runner.errors
     result["_experiment_path"] = exp["path"]
@@ -293,6 +295,26 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     from chaos.report import write_report
     write_report(run_dir)
     return outcome
+
+
+def _workload_check(workload, history, result: dict, notes: list[str]) -> None:
+    """A workload's own check (e.g. eos exactly-once) adds its anomalies to the checker's result."""
+    own = getattr(workload, "check", None)
+    if own is None or result["valid"] not in (True, False):
+        return
+    try:
+        found = own(history)
+    except Exception as e:  # noqa: BLE001 -- like the checker: no verdict rather than a crash
+        notes.append(f"{workload.name} check failed: {type(e).__name__}: {e}")
+        result["valid"] = "unknown"
+        return
+    counts = result["stats"].setdefault("anomaly_counts", {})
+    for name, evidence in found.items():
+        result["anomalies"][name] = evidence[:1000]
+        counts[name] = len(evidence)
+    if found:
+        result["anomaly_types"] = sorted(result["anomalies"])
+        result["valid"] = False
 
 
 def _raise_interrupt(*_):

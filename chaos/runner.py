@@ -144,6 +144,10 @@ class Runner:
                         self.record(h.fail(inv, self.now_ns(), _name(e)))
                         self.stop_event.wait(0.5)
                         continue
+                prepare = getattr(client, "prepare", None)
+                if prepare is not None:
+                    # Local state only (e.g. the positions a commit will carry), read before the invoke.
+                    value = prepare(f, value, extra)
                 inv = self.record(h.invoke(process, f, value, self.now_ns(), **extra))
                 try:
                     out = client.invoke(f, value, extra)
@@ -248,9 +252,24 @@ class Runner:
                 streak = 0 if got else streak + 1
                 if not got and ends and self._caught_up(client, ends):
                     break
+            self._final_ops(client, process)
             return ends
         finally:
             client.close()
+
+    def _final_ops(self, client, process: int) -> None:
+        """The workload's own closing reads (e.g. the group's committed offsets), after the final read."""
+        for f, value, extra in getattr(self.workload, "final_ops", lambda: [])():
+            inv = self.record(h.invoke(process, f, value, self.now_ns(), **extra))
+            try:
+                out = client.invoke(f, value, extra)
+            except Exception as e:  # noqa: BLE001 -- unknown outcome, recorded
+                from chaos.workloads import Outcome
+                out = Outcome("info", value, _name(e))
+            done = h.complete(inv, out.type, value if out.value is None else out.value, self.now_ns(), out.error)
+            self.record(done)
+            if out.type == "info":
+                return
 
     @staticmethod
     def _caught_up(client, ends: dict[str, int]) -> bool:

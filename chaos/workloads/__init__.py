@@ -44,15 +44,16 @@ def tp_key(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
 
-def make_workload(name: str, spec: dict, topics: list[tuple[str, int]]):
-    """The workload called `name`, configured by the experiment's `workload:` section, on these topics."""
+def make_workload(name: str, spec: dict, topics: list[tuple[str, int]], concurrency: int = 4):
+    """The workload called `name`, configured by the experiment's `workload:` section, on these topics,
+    for `concurrency` workers (worker = process % concurrency, as the runner numbers processes)."""
     try:
         factory = WORKLOADS[name]
     except KeyError:
         raise ValueError(f"unknown workload '{name}' (one of {', '.join(sorted(WORKLOADS))})") from None
     module_name, _, cls_name = factory.partition(":")
     module = __import__(module_name, fromlist=[cls_name])
-    return getattr(module, cls_name)(spec, topics)
+    return getattr(module, cls_name)(spec, topics, concurrency=concurrency)
 
 
 WORKLOADS = {

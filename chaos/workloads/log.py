@@ -201,8 +201,9 @@ class LogWorkload:
     name = "log"
     _FIELDS = {"weights", "max_sends", "poll_ms", "ops_limit"}
 
-    def __init__(self, spec: dict, topics: list[tuple[str, int]]) -> None:
+    def __init__(self, spec: dict, topics: list[tuple[str, int]], concurrency: int = 4) -> None:
         spec = dict(spec or {})
+        self.concurrency = concurrency
         unknown = set(spec) - self._FIELDS
         if unknown:
             raise ValueError(f"workload.{sorted(unknown)[0]}: unknown field for the {self.name} workload "
