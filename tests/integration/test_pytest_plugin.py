@@ -61,7 +61,7 @@ import json
 import threading
 
 
-def test_hangs_until_interrupted(brokerlab_cluster, tmp_path_factory):
+def test_hangs_until_interrupted(brokerlab_cluster):
     brokerlab_cluster.pause("broker-1")  # a paused node, too, must not outlive the run
     with open({pids_file!r}, "w") as f:
         json.dump(brokerlab_cluster.pids(), f)
