@@ -618,35 +618,36 @@ class _Checker:
                     self._int_sends(idx, writes)
                 if reads:
                     self._int_polls(idx, reads)
-                    if typ == "ok":
-                        last_reads = st[1]
-                        sub = default_sub if st[0] is None else st[0]
-                        for k, pairs in reads.items():
-                            if not pairs:
-                                continue
-                            prev = last_reads.get(k)
-                            o2, v2 = pairs[0][0], pairs[0][1]
-                            if prev is not None:
-                                order = orders.get(k)
-                                if order is not None:
-                                    i1 = _dense(order, prev[1], prev[2])
-                                    i2 = _dense(order, o2, v2)
-                                    if i1 is not None and i2 is not None:
-                                        delta = i2 - i1
-                                        if delta > 1:
-                                            add("poll-skip", {
-                                                "key": k, "values": [prev[2], v2], "offsets": [prev[1], o2],
-                                                "delta": delta,
-                                                "skipped": order[1][i1 + 1:min(i2, i1 + 1 + MAX_SKIPPED)],
-                                                "process": proc, "subscribe": sub,
-                                                "indexes": [prev[0], idx]})
-                                        elif delta < 1:
-                                            add("nonmonotonic-poll", {
-                                                "key": k, "values": [prev[2], v2], "offsets": [prev[1], o2],
-                                                "delta": delta, "process": proc, "subscribe": sub,
-                                                "indexes": [prev[0], idx]})
-                            last = pairs[-1]
-                            last_reads[k] = (idx, last[0], last[1])
+                    # A poll inside a fail/info op (an aborted transaction) still moved the
+                    # consumer: it counts for the process's read order too.
+                    last_reads = st[1]
+                    sub = default_sub if st[0] is None else st[0]
+                    for k, pairs in reads.items():
+                        if not pairs:
+                            continue
+                        prev = last_reads.get(k)
+                        o2, v2 = pairs[0][0], pairs[0][1]
+                        if prev is not None:
+                            order = orders.get(k)
+                            if order is not None:
+                                i1 = _dense(order, prev[1], prev[2])
+                                i2 = _dense(order, o2, v2)
+                                if i1 is not None and i2 is not None:
+                                    delta = i2 - i1
+                                    if delta > 1:
+                                        add("poll-skip", {
+                                            "key": k, "values": [prev[2], v2], "offsets": [prev[1], o2],
+                                            "delta": delta,
+                                            "skipped": order[1][i1 + 1:min(i2, i1 + 1 + MAX_SKIPPED)],
+                                            "process": proc, "subscribe": sub,
+                                            "indexes": [prev[0], idx]})
+                                    elif delta < 1:
+                                        add("nonmonotonic-poll", {
+                                            "key": k, "values": [prev[2], v2], "offsets": [prev[1], o2],
+                                            "delta": delta, "process": proc, "subscribe": sub,
+                                            "indexes": [prev[0], idx]})
+                        last = pairs[-1]
+                        last_reads[k] = (idx, last[0], last[1])
                 if writes and typ in ("ok", "info"):
                     last_sends = st[2]
                     firsts: dict = {}

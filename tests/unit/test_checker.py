@@ -514,3 +514,17 @@ def test_real_skip_next_to_a_duplicate_is_still_found():
     h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3), (X, 4, 4)), assign(1, [X]),
              poll(1, {X: [log[0], log[1], log[3], log[4]]}), poll(2, {X: log}))
     assert "int-poll-skip" in check(h)["anomaly_types"]
+
+
+def test_poll_inside_an_aborted_txn_advances_the_process_read_order():
+    # Process 1's aborted transaction (fail) polled offsets 0..1; its next ok poll starts at 2.
+    aborted = _pair(1, "txn", [["poll"]], "fail", [["poll", {X: [[0, 1], [1, 2]]}]])
+    h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3)), assign(1, [X]), aborted,
+             poll(1, {X: [(2, 3)]}), poll(2, {X: [(0, 1), (1, 2), (2, 3)]}))
+    result = check(h)
+    assert result["valid"] is True, result["anomalies"]
+    # ... and an aborted transaction's poll that skips is still a skip.
+    skipping = _pair(1, "txn", [["poll"]], "fail", [["poll", {X: [[0, 1]]}]])
+    h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3)), assign(1, [X]), skipping,
+             poll(1, {X: [(2, 3)]}), poll(2, {X: [(0, 1), (1, 2), (2, 3)]}))
+    assert "poll-skip" in check(h)["anomaly_types"]
