@@ -49,7 +49,8 @@ def test_every_acknowledged_record_is_consumed_exactly_once_after_a_leader_crash
         producer.flush(90)
 
     acked = [value for value, f in futures if f.exception() is None]
-    assert len(acked) > 500, "the producer should ride out a leader crash"
+    failed = [f.exception() for _, f in futures if f.exception() is not None]
+    assert not failed, f"retries should ride out a leader crash; {len(failed)} sends failed: {failed[:3]}"
     new_leader = cluster.wait_for_leader(topic, 0, not_on=old_leader, timeout=30)
     assert new_leader != old_leader
 
