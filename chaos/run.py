@@ -303,11 +303,12 @@ def _workload_check(workload, history, result: dict, notes: list[str]) -> None:
     if own is None or result["valid"] not in (True, False):
         return
     try:
-        found = own(history)
+        found, stats = own(history)
     except Exception as e:  # noqa: BLE001 -- like the checker: no verdict rather than a crash
         notes.append(f"{workload.name} check failed: {type(e).__name__}: {e}")
         result["valid"] = "unknown"
         return
+    result["stats"][workload.name] = stats
     counts = result["stats"].setdefault("anomaly_counts", {})
     for name, evidence in found.items():
         result["anomalies"][name] = evidence[:1000]

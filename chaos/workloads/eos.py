@@ -159,7 +159,7 @@ class EosClient(LogClient):
                     v = int(r.value) * STRIDE + attempt
                     futures.append((len(done), p.send(self.output_topic, value=str(v), partition=tp.partition)))
                     done.append(["send", out_key, v])
-            offsets = {tp: OffsetAndMetadata(self.consumer.position(tp, timeout=5)) for tp in records}
+            offsets = {tp: OffsetAndMetadata(self.consumer.position(tp, timeout=5)) for tp in records.partitions()}
             p.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
             if crash:
                 return Outcome("info", done, "crash")  # dropped as it is: never committed nor aborted
@@ -190,8 +190,9 @@ class EosClient(LogClient):
             self.producer = Producer(dict(self.producer_props))
             self.producer.init_transactions()
         # Process the batch again from the last committed offsets (as the patterns document's loop).
-        committed = self.consumer.committed(list(records), timeout=10.0)
-        for tp in records:
+        tps = sorted(records.partitions())
+        committed = self.consumer.committed(tps, timeout=10.0)
+        for tp in tps:
             om = committed.get(tp)
             if om is not None:
                 self.consumer.seek(tp, om.offset)
@@ -258,12 +259,13 @@ class EosWorkload(LogWorkload):
     def final_ops(self) -> list[tuple[str, Any, dict]]:
         return [("committed", list(self.input_keys), {"group": self.group})]
 
-    def check(self, history: list[dict]) -> dict[str, list[dict]]:
+    def check(self, history: list[dict]) -> tuple[dict[str, list[dict]], dict]:
         return check_exactly_once(history, self.input, self.output, self.group)
 
 
-def check_exactly_once(history: list[dict], input_topic: str, output_topic: str, group: str) -> dict:
-    """The eos anomalies ({name: [evidence]}); reads only the history.
+def check_exactly_once(history: list[dict], input_topic: str, output_topic: str,
+                       group: str) -> tuple[dict[str, list[dict]], dict]:
+    """(the eos anomalies {name: [evidence]}, stats); reads only the history.
 
     Inputs: every (offset, value) an ok op read from the input topic. Output: every (offset, value)
     an ok op read from the output topic (read_committed). Committed: the last ok `committed` read
@@ -289,8 +291,10 @@ def check_exactly_once(history: list[dict], input_topic: str, output_topic: str,
                             for off, v in pairs:
                                 log[off] = v
     out: dict[str, list[dict]] = {}
+    stats = {"inputs_read": sum(len(v) for v in inputs.values()), "inputs_below_committed": 0,
+             "outputs_read": sum(len(v) for v in outputs.values()), "committed": committed}
     if committed is None:
-        return out
+        return out, stats
     for in_key, log in sorted(inputs.items()):
         part = in_key.rpartition("/")[2]
         out_key = f"{output_topic}/{part}"
@@ -304,10 +308,11 @@ def check_exactly_once(history: list[dict], input_topic: str, output_topic: str,
             got = sorted(copies.get(v, []))
             ev = {"key": in_key, "value": v, "offset": off, "output_key": out_key, "output_offsets": got,
                   "committed_offset": end, "indexes": [committed_idx]}
+            stats["inputs_below_committed"] += off < end
             if off < end and not got:
                 out.setdefault("eos-missing", []).append(ev)
             elif len(got) > 1:
                 out.setdefault("eos-duplicate", []).append(ev)
             elif off >= end and got:
                 out.setdefault("eos-beyond-committed", []).append(ev)
-    return out
+    return out, stats
