@@ -90,7 +90,7 @@ def test_procfile_kill_and_restart_broker_and_coordinator(tmp_path):
         assert r.returncode == 0, r.stderr
         r = chaos_cli(["status"], bs, state)
         assert r.returncode == 0, r.stderr
-        assert re.search(r"coordinator\s+killed", r.stdout) and "cluster metadata: unreachable" in r.stdout
+        assert re.search(r"coordinator\s+killed", r.stdout), r.stdout  # metadata now from a broker's cache
         assert proc.poll() is None
         r = chaos_cli(["start", "coordinator"], bs, state)
         assert r.returncode == 0 and "coordinator: running" in r.stdout, r.stderr
@@ -275,3 +275,4 @@ def test_chaos_heal_cli_leaves_every_isr_full(env):
     assert "resumed broker-1" in r.stdout and "started broker-2" in r.stdout
     assert ctl.healthy()
     assert all(not row["faults"] and "clock" not in row and row["state"] == "running" for row in ctl.status()["nodes"])
+
