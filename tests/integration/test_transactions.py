@@ -249,7 +249,12 @@ def test_eos_example_survives_sigkill(cluster_factory, tmp_path):
             worker.kill()
             worker.wait(10)
     ids = [json.loads(r.value)["id"] for r in seen]
-    assert sorted(ids) == list(range(n)), f"duplicates: {len(ids) - len(set(ids))}, missing: {n - len(set(ids))}"
+    twice = {i for i in ids if ids.count(i) > 1}
+    evidence = [(r.partition, r.offset, dict(r.headers).get("source-partition"), dict(r.headers).get("source-offset"))
+                for r in seen if json.loads(r.value)["id"] in twice][:10]
+    assert sorted(ids) == list(range(n)), \
+        f"duplicates: {len(ids) - len(set(ids))}, missing: {n - len(set(ids))}; output (partition, offset, " \
+        f"source partition, source offset) of some: {evidence}"
     for r in seen:
         assert "processedAt" in json.loads(r.value)
         assert dict(r.headers)["source-topic"] == inp.encode()
