@@ -201,21 +201,21 @@ def table_cmd(out_path, quick, partitions, only) -> None:
     console = Console(stderr=True)
     rows: list[dict] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="brokerlab-bench-") as tmp:
-        with Cluster(os.path.join(tmp, "cluster"), brokers=3, configs=FAST_CONFIGS) as cluster:
-            _create_topic(cluster.bootstrap_servers, partitions)
-            pids = _broker_pids(cluster)
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                          TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                          console=console, transient=False) as progress:
-                task = progress.add_task("starting", total=len(chosen))
-                for s in chosen:
-                    progress.update(task, description=s.name)
-                    row = run_scenario(s, cluster.bootstrap_servers, pids, quick, tmp,
-                                       on_line=lambda ln, s=s: progress.update(
-                                           task, description=f"{s.name}: {ln[:70]}"))
-                    rows.append(row)
-                    progress.advance(task)
+    with tempfile.TemporaryDirectory(prefix="brokerlab-bench-") as tmp, \
+            Cluster(os.path.join(tmp, "cluster"), brokers=3, configs=FAST_CONFIGS) as cluster:
+        _create_topic(cluster.bootstrap_servers, partitions)
+        pids = _broker_pids(cluster)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task("starting", total=len(chosen))
+            for s in chosen:
+                progress.update(task, description=s.name)
+                row = run_scenario(s, cluster.bootstrap_servers, pids, quick, tmp,
+                                   on_line=lambda ln, s=s: progress.update(
+                                       task, description=f"{s.name}: {ln[:70]}"))
+                rows.append(row)
+                progress.advance(task)
     result = {"quick": quick, "partitions": partitions, "record_size": RECORD_SIZE, "replication_factor": 3,
               "min_insync_replicas": 2, "cpu_count": os.cpu_count(),
               "elapsed_s": time.monotonic() - started, "rows": rows}

@@ -59,8 +59,9 @@ class NatsCluster:
                 f.write(f"server_name: n{i + 1}\nlisten: 127.0.0.1:{self.client_ports[i]}\n"
                         f"jetstream {{ store_dir: \"{d}/js\" }}\n"
                         f"cluster {{ name: bench\n listen: 127.0.0.1:{self.route_ports[i]}\n routes: [{routes}] }}\n")
-            log = open(os.path.join(d, "server.log"), "w")
-            self.procs.append(subprocess.Popen([self.binary, "-c", conf], stdout=log, stderr=subprocess.STDOUT))
+            with open(os.path.join(d, "server.log"), "w") as log:  # the child keeps its own descriptor
+                self.procs.append(subprocess.Popen([self.binary, "-c", conf], stdout=log,
+                                                   stderr=subprocess.STDOUT))
         deadline = time.monotonic() + timeout_s
         for p in self.client_ports:
             while True:
@@ -110,27 +111,24 @@ async def _jetstream_produce(servers: list[str], n: int, record_size: int) -> di
                     raise
                 await asyncio.sleep(0.5)
         payload = b"x" * record_size
-        sem = asyncio.Semaphore(NATS_WINDOW)
+        js = nc.jetstream(timeout=10, publish_async_max_pending=NATS_WINDOW)
         latencies: list[float] = []
         errors = 0
 
-        async def one():
+        def done(fut, t):
             nonlocal errors
-            t = time.perf_counter()
-            try:
-                await js.publish("bench", payload)
-                latencies.append((time.perf_counter() - t) * 1000)
-            except Exception:  # noqa: BLE001
+            if fut.cancelled() or fut.exception() is not None:
                 errors += 1
-            finally:
-                sem.release()
+            else:
+                latencies.append((time.perf_counter() - t) * 1000)
 
+        # publish_async: pipelined publishes, acks matched by reply token (the Go client's PublishAsync).
         start = time.perf_counter()
-        tasks = []
         for _ in range(n):
-            await sem.acquire()
-            tasks.append(asyncio.ensure_future(one()))
-        await asyncio.gather(*tasks)
+            t = time.perf_counter()
+            fut = await js.publish_async("bench", payload)
+            fut.add_done_callback(lambda f, t=t: done(f, t))
+        await asyncio.wait_for(js.publish_async_completed(), 120)
         secs = time.perf_counter() - start
         latencies.sort()
         return {"records": len(latencies), "errors": errors, "records_per_sec": len(latencies) / secs,

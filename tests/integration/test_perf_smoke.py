@@ -24,7 +24,7 @@ ROW = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3}, \d{4}-\d\d-\d\d \d\d:\
 
 def brokerlab(*args, timeout=240):
     return subprocess.run([sys.executable, "-m", "brokerlab_cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def test_perf_produce_then_consume(shared_cluster):
