@@ -198,7 +198,7 @@ def plot_unseen(history, windows, path) -> None:
     plt.close(fig)
 
 
-def plot_key(history, windows, key: str, marks: dict[str, list[tuple[int, object]]], path) -> None:
+def plot_key(history, windows, key: str, marks: dict[str, list[tuple[int, object, int | None]]], path) -> None:
     """Offsets of `key` against time: ok sends (dots), polls (vertical spans), anomalies (crosses)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 4))
@@ -223,14 +223,18 @@ def plot_key(history, windows, key: str, marks: dict[str, list[tuple[int, object
     styles = {"lost-write": ("X", "red"), "duplicate": ("D", "darkorange"),
               "inconsistent-offsets": ("P", "magenta"), "unseen": ("x", "gray"), "G1a": ("*", "black")}
     end = history[-1]["time"] / 1e9 if history else 0
+    wanted = {p[2] for pts in marks.values() for p in pts}
+    time_of = {op.get("index", i): op["time"] / 1e9 for i, op in enumerate(history)
+               if op.get("index", i) in wanted}
     # unseen first, so the rarer, graver marks are drawn on top of it
     for name, pts in sorted(marks.items(), key=lambda x: x[0] != "unseen"):
         m, c = styles.get(name, ("o", "black"))
-        xs = [end] * len(pts)
+        xs = [time_of.get(p[2], end) for p in pts]
         ax.scatter(xs, [p[0] for p in pts], marker=m, s=50, color=c, label=f"{name} ({len(pts)})", zorder=5)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("offset")
-    ax.set_title(f"Key {key}: offsets written and read over time (polls: blue spans; anomalies at right edge)")
+    ax.set_title(f"Key {key}: offsets written and read over time (polls: blue spans; "
+                 f"anomalies at the op that revealed them)")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -240,7 +244,8 @@ def plot_key(history, windows, key: str, marks: dict[str, list[tuple[int, object
 # -- html --------------------------------------------------------------------
 
 def _affected(result: dict) -> dict[str, dict[str, list]]:
-    """key -> anomaly name -> [(offset, value)] for anomalies that name a key."""
+    """key -> anomaly name -> [(offset, value, op index)] for anomalies that name a key; the op is
+    the evidence's last (the one that revealed it: the read past a lost write, the writer of an unseen one)."""
     out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for name, evs in result.get("anomalies", {}).items():
         if name in ("int-send-skip", "G0", "G1c-ww"):
@@ -250,9 +255,11 @@ def _affected(result: dict) -> dict[str, dict[str, list]]:
             if k is None:
                 continue
             offs = ev.get("offsets") or ([ev["offset"]] if ev.get("offset") is not None else [])
+            idxs = [i for i in ev.get("indexes") or [] if isinstance(i, int)]
+            at = max(idxs) if idxs else None
             for o in offs or []:
                 if isinstance(o, int):
-                    out[k][name].append((o, ev.get("value")))
+                    out[k][name].append((o, ev.get("value"), at))
     return out
 
 

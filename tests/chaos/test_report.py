@@ -42,3 +42,13 @@ def test_report_has_verdict_evidence_and_existing_plots(tmp_path):
         p = os.path.join(run_dir, img)
         assert os.path.getsize(p) > 1000 and open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n", img
     assert "kill broker-1" in page  # the fault table
+
+
+def test_per_key_marks_sit_at_the_op_that_revealed_them(tmp_path):
+    from chaos.report import _affected
+    path = os.path.join(str(tmp_path), "history.jsonl")
+    _history(path)
+    result = check(read_history(path))
+    marks = _affected(result)["t0/0"]["lost-write"]
+    # lost value 2 at offset 1, revealed by the poll's completion (index 11), not placed at the run's end
+    assert marks == [(1, 2, 11)]
