@@ -261,6 +261,14 @@ class ChaosController:
             self.node(n)
         self._add([Rule("drop", clients, n, tag="client") for n in nodes])
 
+    def drop_response(self, nodes: list[str], p: float, method: str = "Produce",
+                      clients: str = "client:*") -> None:
+        """These nodes do the work of `method` calls from clients, then drop the reply with probability p."""
+        for n in nodes:
+            self.node(n)
+        self._add([Rule("drop-response", clients, n, probability=p, method=method, tag="drop-response")
+                   for n in nodes])
+
     def clock(self, name: str, offset_ms: int = 0, strobe_ms: int = 0, period_ms: int = 0) -> None:
         if strobe_ms and period_ms <= 0:
             raise TargetError("a clock strobe needs period_ms > 0")

@@ -7,6 +7,8 @@ Op values it understands (what chaos/schedule.py emits, or written by hand):
     kill / stop / pause / restart   {"target": "one"|"leader-of"|..., "topic", "partition"} or {"nodes": [...]}
     start / resume                  same; no value = the nodes this nemesis took down / paused (else all)
     partition                       {"shape": "halves"|...} or {"groups": [[...], ...], "one_way": false}
+                                    or {"target"|"nodes"}: those nodes cut off from all the others
+    drop-response                   {"target"|"nodes" (default every broker), "p", "method": "Produce"}
     delay                           {"target"|"nodes", "ms", "jitter_ms"} (every link of those nodes) or {"links": ["A:B"], ...}
     loss                            {"target"|"nodes"|"links", "p"}
     heartbeat-delay / heartbeat-drop {"target"|"nodes", "ms"}
@@ -92,6 +94,9 @@ class Nemesis:
 
     # -- network and clock faults ----------------------------------------
     def _partition(self, value):
+        if value.get("target") or value.get("nodes"):
+            nodes = self._nodes(value)
+            value = {"groups": [sorted(nodes), [n for n in sorted(self.c.view().nodes) if n not in nodes]]}
         if value.get("groups"):
             groups = [list(g) for g in value["groups"]]
             self.c.partition(groups, bool(value.get("one_way")))
@@ -103,6 +108,13 @@ class Nemesis:
         if plan.groups is not None:
             out["groups"] = plan.groups
         return out
+
+    def _drop_response(self, value):
+        nodes = self._nodes(value, "broker") if value.get("target") or value.get("nodes") \
+            else sorted(self.c.view().brokers)
+        p, method = float(value.get("p", 0.3)), value.get("method", "Produce")
+        self.c.drop_response(nodes, p, method)
+        return {"nodes": nodes, "p": p, "method": method}
 
     def _links(self, value) -> tuple[list[str], dict]:
         if value.get("links"):

@@ -132,38 +132,6 @@ def build_schedule(spec, seed: int, duration_s: float) -> list[tuple[float, dict
     return out
 
 
-class _NemesisAdapter:
-    """Adds to chaos/nemesis.py two shapes the experiments need: isolating chosen nodes
-    (`partition` with a `target`) and dropping produce responses (`drop-response`)."""
-
-    def __init__(self, nemesis, controller) -> None:
-        self.nemesis = nemesis
-        self.c = controller
-
-    def __call__(self, op: dict) -> dict:
-        value = op.get("value") if isinstance(op.get("value"), dict) else {}
-        try:
-            if op["f"] == "partition" and ("target" in value or "nodes" in value):
-                nodes = self.nemesis._nodes(value)
-                rest = [n for n in sorted(self.c.view().nodes) if n not in nodes]
-                op = dict(op, value={"groups": [sorted(nodes), rest]})
-            elif op["f"] == "drop-response":
-                return dict(op, type="info", value=self._drop_response(value))
-        except Exception as e:  # noqa: BLE001 -- recorded on the op, the run goes on
-            return dict(op, type="info", error=f"{type(e).__name__}: {e}")
-        return self.nemesis.invoke(op)
-
-    def _drop_response(self, value: dict) -> dict:
-        from node.faults import Rule
-        nodes = self.nemesis._nodes(value, "broker") if (value.get("target") or value.get("nodes")) \
-            else self.c.view().brokers
-        p = float(value.get("p", 0.3))
-        method = value.get("method", "Produce")
-        self.c._add([Rule("drop-response", "client:*", n, probability=p, method=method, tag="drop-response")
-                     for n in nodes])
-        return {"nodes": sorted(nodes), "p": p, "method": method}
-
-
 # -- the run -----------------------------------------------------------------
 
 @dataclass
@@ -239,7 +207,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         runner = Runner(workload, writer, bootstrap, producer_props=clients.get("producer") or {},
                         consumer_props=clients.get("consumer") or {}, concurrency=concurrency,
                         ops_limit=int(workload_spec.get("ops_limit", 1_000_000)), time_limit_s=duration_s, seed=seed,
-                        nemesis=_NemesisAdapter(Nemesis(controller, seed), controller), schedule=schedule)
+                        nemesis=Nemesis(controller, seed).invoke, schedule=schedule)
         if _main_thread():
             # SIGTERM behaves like Ctrl-C: stop, heal, report.
             signal.signal(signal.SIGTERM, _raise_interrupt)
