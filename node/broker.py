@@ -55,6 +55,9 @@ class Replica:
         self.configs: dict[str, str] = {}
         self.store = store
         self.known = False  # metadata for it has arrived
+        # acks=all produces of this partition wait here: one append must not wake every waiter
+        # of every partition on the broker.
+        self.hw_cond = threading.Condition(threading.Lock())
         self._written: tuple = (None, None)  # (hw, epochs) last put in a WriteBatch; owned by self.lock
 
     def load(self) -> None:
@@ -107,7 +110,7 @@ class Broker:
         self.pool = ChannelPool(self.name, interceptors)
         self.replicas: dict[tuple[str, int], Replica] = {}
         self.replicas_lock = threading.Lock()
-        self.data_cond = threading.Condition()  # notified on append and HW moves
+        self.data_cond = threading.Condition()  # long-poll fetches wait here; notified on append and HW moves
         self.metadata: mpb.MetadataResponse = mpb.MetadataResponse()
         self.metadata_lock = threading.Lock()
         self.broker_epoch = -1
@@ -124,6 +127,14 @@ class Broker:
             self.replicas[(t, p)] = r
         if self.replicas:
             log.info("Loaded %d partition replicas from disk", len(self.replicas))
+
+    def wake(self, r: "Replica | None" = None) -> None:
+        """An append, HW move or role change: wake that partition's acks=all waiters and the fetch long polls."""
+        if r is not None:
+            with r.hw_cond:
+                r.hw_cond.notify_all()
+        with self.data_cond:
+            self.data_cond.notify_all()
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> None:
@@ -248,8 +259,7 @@ class Broker:
                         self.fetchers.add(r, ps.leader, leader_addr, ps.leader_epoch)
             if not m.is_leader and ps.leader >= 0 and leader_addr and not self.fetchers.has(r):
                 self.fetchers.add(r, ps.leader, leader_addr, ps.leader_epoch)
-        with self.data_cond:
-            self.data_cond.notify_all()
+        self.wake(r)
 
     def broker_address(self, broker_id: int) -> str:
         for b in self.metadata.brokers:
@@ -348,8 +358,7 @@ class Broker:
                 puts.extend(r.changed_checkpoint_puts())
                 self.store.write(puts)
             log_start = m.log_start_offset
-        with self.data_cond:
-            self.data_cond.notify_all()
+        self.wake(r)
         return AppendResult(base, last, log_start, duplicate and not puts, bases)
 
     def wait_for_hw(self, topic: str, partition: int, last_offset: int, timeout_ms: int) -> None:
@@ -358,7 +367,7 @@ class Broker:
         deadline = time.monotonic() + timeout_ms / 1000.0
         leader_epoch = r.model.leader_epoch
         min_isr = topic_config(r.configs, "min.insync.replicas")
-        with self.data_cond:
+        with r.hw_cond:
             while True:
                 m = r.model
                 if m.leader_epoch == leader_epoch:
@@ -374,7 +383,7 @@ class Broker:
                 if left <= 0 or self._stop.is_set():
                     raise errors.RequestTimedOutError(
                         f"{topic}-{partition}: not replicated to the ISR within {timeout_ms} ms")
-                self.data_cond.wait(min(left, 0.5))
+                r.hw_cond.wait(min(left, 0.5))
 
     # -- fetch -----------------------------------------------------------
     def read_partition(self, topic: str, partition: int, offset: int, max_bytes: int, replica_id: int,
@@ -432,22 +441,9 @@ class Broker:
         if decision.error is not None:
             raise decision.error
         if moved:
-            with self.data_cond:
-                self.data_cond.notify_all()
+            self.wake(r)
         if change is not None:
             self.isr_executor.submit(self._alter_isr, r, change)
-
-    def wait_for_data(self, wanted, max_wait_ms: int, min_bytes: int, size_fn) -> None:
-        """Long poll: block until size_fn() >= min_bytes, or max_wait_ms passes."""
-        deadline = time.monotonic() + max_wait_ms / 1000.0
-        with self.data_cond:
-            while not self._stop.is_set():
-                if size_fn() >= min_bytes:
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self.data_cond.wait(left)
 
     def list_offset(self, topic: str, partition: int, timestamp: int, isolation_level: int) -> tuple[int, int]:
         r = self.leader_replica(topic, partition)
@@ -503,8 +499,7 @@ class Broker:
                 r.model.on_isr_change_failed()
             elif resp.state.leader_epoch == r.model.leader_epoch:
                 r.model.on_isr_change_committed(list(resp.state.isr), resp.state.partition_epoch)
-        with self.data_cond:
-            self.data_cond.notify_all()
+        self.wake(r)
 
     # -- follower side (called by the fetcher threads) ----------------------
     def append_as_follower(self, r: Replica, data: bytes, leader_hw: int, leader_epoch: int) -> None:
