@@ -29,11 +29,11 @@ import itertools
 import random
 from typing import Any
 
-from client.common import errors
 from chaos.workloads import Outcome, key_tp, make_keys, tp_key
 from chaos.workloads.log import LogClient, LogWorkload, error_name, records_by_key
+from client.common import errors
 
-__all__ = ["EosClient", "EosGenerator", "EosWorkload", "STRIDE", "check_exactly_once", "EOS_ANOMALIES"]
+__all__ = ["EOS_ANOMALIES", "STRIDE", "EosClient", "EosGenerator", "EosWorkload", "check_exactly_once"]
 
 STRIDE = 1_000_000
 EOS_ANOMALIES = ("eos-missing", "eos-duplicate", "eos-beyond-committed")
@@ -101,7 +101,7 @@ class EosClient(LogClient):
         self.output_topic = output_topic
         self.attempts = attempts  # the workload's shared counter: next() is atomic
 
-    def open(self) -> "EosClient":
+    def open(self) -> EosClient:
         from client import Consumer, Producer
         self.producer = Producer(dict(self.producer_props))
         if not self.pipeline:

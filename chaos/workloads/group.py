@@ -16,11 +16,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from client.common import errors
 from chaos.workloads import Outcome, key_tp, tp_key
 from chaos.workloads.log import LogClient, LogWorkload, records_by_key
+from client.common import errors
 
-__all__ = ["GroupClient", "GroupGenerator", "GroupWorkload", "DEFAULT_GROUP_WEIGHTS"]
+__all__ = ["DEFAULT_GROUP_WEIGHTS", "GroupClient", "GroupGenerator", "GroupWorkload"]
 
 DEFAULT_GROUP_WEIGHTS = {"send": 5.0, "poll": 4.0, "commit": 1.5, "committed": 0.7, "subscribe": 0.2,
                          "crash": 0.1}
@@ -85,7 +85,7 @@ class GroupClient(LogClient):
         self.group = group
         self.group_props = {**self.consumer_props, "group.id": group}
 
-    def open(self) -> "GroupClient":
+    def open(self) -> GroupClient:
         from client import Consumer, Producer
         self.producer = Producer(dict(self.producer_props))
         self.consumer = Consumer(dict(self.group_props))

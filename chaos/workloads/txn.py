@@ -16,11 +16,11 @@ import random
 import time
 from typing import Any
 
-from client.common import errors
 from chaos.workloads import Outcome, key_tp
 from chaos.workloads.log import LogClient, LogWorkload, error_name, records_by_key
+from client.common import errors
 
-__all__ = ["TxnClient", "TxnGenerator", "TxnWorkload", "DEFAULT_TXN_WEIGHTS"]
+__all__ = ["DEFAULT_TXN_WEIGHTS", "TxnClient", "TxnGenerator", "TxnWorkload"]
 
 DEFAULT_TXN_WEIGHTS = {"txn": 9.0, "assign": 0.5, "crash": 0.1}
 
@@ -96,7 +96,7 @@ class TxnClient(LogClient):
         super().__init__(bootstrap, producer_props, consumer_props, poll_ms=poll_ms, client_id=client_id)
         self.producer_wait_s = int(self.producer_props.get("max.block.ms", 60000)) / 1000.0
 
-    def open(self) -> "TxnClient":
+    def open(self) -> TxnClient:
         super().open()
         try:
             # Fences an older producer of this transactional.id and aborts its open transaction.
