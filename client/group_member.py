@@ -2,7 +2,9 @@
 
 The application thread (inside Consumer.poll) finds the coordinator, runs
 JoinGroup / SyncGroup (the leader computes the assignment with the chosen
-assignor), calls the rebalance listener and auto-commits. A background
+assignor), calls the rebalance listener and auto-commits. A JoinGroup waits
+for every member to rejoin, so, as in Kafka, it stays in flight across polls
+and poll(timeout) returns by its deadline. A background
 heartbeat thread keeps the session alive, asks for a rejoin on
 REBALANCE_IN_PROGRESS, and leaves the group when the application has not
 polled for max.poll.interval.ms (as Kafka's client does).
@@ -74,6 +76,9 @@ class ConsumerCoordinator:
         self.lost = False  # the coordinator dropped us: partitions are lost, not revoked
         self.last_poll_s = time.monotonic()
         self._coordinator: str | None = None
+        # The JoinGroup / SyncGroup in flight: (rpc name, grpc future, generation). Application thread only.
+        self._inflight: tuple[str, grpc.Future, int] | None = None
+        self._closing = False  # close() has started: no metadata refresh beyond its deadline
         self._closed = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._async = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit-async")
@@ -84,11 +89,11 @@ class ConsumerCoordinator:
 
     # ------------------------------------------------------------ coordinator
 
-    def _stub(self) -> ggrpc.GroupCoordinatorStub:
+    def _stub(self, timeout_s: float = 5.0) -> ggrpc.GroupCoordinatorStub:
         if self._coordinator is None:
             addr = self.consumer.metadata.controller_address()
             resp = ggrpc.GroupCoordinatorStub(self.consumer.pool.get(addr)).FindCoordinator(
-                gpb.FindCoordinatorRequest(key=self.group_id), timeout=5)
+                gpb.FindCoordinatorRequest(key=self.group_id), timeout=min(5.0, max(timeout_s, 0.1)))
             if resp.error_code:
                 raise E.for_code(resp.error_code, resp.error_message)
             self._coordinator = f"{resp.host}:{resp.port}"
@@ -96,6 +101,8 @@ class ConsumerCoordinator:
 
     def _mark_coordinator_unknown(self) -> None:
         self._coordinator = None
+        if self._closing:
+            return  # a refresh could outlast close()'s timeout; nothing needs the coordinator again
         try:
             self.consumer.metadata.refresh()
         except E.KafkaError:
@@ -104,10 +111,24 @@ class ConsumerCoordinator:
     def _rpc(self, name: str, request, timeout_s: float):
         """One call; transport failures become indefinite KafkaErrors and forget the coordinator."""
         try:
-            return getattr(self._stub(), name)(request, timeout=timeout_s)
+            return getattr(self._stub(timeout_s), name)(request, timeout=timeout_s)
         except grpc.RpcError as e:
             self._mark_coordinator_unknown()
             raise transport_error(e, f"group coordinator ({name})") from None
+
+    def _send(self, name: str, request, timeout_s: float, generation_id: int = -1) -> None:
+        """Starts a JoinGroup / SyncGroup whose answer poll() collects, now or in a later poll."""
+        try:
+            fut = getattr(self._stub(), name).future(request, timeout=timeout_s)
+        except grpc.RpcError as e:
+            self._mark_coordinator_unknown()
+            raise transport_error(e, f"group coordinator ({name})") from None
+        self._inflight = (name, fut, generation_id)
+
+    def _cancel_inflight(self) -> None:
+        if self._inflight is not None:
+            self._inflight[1].cancel()
+            self._inflight = None
 
     # ------------------------------------------------------------ subscription
 
@@ -142,6 +163,7 @@ class ConsumerCoordinator:
     def unsubscribe(self) -> None:
         if not self.subscribed():
             return
+        self._cancel_inflight()
         self._revoke_all("unsubscribe")
         self._leave("the consumer unsubscribed")
         with self.lock:
@@ -161,7 +183,8 @@ class ConsumerCoordinator:
             self._on_lost()
         while self.rejoin_needed or not self.stable:
             try:
-                self._join_once()
+                if not self._join_step(deadline):
+                    return  # the call stays in flight; a later poll collects its answer
             except E.KafkaError as e:
                 if not (e.retriable or isinstance(e, (E.UnknownMemberIdError, E.IllegalGenerationError,
                                                       E.RebalanceInProgressError))):
@@ -209,7 +232,32 @@ class ConsumerCoordinator:
 
     # --------------------------------------------------------------- rebalance
 
-    def _join_once(self) -> None:
+    def _join_step(self, deadline: float) -> bool:
+        """Sends JoinGroup if nothing is in flight, then handles answers that arrive by the deadline.
+
+        False: a call is still in flight at the deadline. A transport failure raises (retriable)."""
+        if self._inflight is None:
+            self._send_join()
+        name, fut, generation_id = self._inflight
+        try:
+            resp = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+        except grpc.FutureTimeoutError:
+            return False
+        except grpc.FutureCancelledError:
+            self._inflight = None
+            raise E.RebalanceInProgressError(f"{name} was cancelled") from None
+        except grpc.RpcError as e:
+            self._inflight = None
+            self._mark_coordinator_unknown()
+            raise transport_error(e, f"group coordinator ({name})") from None
+        self._inflight = None
+        if name == "JoinGroup":
+            self._on_join_response(resp)
+        else:
+            self._on_sync_response(resp, generation_id)
+        return True
+
+    def _send_join(self) -> None:
         if self.protocol == A.EAGER:
             self._prepare_eager_join()
         else:
@@ -227,7 +275,9 @@ class ConsumerCoordinator:
         for a in self.assignors:
             sub = A.Subscription(sorted(self.subscription), owned, generation)
             req.protocols.add(name=a.name, metadata=A.encode_subscription(sub))
-        resp = self._rpc("JoinGroup", req, self.rebalance_timeout_ms / 1000.0 + 10)
+        self._send("JoinGroup", req, self.rebalance_timeout_ms / 1000.0 + 10)
+
+    def _on_join_response(self, resp) -> None:
         if resp.error_code:
             self._handle_join_error(resp)
             return
@@ -245,11 +295,13 @@ class ConsumerCoordinator:
             sreq.group_instance_id = self.group_instance_id
         for mid, blob in (assignments or {}).items():
             sreq.assignments.add(member_id=mid, assignment=blob)
-        sresp = self._rpc("SyncGroup", sreq, self.rebalance_timeout_ms / 1000.0 + 10)
+        self._send("SyncGroup", sreq, self.rebalance_timeout_ms / 1000.0 + 10, resp.generation_id)
+
+    def _on_sync_response(self, sresp, generation_id: int) -> None:
         if sresp.error_code:
             self._handle_join_error(sresp)
             return
-        self._on_join_complete(A.decode_assignment(sresp.assignment).partitions, resp.generation_id)
+        self._on_join_complete(A.decode_assignment(sresp.assignment).partitions, generation_id)
 
     def _subscription_state(self) -> tuple[list[TopicPartition], int]:
         """owned_partitions and generation for the subscription metadata.
@@ -431,7 +483,7 @@ class ConsumerCoordinator:
 
     # ----------------------------------------------------------------- leave
 
-    def _leave(self, reason: str) -> None:
+    def _leave(self, reason: str, timeout_s: float = 5.0) -> None:
         with self.lock:
             member_id = self.member_id
             self.member_id, self.generation_id, self.stable = "", -1, False
@@ -439,8 +491,11 @@ class ConsumerCoordinator:
             return  # static members keep their place until the session times out
         req = gpb.LeaveGroupRequest(group_id=self.group_id)
         req.members.add(member_id=member_id, reason=reason)
+        if timeout_s <= 0:
+            log.info("Member %s skips LeaveGroup: no time left (%s)", member_id, reason)
+            return
         try:
-            self._rpc("LeaveGroup", req, 5)
+            self._rpc("LeaveGroup", req, min(5.0, timeout_s))
             log.info("Member %s sending LeaveGroup request to coordinator due to %s", member_id, reason)
         except E.KafkaError as e:
             log.info("LeaveGroup of %s failed: %s", member_id, e)
@@ -496,7 +551,7 @@ class ConsumerCoordinator:
         while True:
             req = self._commit_request(offsets)
             try:
-                resp = self._rpc("OffsetCommit", req, max(0.5, min(30.0, deadline - time.monotonic())))
+                resp = self._rpc("OffsetCommit", req, max(0.1, min(30.0, deadline - time.monotonic())))
                 code = resp.error_code or next((p.error_code for p in resp.partitions if p.error_code), 0)
                 if code == 0:
                     return
@@ -510,7 +565,7 @@ class ConsumerCoordinator:
                                 "assigned the partitions to another member")
             if isinstance(err, (E.CoordinatorNotAvailableError, E.NotCoordinatorError)):
                 self._mark_coordinator_unknown()
-            if not err.retriable or time.monotonic() >= deadline:
+            if not err.retriable or time.monotonic() >= deadline or self._closed.is_set():
                 raise err
             time.sleep(RETRY_BACKOFF_S)
 
@@ -538,21 +593,25 @@ class ConsumerCoordinator:
 
     def fetch_committed(self, tps, timeout_s: float = 30.0) -> dict[TopicPartition, OffsetAndMetadata | None]:
         tps = [TopicPartition(*tp) for tp in tps]
-        req = gpb.OffsetFetchRequest(group_id=self.group_id)
+        # KIP-447: under read_committed, wait out UNSTABLE_OFFSET_COMMIT (a pending transaction holds offsets
+        # for the partition), so a consumer never starts from offsets that a commit is about to move.
+        req = gpb.OffsetFetchRequest(group_id=self.group_id, require_stable=self.consumer.read_committed)
         for tp in tps:
             req.partitions.add(topic=tp.topic, partition=tp.partition)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 resp = self._rpc("OffsetFetch", req, 10)
-                if not resp.error_code:
+                failed = next((p for p in resp.partitions if p.error_code), None)
+                if not resp.error_code and failed is None:
                     out = {tp: None for tp in tps}
                     for p in resp.partitions:
                         if p.committed_offset >= 0:
                             out[TopicPartition(p.topic, p.partition)] = OffsetAndMetadata(
                                 p.committed_offset, p.metadata)
                     return out
-                err = E.for_code(resp.error_code, resp.error_message)
+                err = E.for_code(resp.error_code, resp.error_message) if resp.error_code else E.for_code(
+                    failed.error_code, f"{failed.topic}-{failed.partition} of group {self.group_id}")
             except E.KafkaError as e:
                 err = e
             if not err.retriable or time.monotonic() >= deadline:
@@ -567,18 +626,31 @@ class ConsumerCoordinator:
     # ------------------------------------------------------------------ close
 
     def close(self, timeout: float | None = None) -> None:
+        """Pending async commits, the auto-commit and LeaveGroup, all within `timeout` (Kafka's 30 s),
+        also when the coordinator does not answer."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 30.0)
+        self._closing = True
         try:
+            self._cancel_inflight()
+            self._await_async_commits(deadline)
             if self.config.enable_auto_commit and self.stable:
                 try:
                     offsets = self.consumer._current_offsets()
-                    if offsets:
-                        self.commit_sync(offsets, timeout if timeout is not None else 5.0)
+                    if offsets and deadline > time.monotonic():
+                        self.commit_sync(offsets, deadline - time.monotonic())
                 except E.KafkaError as e:
                     log.warning("Auto-commit on close failed: %s", e)
             if self.subscribed() and self.member_id:
                 if self.group_instance_id is None:
                     self._revoke_all("close")
-                self._leave("the consumer is being closed")
+                self._leave("the consumer is being closed", deadline - time.monotonic())
         finally:
-            self._closed.set()
-            self._async.shutdown(wait=True)
+            self._closed.set()  # also ends a running async commit's retries
+            self._async.shutdown(wait=False, cancel_futures=True)
+
+    def _await_async_commits(self, deadline: float) -> None:
+        """Commits are ordered on one worker: a no-op queued behind them is done when they are."""
+        try:
+            self._async.submit(lambda: None).result(timeout=max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, RuntimeError):
+            log.warning("Async commits still pending when the consumer closed")

@@ -47,7 +47,7 @@ def env(chaos_cluster):
 
 
 class Member:
-    """One group consumer polled by its own thread (as an application would), with a recording listener."""
+    """One group consumer with a recording listener; a Poller thread polls it."""
 
     def __init__(self, bs: str, group: str, topic: str, client_id: str):
         self.client_id = client_id
@@ -59,10 +59,7 @@ class Member:
         self.values: list[bytes] = []
         self.errors: list[Exception] = []
         self.owned: frozenset = frozenset()  # as the listener left it
-        self._stop = threading.Event()
         self.consumer.subscribe([topic], listener=self)
-        self.thread = threading.Thread(target=self._run, name=f"poll-{client_id}", daemon=True)
-        self.thread.start()
 
     # ConsumerRebalanceListener
     def on_partitions_assigned(self, tps):
@@ -79,16 +76,15 @@ class Member:
             self.events.append((kind, frozenset(tps)))
             self.owned = self.owned | frozenset(tps) if kind == "assigned" else self.owned - frozenset(tps)
 
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                got = [r.value for r in self.consumer.poll(200)]
-            except errors.KafkaError as e:  # recorded; the test asserts on them
-                with self.lock:
-                    self.errors.append(e)
-                continue
+    def poll_once(self):
+        try:
+            got = [r.value for r in self.consumer.poll(200)]
+        except errors.KafkaError as e:  # recorded; the test asserts on them
             with self.lock:
-                self.values.extend(got)
+                self.errors.append(e)
+            return
+        with self.lock:
+            self.values.extend(got)
 
     def got(self, values) -> bool:
         with self.lock:
@@ -102,15 +98,35 @@ class Member:
         with self.lock:
             return self.events[n:]
 
-    def stop(self, close_timeout_s: float = 10.0) -> None:
-        """Stops polling and closes; both bounded (close by its timeout, as Kafka's)."""
-        self._stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), f"{self.client_id}: poll() did not return within 30 s"
-        closer = threading.Thread(target=self.consumer.close, args=(close_timeout_s,), daemon=True)
+    def close(self, timeout_s: float = 10.0) -> None:
+        """close(timeout) must return (Kafka bounds close by its timeout); checked from another thread."""
+        closer = threading.Thread(target=self.consumer.close, args=(timeout_s,), daemon=True)
         closer.start()
-        closer.join(close_timeout_s + 20)
-        assert not closer.is_alive(), f"{self.client_id}: close({close_timeout_s}) did not return"
+        closer.join(timeout_s + 20)
+        assert not closer.is_alive(), f"{self.client_id}: close({timeout_s}) did not return"
+
+
+class Poller:
+    """Polls members in turn: one thread for all (as one application thread may own several consumers,
+    which only works because poll(timeout) returns while a rebalance waits for the others), or one each."""
+
+    def __init__(self, members: list[Member], one_thread: bool):
+        self._stop = threading.Event()
+        groups = [members] if one_thread else [[m] for m in members]
+        self.threads = [threading.Thread(target=self._run, args=(g,), daemon=True) for g in groups]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, members):
+        while not self._stop.is_set():
+            for m in members:
+                m.poll_once()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self.threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in self.threads), "poll() did not return within 30 s"
 
 
 def members_of(bs: str, group: str) -> dict[str, frozenset]:
@@ -122,10 +138,12 @@ def members_of(bs: str, group: str) -> dict[str, frozenset]:
     return {m.client_id: frozenset(m.assignment) for m in d.members}
 
 
-def produce(bs: str, topic: str, prefix: str, n: int, client_id: str = "hb-producer") -> list[bytes]:
+def produce(bs: str, topic: str, prefix: str, n: int, client_id: str = "hb-producer",
+            partitions: int = PARTITIONS) -> list[bytes]:
+    """Value i goes to partition i % partitions."""
     values = [f"{prefix}-{i}".encode() for i in range(n)]
     with Producer({"bootstrap.servers": bs, "acks": "all", "client.id": client_id}) as p:
-        futs = [p.send(topic, v, partition=i % PARTITIONS) for i, v in enumerate(values)]
+        futs = [p.send(topic, v, partition=i % partitions) for i, v in enumerate(values)]
         p.flush()
         assert all(f.exception() is None for f in futs)
     return values
@@ -141,8 +159,8 @@ def only_c2_heartbeats_faulted(ctl, fault: str) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("fault", ["drop", "delay"])
-def test_consumer_heartbeat_fault_removes_it_from_group_while_data_flows(env, fault):
+@pytest.mark.parametrize("fault,one_thread", [("drop", True), ("delay", False)], ids=["drop", "delay"])
+def test_consumer_heartbeat_fault_removes_it_from_group_while_data_flows(env, fault, one_thread):
     c, ctl = env
     bs = c.bootstrap_servers
     topic, group = f"hbc-{fault}", f"hbc-group-{fault}"
@@ -153,6 +171,7 @@ def test_consumer_heartbeat_fault_removes_it_from_group_while_data_flows(env, fa
 
     c1 = Member(bs, group, topic, "c1")
     c2 = Member(bs, group, topic, "c2")
+    poller = Poller([c1, c2], one_thread)
     try:
         # Stable: both members, each owning half.
         wait_until(lambda: (m := members_of(bs, group)).keys() == {"c1", "c2"} and all(m.values())
@@ -198,5 +217,40 @@ def test_consumer_heartbeat_fault_removes_it_from_group_while_data_flows(env, fa
                                                              in c2.owned]), 30, what="both consume after heal")
         assert not c1.errors and not c2.errors, (c1.errors, c2.errors)
     finally:
-        c2.stop()
-        c1.stop()
+        poller.stop()
+        c2.close()
+        c1.close()
+
+
+@pytest.mark.timeout(120)
+def test_close_is_bounded_when_the_coordinator_does_not_answer(env):
+    """Kafka bounds close(timeout): pending async commits, the auto-commit and LeaveGroup give up in time."""
+    c, ctl = env
+    bs = c.bootstrap_servers
+    topic, group = "hbc-close", "hbc-group-close"
+    with Admin({"bootstrap.servers": bs}) as a:
+        a.create_topic(topic, 2, 3)
+    wait_until(ctl.healthy, 30, what=f"{topic} fully replicated")
+    produce(bs, topic, "x", 10, partitions=2)
+    c3 = Consumer({"bootstrap.servers": bs, "group.id": group, "client.id": "c3", "auto.offset.reset": "earliest",
+                   "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 300})  # auto-commit on
+    closed = False
+    try:
+        c3.subscribe([topic])
+        got: list = []
+        wait_until(lambda: got.extend(c3.poll(200)) or len(got) == 10, 30, what="c3 consumed")
+        # Every call from c3 to the coordinator now waits far past any deadline: no answer, no refusal.
+        ctl.delay(["client:c3:coordinator"], 30_000)
+        c3.commit_async()  # still pending when close starts
+        done = threading.Event()
+
+        def close():
+            c3.close(2)
+            done.set()
+        threading.Thread(target=close, daemon=True).start()
+        assert done.wait(12), "close(2) did not return while the coordinator did not answer"
+        closed = True
+    finally:
+        ctl.heal_network("delay")
+        if not closed:
+            c3.close(5)
