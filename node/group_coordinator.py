@@ -17,6 +17,7 @@ import logging
 import queue
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from client.common import errors as E
@@ -66,6 +67,9 @@ class GroupCoordinator:
         self.loaded = threading.Event()
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=10000)
         self._stop = threading.Event()
+        # Set by the transaction coordinator: (group_id, [(topic, partition)]) -> the partitions a pending
+        # transaction holds offsets for (KIP-447's UNSTABLE_OFFSET_COMMIT).
+        self.pending_txn_offsets: Callable[[str, list], set] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -314,6 +318,39 @@ class GroupCoordinator:
             self._wait(self._submit(list(res.effects)))
         return res
 
+    def unstable_offsets(self, group_id: str, tps: list[TopicPartition]) -> set:
+        """The partitions whose offsets a pending transaction may still change (OffsetFetch require_stable).
+
+        Ask before reading the offsets: a transaction that is not pending now has handed its offsets over.
+        """
+        check = self.pending_txn_offsets
+        if check is None or not tps:
+            return set()
+        return {TopicPartition(*tp) for tp in check(group_id, [tuple(tp) for tp in tps])}
+
+    def commit_txn_offsets(self, group_id: str, offsets: dict) -> None:
+        """A committed transaction's offsets, {(topic, partition): (offset, metadata)}: applied and persisted
+        (acks=all) or a KafkaError. No member / generation check: the transaction's fencing covers it, and
+        the transaction coordinator repeats the call after a restart (idempotent)."""
+        self._check_loaded()
+        now = self.clock.wall_ms()
+        with self.lock:
+            g = self._group(group_id, create=True)
+            recs = []
+            for (topic, partition), (offset, metadata) in offsets.items():
+                om = G.OffsetAndMetadata(int(offset), metadata or "", now)
+                g.offsets[TopicPartition(topic, partition)] = om
+                recs.append(g._offset_record(topic, partition, om))
+        self._wait(self._submit([G.PersistOffsets(tuple(recs))]))
+
+    def txn_offset_commit_error(self, group_id: str, member_id: str, generation_id: int) -> E.KafkaError | None:
+        """KIP-447: TxnOffsetCommit from a member that is not in the group's current generation fails."""
+        with self.lock:
+            g = self.groups.get(group_id)
+            code = g._commit_error(member_id, generation_id, None) if g is not None else \
+                E.IllegalGenerationError.code
+        return E.for_code(code, f"group {group_id} member {member_id} generation {generation_id}") if code else None
+
     def fetch_offsets(self, group_id: str, tps: list[TopicPartition] | None):
         self._check_loaded()
         with self.lock:
@@ -439,12 +476,16 @@ class GroupServicer(ggrpc.GroupCoordinatorServicer):
     def OffsetFetch(self, request, context):
         tps = [TopicPartition(p.topic, p.partition) for p in request.partitions] or None
         try:
+            unstable = self.gc.unstable_offsets(request.group_id, tps) if request.require_stable and tps else set()
             offsets = self.gc.fetch_offsets(request.group_id, tps)
         except E.KafkaError as e:
             return gpb.OffsetFetchResponse(**_error_fields(e))
         out = gpb.OffsetFetchResponse()
         for (topic, partition), om in sorted(offsets.items()):
-            if om is None:
+            if (topic, partition) in unstable:
+                out.partitions.add(topic=topic, partition=partition, committed_offset=-1,
+                                   error_code=E.UnstableOffsetCommitError.code)
+            elif om is None:
                 out.partitions.add(topic=topic, partition=partition, committed_offset=-1)
             else:
                 out.partitions.add(topic=topic, partition=partition, committed_offset=om.offset,

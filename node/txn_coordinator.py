@@ -7,10 +7,14 @@ completed. One worker thread loads the log, writes markers (WriteTxnMarkers
 to each partition leader, retried until every partition has its marker), hands
 committed offsets to the group coordinator, and aborts timed-out transactions.
 
-Group coordinator contract: an extension with
-`commit_txn_offsets(group_id, {(topic, partition): (offset, metadata)})`, which
-persists the offsets (acks=all) or raises a KafkaError; it is called on commit,
+Group coordinator contract (node/group_coordinator.py): `commit_txn_offsets(group_id,
+{(topic, partition): (offset, metadata)})` persists the offsets (acks=all) or
+raises a KafkaError; it is called on commit, before EndTxn is answered and
 before CompleteCommit is written, and again after a restart (idempotent).
+`txn_offset_commit_error` is KIP-447's member / generation check. In return
+the group coordinator asks `pending_offsets` which partitions a pending
+transaction holds offsets for, and answers OffsetFetch with require_stable
+there with UNSTABLE_OFFSET_COMMIT (KIP-447).
 """
 from __future__ import annotations
 
@@ -64,6 +68,9 @@ class TxnCoordinator:
         tgrpc.add_TxnCoordinatorServicer_to_server(TxnCoordinatorServicer(self), server)
 
     def start(self) -> None:
+        gc = self._group_coordinator()
+        if gc is not None:
+            gc.pending_txn_offsets = self.pending_offsets
         threading.Thread(target=self._run, name="txn-coordinator", daemon=True).start()
 
     def stop(self) -> None:
@@ -215,6 +222,20 @@ class TxnCoordinator:
             self.handed_over[rec.transactional_id] = rec
         return True
 
+    def pending_offsets(self, group_id: str, tps: list) -> set:
+        """The (topic, partition)s of `tps` whose offsets for `group_id` an Ongoing or PrepareCommit
+        transaction holds: a fetch must not read them yet (KIP-447). Until the log is loaded: all of them."""
+        wanted = {(t, p) for t, p in tps}
+        if not self.loaded.is_set():
+            return wanted
+        out: set = set()
+        with self.lock:
+            for meta in self.txns.values():
+                for rec in (meta.current, meta.pending):
+                    if rec is not None and rec.offsets and rec.state in (TxnState.ONGOING, TxnState.PREPARE_COMMIT):
+                        out.update((t, p) for g, t, p, _o, _m in rec.offsets if g == group_id and (t, p) in wanted)
+        return out
+
     def snapshot(self) -> list:
         with self.lock:
             return [m.current for m in self.txns.values()]
@@ -307,24 +328,16 @@ class TxnCoordinator:
                 if self.markers.get(tid) == set():
                     del self.markers[tid]
 
+    def _group_coordinator(self):
+        return next((e for e in self.node.extensions if hasattr(e, "commit_txn_offsets")), None)
+
     def _check_member(self, group_id: str, member_id: str, generation_id: int) -> errors.KafkaError | None:
-        gc = next((e for e in self.node.extensions if type(e).__name__ == "GroupCoordinator"), None)
-        if gc is None:
-            return None
-        with gc.lock:
-            g = gc.groups.get(group_id)
-            code = g._commit_error(member_id, generation_id, None) if g is not None else \
-                errors.IllegalGenerationError.code
-        return errors.for_code(code, f"group {group_id} member {member_id} generation {generation_id}") \
-            if code else None
+        gc = self._group_coordinator()
+        return gc.txn_offset_commit_error(group_id, member_id, generation_id) if gc is not None else None
 
     def _hand_over_offsets(self, rec) -> bool:
-        target = next((e for e in self.node.extensions if hasattr(e, "commit_txn_offsets")), None)
-        commit = target.commit_txn_offsets if target is not None else None
-        if commit is None:
-            gc = next((e for e in self.node.extensions if type(e).__name__ == "GroupCoordinator"), None)
-            commit = (lambda g, offs: _commit_to_group_coordinator(gc, g, offs)) if gc is not None else None
-        if commit is None:
+        gc = self._group_coordinator()
+        if gc is None:
             log.warning("No group coordinator to take the offsets of %s; retrying", rec.transactional_id)
             return False
         by_group: dict[str, dict] = {}
@@ -332,30 +345,11 @@ class TxnCoordinator:
             by_group.setdefault(g, {})[(t, p)] = (o, m)
         try:
             for g, offsets in by_group.items():
-                commit(g, offsets)
+                gc.commit_txn_offsets(g, offsets)
         except errors.KafkaError as e:
             log.info("Committing the offsets of %s failed (%s); retrying", rec.transactional_id, e)
             return False
         return True
-
-
-def _commit_to_group_coordinator(gc, group_id: str, offsets: dict) -> None:
-    """Until node/group_coordinator.py has `commit_txn_offsets`: the same steps through its model.
-
-    Transactional offsets skip the member / generation checks (the transaction's fencing covers them).
-    """
-    from node import group as G
-    if not gc.loaded.is_set():
-        raise errors.CoordinatorLoadInProgressError("__consumer_offsets is still loading")
-    now = gc.clock.wall_ms()
-    with gc.lock:
-        g = gc._group(group_id, create=True)
-        recs = []
-        for (t, p), (o, m) in offsets.items():
-            om = G.OffsetAndMetadata(int(o), m or "", now)
-            g.offsets[G.TopicPartition(t, p)] = om
-            recs.append(g._offset_record(t, p, om))
-    gc._wait(gc._submit([G.PersistOffsets(tuple(recs))]))
 
 
 def _err(e: errors.KafkaError | None) -> dict:
