@@ -15,7 +15,7 @@ completes; appending to an open batch needs no memory.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from client.common.errors import BufferExhaustedError
 from client.common.records import BatchBuilder
@@ -38,7 +38,6 @@ class ProducerBatch:
     tp: TopicPartition
     builder: BatchBuilder
     created_ms: int
-    futures: list = field(default_factory=list)   # one per record, in append order
     attempts: int = 0
     retry_after_ms: int = 0
     base_sequence: int = -1
@@ -112,6 +111,17 @@ class RecordAccumulator:
             return True
         last = dq[-1]
         return last.attempts > 0 or not last.builder.has_room_for(key, value, headers)
+
+    def try_append_open(self, tp: TopicPartition, timestamp_ms: int, key, value, headers) -> ProducerBatch | None:
+        """Appends to tp's open batch; None when the record needs a new batch (then the sticky
+        partitioner moves on, as Kafka's abortOnNewBatch, and the caller calls `append`).
+        The producer's per-record fast path: no result object, no clock."""
+        dq = self.batches.get(tp)
+        if dq:
+            last = dq[-1]
+            if last.attempts == 0 and last.builder.try_append(timestamp_ms, key, value, headers):
+                return last
+        return None
 
     def append(self, tp: TopicPartition, timestamp_ms: int, key, value, headers, now_ms: int) -> AppendResult:
         dq = self.batches.get(tp)

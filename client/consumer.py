@@ -26,12 +26,6 @@ log = logging.getLogger(__name__)
 
 EARLIEST, LATEST = -2, -1
 
-# ConsumerRecord is a frozen dataclass: its __init__ pays object.__setattr__ per field, which was
-# half of decoding. Its slot descriptors fill it without that check (records.py does the same).
-_new_record = object.__new__
-_CR_SETTERS = tuple(getattr(ConsumerRecord, f).__set__ for f in (
-    "topic", "partition", "offset", "timestamp", "key", "value", "headers", "leader_epoch", "timestamp_type"))
-
 
 class ConsumerRecords(dict):
     """{TopicPartition: [ConsumerRecord]} as kafka-python returns; iterating yields records as Java's does."""
@@ -375,8 +369,7 @@ class Consumer:
                 starts.sort()
         kd, vd = self.key_deserializer, self.value_deserializer
         check = self.config.check_crcs
-        topic, partition, append, new = tp.topic, tp.partition, out.append, _new_record
-        s_topic, s_part, s_off, s_ts, s_key, s_value, s_hdrs, s_epoch, s_ts_type = _CR_SETTERS
+        topic, partition = tp.topic, tp.partition
         aborting: set[int] = set()
         for h, raw in records.iter_batches(data):
             if h.last_offset < position:
@@ -396,26 +389,8 @@ class Consumer:
                     continue
             if h.is_control:
                 continue
-            epoch, ts_type = h.partition_leader_epoch, h.timestamp_type
-            for r in records.decode_records(raw):
-                if r.offset < position:
-                    continue
-                key, value = r.key, r.value
-                if kd and key is not None:
-                    key = kd(key)
-                if vd and value is not None:
-                    value = vd(value)
-                c = new(ConsumerRecord)
-                s_topic(c, topic)
-                s_part(c, partition)
-                s_off(c, r.offset)
-                s_ts(c, r.timestamp)
-                s_key(c, key)
-                s_value(c, value)
-                s_hdrs(c, r.headers)
-                s_epoch(c, epoch)
-                s_ts_type(c, ts_type)
-                append(c)
+            # One pass from bytes to ConsumerRecords (records.decode_consumer_records).
+            out += records.decode_consumer_records(raw, topic, partition, position, kd or None, vd or None, h)
         return out
 
     def _refresh_metadata(self) -> None:

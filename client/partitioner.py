@@ -20,8 +20,7 @@ class DefaultPartitioner:
         self.ignore_keys = ignore_keys
 
     def __call__(self, topic, key, key_bytes, value, value_bytes, cluster) -> int:
-        parts = cluster.partitions_for_topic(topic)
-        n = len(parts)
+        n = len(cluster.partitions.get(topic, ()))
         if key_bytes is not None and not self.ignore_keys:
             return default_partition(key_bytes, n)
         p = self.sticky.get(topic)

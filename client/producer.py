@@ -33,6 +33,7 @@ from client.metrics import ProducerMetrics
 from client.partitioner import DefaultPartitioner, make_partitioner
 
 log = logging.getLogger(__name__)
+_time_ns = time.time_ns
 
 
 def _to_bytes(x) -> bytes | None:
@@ -71,6 +72,9 @@ class Producer:
         self._metadata_stale = False          # sender thread: refresh once before the next drain
         self._pid_reset_needed = False        # a sent batch failed: its partition's sequences have a gap
         self._sticky = isinstance(self.partitioner, DefaultPartitioner)
+        self._tps: dict[str, list[TopicPartition]] = {}   # topic -> TopicPartition per partition
+        # A record at most this big (record_size) needs no further size check.
+        self._max_record_size = min(c.max_request_size, c.buffer_memory)
         self._closed = False
         self._rng = random.Random()
         self.idempotent = c.enable_idempotence
@@ -91,21 +95,53 @@ class Producer:
             raise errors.IllegalStateError("Cannot send after the producer is closed.")
         if self._fatal is not None:
             raise self._fatal
-        key_b = _to_bytes(self.key_serializer(key) if self.key_serializer and key is not None else key)
-        value_b = _to_bytes(self.value_serializer(value) if self.value_serializer and value is not None else value)
-        hdrs = [(k, _to_bytes(v)) for k, v in headers] if headers else None
-        self._ensure_valid_record_size(record_size(key_b, value_b, hdrs))
-        ts = timestamp_ms if timestamp_ms is not None else self.clock.wall_ms()
+        key_b = self.key_serializer(key) if self.key_serializer is not None and key is not None else key
+        if key_b is not None and key_b.__class__ is not bytes:
+            key_b = _to_bytes(key_b)
+        value_b = self.value_serializer(value) if self.value_serializer is not None and value is not None \
+            else value
+        if value_b is not None and value_b.__class__ is not bytes:
+            value_b = _to_bytes(value_b)
+        key_size = len(key_b) if key_b is not None else -1
+        value_size = len(value_b) if value_b is not None else -1
+        if headers:
+            hdrs = [(k, _to_bytes(v)) for k, v in headers]
+            self._ensure_valid_record_size(record_size(key_b, value_b, hdrs))
+        else:
+            hdrs = None
+            # record_size() inlined: 21 bytes of overhead plus key and value
+            if 21 + key_size + value_size + 2 > self._max_record_size:
+                self._ensure_valid_record_size(record_size(key_b, value_b))
+        # CreateTime is when send() was called. The producer's clock is always a SystemClock, read
+        # here directly: the method call cost more than the clock.
+        ts = timestamp_ms if timestamp_ms is not None else _time_ns() // 1_000_000
         tp = self._partition_for(topic, partition, key, key_b, value, value_b)
-        if self._sticky and partition is None and (key_b is None or self.partitioner.ignore_keys):
-            # KIP-480: a keyless record that would open a new batch moves the sticky partition on.
+        sticky = self._sticky and partition is None and (key_b is None or self.partitioner.ignore_keys)
+        if self.txn is None:
+            # Fast path: the record fits the partition's open batch; one lock, no clock, no result object.
             with self._lock:
-                new_batch = self.accumulator.needs_new_batch(tp, key_b, value_b, hdrs)
-            if new_batch:
+                b = self.accumulator.try_append_open(tp, ts, key_b, value_b, hdrs)
+                if b is not None:
+                    fut = FutureRecordMetadata(b.result, b.builder.record_count - 1, ts, key_size, value_size)
+                    if callback is not None:
+                        fut.add_both(callback)
+                    full = b.builder.is_full
+            if b is not None:
+                if full:
+                    self._wake.set()  # a full batch to send now
+                return fut
+            if sticky:
+                # KIP-480: a keyless record that would open a new batch moves the sticky partition on.
                 self.partitioner.on_new_batch(topic, self.metadata.cluster, tp.partition)
                 tp = self._partition_for(topic, None, key, key_b, value, value_b)
-        if self.txn is not None:
-            self.txn.maybe_add_partition(tp)
+        else:
+            if sticky:
+                with self._lock:
+                    new_batch = self.accumulator.needs_new_batch(tp, key_b, value_b, hdrs)
+                if new_batch:
+                    self.partitioner.on_new_batch(topic, self.metadata.cluster, tp.partition)
+                    tp = self._partition_for(topic, None, key, key_b, value, value_b)
+            self.txn.maybe_add_partition(tp)  # before the append: it asks the coordinator
         with self._lock:
             res = self.accumulator.append(tp, ts, key_b, value_b, hdrs, self.clock.monotonic_ms())
             if res.batch is None:
@@ -113,9 +149,7 @@ class Producer:
             b = res.batch
             if res.new_batch:
                 b.result = ProduceRequestResult(tp)
-            fut = FutureRecordMetadata(b.result, b.record_count - 1, ts, len(key_b) if key_b is not None else -1,
-                                       len(value_b) if value_b is not None else -1)
-            b.futures.append(fut)
+            fut = FutureRecordMetadata(b.result, b.builder.record_count - 1, ts, key_size, value_size)
             if callback is not None:
                 fut.add_both(callback)
         if res.new_batch or res.batch_full:
@@ -234,16 +268,26 @@ class Producer:
 
     # -- partitioning ----------------------------------------------------
     def _partition_for(self, topic, partition, key, key_b, value, value_b) -> TopicPartition:
-        parts = self.metadata.cluster.partitions.get(topic)
+        cluster = self.metadata.cluster
+        parts = cluster.partitions.get(topic)
         if parts is None:
             parts = self._wait_for_topic(topic)
+            cluster = self.metadata.cluster
+        n = len(parts)
         if partition is not None:
-            if not 0 <= partition < len(parts):
+            if not 0 <= partition < n:
                 raise errors.UnknownTopicOrPartitionError(
-                    f"Partition {partition} of topic {topic} with partition count {len(parts)} is not present")
-            return TopicPartition(topic, partition)
-        p = self.partitioner(topic, key, key_b, value, value_b, self.metadata.cluster)
-        return TopicPartition(topic, p)
+                    f"Partition {partition} of topic {topic} with partition count {n} is not present")
+            p = partition
+        else:
+            p = self.partitioner(topic, key, key_b, value, value_b, cluster)
+        # One TopicPartition per partition, reused: building a tuple per record showed in profiles.
+        tps = self._tps.get(topic)
+        if tps is None or len(tps) != n:
+            tps = self._tps[topic] = [TopicPartition(topic, i) for i in range(n)]
+        if 0 <= p < n:
+            return tps[p]
+        return TopicPartition(topic, p)   # a custom partitioner's out-of-range answer, as given
 
     def _wait_for_topic(self, topic: str):
         deadline = time.monotonic() + self.config.max_block_ms / 1000.0

@@ -17,13 +17,14 @@ structure (not the CRC: call `validate` first when the bytes are untrusted).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cramjam
 import crc32c as _crc32c
 
 from client.common.errors import CorruptMessageError, InvalidRecordError
+from client.common.types import ConsumerRecord
 
 COMPRESSION = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 COMPRESSION_NAMES = {v: k for k, v in COMPRESSION.items()}
@@ -127,17 +128,6 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
-
-
-# Frozen dataclass __init__ goes through object.__setattr__ per field; the slot
-# descriptors do the same work without the frozen check, which matters when a
-# consumer decodes millions of records.
-_new_record = object.__new__
-_set_offset = Record.offset.__set__  # type: ignore[attr-defined]
-_set_timestamp = Record.timestamp.__set__  # type: ignore[attr-defined]
-_set_key = Record.key.__set__  # type: ignore[attr-defined]
-_set_value = Record.value.__set__  # type: ignore[attr-defined]
-_set_headers = Record.headers.__set__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,9 +401,11 @@ class BatchBuilder:
         "base_sequence",
         "compressed_size",
         "compression",
+        "is_full",
         "is_transactional",
         "producer_epoch",
         "producer_id",
+        "record_count",
         "uncompressed_size",
     )
 
@@ -434,6 +426,10 @@ class BatchBuilder:
         self._is_control = _is_control
         self._records: list[tuple] = []
         self._size = HEADER_SIZE
+        # Plain attributes kept up to date by try_append, not properties: the producer reads
+        # both per record, and a property is a function call.
+        self.record_count = 0
+        self.is_full = HEADER_SIZE >= batch_size
         self._max_timestamp = _INT64_MIN
         self._payload: bytes | None = None  # cached records part, compressed
         self.uncompressed_size = 0
@@ -453,11 +449,13 @@ class BatchBuilder:
                 size += _headers_size(headers)
         except TypeError as e:
             raise InvalidRecordError(f"key, value and header values must be bytes: {e}") from None
-        records = self._records
-        if records and self._size + size > self._batch_size:
+        size += self._size
+        if size > self._batch_size and self.record_count:
             return False
-        records.append((timestamp_ms, key, value, headers))
-        self._size += size
+        self._records.append((timestamp_ms, key, value, headers))
+        self._size = size
+        self.record_count += 1
+        self.is_full = size >= self._batch_size
         if timestamp_ms > self._max_timestamp:  # noqa: PLR1730 (a call costs more here)
             self._max_timestamp = timestamp_ms
         self._payload = None
@@ -473,17 +471,9 @@ class BatchBuilder:
         return self._size + size <= self._batch_size
 
     @property
-    def record_count(self) -> int:
-        return len(self._records)
-
-    @property
     def estimated_size(self) -> int:
         """Uncompressed size estimate in bytes, header included."""
         return self._size
-
-    @property
-    def is_full(self) -> bool:
-        return self._size >= self._batch_size
 
     def set_producer_state(self, producer_id: int, producer_epoch: int, base_sequence: int,
                            is_transactional: bool = False) -> None:
@@ -534,33 +524,94 @@ def build_batch(records: Iterable[tuple], compression: str = "none", **producer_
 
 # ---------------------------------------------------------------- decoding
 
-def decode_records(batch) -> list[Record]:
-    """Decompress and decode the batch's records, with absolute offsets and timestamps.
+def _fast_init(target: type, fields: tuple[str, ...], src: str) -> Callable:
+    """A constructor of frozen slotted dataclass `target` taking (offset, timestamp, key, value,
+    headers, topic, partition, leader_epoch, timestamp_type).
 
-    For LOG_APPEND_TIME batches every record gets maxTimestamp, as in Kafka.
-    Structural errors raise CorruptMessageError; the CRC is `validate`'s job.
-    """
-    h = read_header(batch)
+    A frozen dataclass's __init__ goes through object.__setattr__ per field, and filling the slot
+    descriptors one call at a time is not much better; a plain slotted class with the same layout
+    stores its fields with the interpreter's fast slot stores and then becomes a `target` by
+    __class__ assignment (allowed between classes with identical slots). Falls back to the
+    ordinary constructor if the layouts ever differ."""
+    ns: dict = {}
+    exec(src, {"target": target}, ns)  # noqa: S102 - fixed source, defined just below
+    fast = ns["_Fast"]
+    if tuple(getattr(target, "__slots__", ())) != fields or fast.__slots__ != fields:
+        raise AssertionError(f"{target.__name__} fields changed: update _fast_init's source")
+    try:
+        probe = fast(0, 0, None, None, (), "t", 0, -1, 0)
+    except TypeError:  # layouts differ: correct, if slower
+        def slow(offset, timestamp, key, value, headers, topic, partition, leader_epoch, timestamp_type):
+            kw = {"offset": offset, "timestamp": timestamp, "key": key, "value": value, "headers": headers,
+                  "topic": topic, "partition": partition, "leader_epoch": leader_epoch,
+                  "timestamp_type": timestamp_type}
+            return target(**{f: kw[f] for f in fields})
+        return slow
+    assert type(probe) is target
+    return fast
+
+
+_make_record = _fast_init(Record, ("offset", "timestamp", "key", "value", "headers"), """
+class _Fast:
+    __slots__ = ("offset", "timestamp", "key", "value", "headers")
+
+    def __init__(self, offset, timestamp, key, value, headers, topic, partition, leader_epoch, timestamp_type):
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.__class__ = target
+""")
+
+_make_consumer_record = _fast_init(ConsumerRecord, (
+    "topic", "partition", "offset", "timestamp", "key", "value", "headers", "leader_epoch", "timestamp_type"), """
+class _Fast:
+    __slots__ = ("topic", "partition", "offset", "timestamp", "key", "value", "headers", "leader_epoch",
+                 "timestamp_type")
+
+    def __init__(self, offset, timestamp, key, value, headers, topic, partition, leader_epoch, timestamp_type):
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.leader_epoch = leader_epoch
+        self.timestamp_type = timestamp_type
+        self.__class__ = target
+""")
+
+
+def _records_part(batch, h: BatchHeader) -> tuple[bytes, int, int]:
+    """Checks the header's framing fields; returns (data, records start, records end), decompressed."""
     if h.magic != MAGIC:
         raise CorruptMessageError(f"unsupported magic {h.magic} (only 2)")
     end = _LENGTH_OFFSET + h.batch_length
     if h.batch_length < _MIN_BATCH_LENGTH or end > len(batch):
         raise CorruptMessageError(f"batch truncated: needs {end} bytes, has {len(batch)}")
-    count = h.records_count
-    if count < 0:
-        raise CorruptMessageError(f"negative records count {count}")
+    if h.records_count < 0:
+        raise CorruptMessageError(f"negative records count {h.records_count}")
     codec = h.attributes & ATTR_COMPRESSION_MASK
     if codec == 0:
-        data = batch if isinstance(batch, bytes) else bytes(batch)
-        pos = HEADER_SIZE
-    else:
-        data = _decompress(codec, memoryview(batch)[HEADER_SIZE:end])
-        end = len(data)
-        pos = 0
-    log_append = bool(h.attributes & ATTR_TIMESTAMP_TYPE)
+        return (batch if isinstance(batch, bytes) else bytes(batch)), HEADER_SIZE, end
+    data = _decompress(codec, memoryview(batch)[HEADER_SIZE:end])
+    return data, 0, len(data)
+
+
+def _decode(batch, h: BatchHeader | None, make, min_offset: int, topic, partition: int,
+            key_deserializer, value_deserializer) -> list:
+    if h is None:
+        h = read_header(batch)
+    data, pos, end = _records_part(batch, h)
+    count = h.records_count
+    log_append = h.attributes & ATTR_TIMESTAMP_TYPE
     try:
-        out, pos = _decode_body(data, pos, end, count, h.base_offset,
-                                h.base_timestamp, h.max_timestamp if log_append else None)
+        out, pos = _decode_body(data, pos, end, count, h.base_offset, h.base_timestamp,
+                                h.max_timestamp if log_append else None, make, min_offset, topic, partition,
+                                h.partition_leader_epoch, TIMESTAMP_LOG_APPEND_TIME if log_append else
+                                TIMESTAMP_CREATE_TIME, key_deserializer, value_deserializer)
     except (IndexError, UnicodeDecodeError) as e:
         raise CorruptMessageError(f"malformed record: {e}") from None
     if pos != end:
@@ -568,22 +619,46 @@ def decode_records(batch) -> list[Record]:
     return out
 
 
-def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int,
-                 base_timestamp: int, log_append_time: int | None) -> tuple[list[Record], int]:
-    # Hot loop: single-byte varints are decoded inline, longer ones via _read_uvarint.
-    out: list[Record] = []
+def decode_records(batch) -> list[Record]:
+    """Decompress and decode the batch's records, with absolute offsets and timestamps.
+
+    For LOG_APPEND_TIME batches every record gets maxTimestamp, as in Kafka.
+    Structural errors raise CorruptMessageError; the CRC is `validate`'s job.
+    """
+    return _decode(batch, None, _make_record, _INT64_MIN, None, -1, None, None)
+
+
+def decode_consumer_records(batch, topic: str, partition: int, min_offset: int = 0,
+                            key_deserializer: Callable | None = None,
+                            value_deserializer: Callable | None = None,
+                            header: BatchHeader | None = None) -> list[ConsumerRecord]:
+    """`decode_records` straight into ConsumerRecords, in one pass: records below min_offset are
+    skipped, non-null keys and values go through the deserializers, leader epoch and timestamp
+    type come from the batch header (pass `header` if it was already read)."""
+    return _decode(batch, header, _make_consumer_record, min_offset, topic, partition,
+                   key_deserializer, value_deserializer)
+
+
+def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int, base_timestamp: int,
+                 log_append_time: int | None, make, min_offset: int, topic, partition: int,
+                 leader_epoch: int, timestamp_type: int, kd, vd) -> tuple[list, int]:
+    # Hot loop. Varints of one and two bytes (every length and delta of a typical batch) are decoded
+    # inline; longer ones via _read_uvarint.
+    out: list = []
     append = out.append
     read = _read_uvarint
-    new = _new_record
-    set_offset, set_timestamp, set_key, set_value, set_headers = (
-        _set_offset, _set_timestamp, _set_key, _set_value, _set_headers)
     no_headers: tuple = ()
     for _ in range(count):
         u = data[pos]
         if u < 0x80:
             pos += 1
         else:
-            u, pos = read(data, pos)
+            b = data[pos + 1]
+            if b < 0x80:
+                u = (u & 0x7F) | (b << 7)
+                pos += 2
+            else:
+                u, pos = read(data, pos)
         rec_end = pos + ((u >> 1) ^ -(u & 1))
         if rec_end > n or rec_end <= pos:
             raise CorruptMessageError(f"record length runs past the batch at {pos}")
@@ -592,19 +667,34 @@ def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int,
         if u < 0x80:
             pos += 1
         else:
-            u, pos = read(data, pos)
+            b = data[pos + 1]
+            if b < 0x80:
+                u = (u & 0x7F) | (b << 7)
+                pos += 2
+            else:
+                u, pos = read(data, pos)
         ts_delta = (u >> 1) ^ -(u & 1)
         u = data[pos]
         if u < 0x80:
             pos += 1
         else:
-            u, pos = read(data, pos)
-        offset_delta = (u >> 1) ^ -(u & 1)
+            b = data[pos + 1]
+            if b < 0x80:
+                u = (u & 0x7F) | (b << 7)
+                pos += 2
+            else:
+                u, pos = read(data, pos)
+        offset = base_offset + ((u >> 1) ^ -(u & 1))
         u = data[pos]
         if u < 0x80:
             pos += 1
         else:
-            u, pos = read(data, pos)
+            b = data[pos + 1]
+            if b < 0x80:
+                u = (u & 0x7F) | (b << 7)
+                pos += 2
+            else:
+                u, pos = read(data, pos)
         if u & 1:  # negative length: null
             key = None
         else:
@@ -615,7 +705,12 @@ def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int,
         if u < 0x80:
             pos += 1
         else:
-            u, pos = read(data, pos)
+            b = data[pos + 1]
+            if b < 0x80:
+                u = (u & 0x7F) | (b << 7)
+                pos += 2
+            else:
+                u, pos = read(data, pos)
         if u & 1:
             value = None
         else:
@@ -623,13 +718,14 @@ def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int,
             value = data[pos:pos + u]
             pos += u
         u = data[pos]
-        if u < 0x80:
-            pos += 1
-        else:
-            u, pos = read(data, pos)
         if u == 0:
+            pos += 1
             headers = no_headers
         else:
+            if u < 0x80:
+                pos += 1
+            else:
+                u, pos = read(data, pos)
             if u & 1:
                 raise CorruptMessageError("negative header count")
             hs = []
@@ -659,13 +755,14 @@ def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int,
             headers = tuple(hs)
         if pos != rec_end:
             raise CorruptMessageError(f"record length does not match its fields at {pos}")
-        r = new(Record)
-        set_offset(r, base_offset + offset_delta)
-        set_timestamp(r, base_timestamp + ts_delta if log_append_time is None else log_append_time)
-        set_key(r, key)
-        set_value(r, value)
-        set_headers(r, headers)
-        append(r)
+        if offset < min_offset:
+            continue
+        if kd is not None and key is not None:
+            key = kd(key)
+        if vd is not None and value is not None:
+            value = vd(value)
+        append(make(offset, base_timestamp + ts_delta if log_append_time is None else log_append_time,
+                    key, value, headers, topic, partition, leader_epoch, timestamp_type))
     return out, pos
 
 
