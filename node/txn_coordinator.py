@@ -223,16 +223,19 @@ class TxnCoordinator:
         return True
 
     def pending_offsets(self, group_id: str, tps: list) -> set:
-        """The (topic, partition)s of `tps` whose offsets for `group_id` an Ongoing or PrepareCommit
-        transaction holds: a fetch must not read them yet (KIP-447). Until the log is loaded: all of them."""
+        """The (topic, partition)s of `tps` whose offsets for `group_id` an Ongoing transaction, or a
+        PrepareCommit not yet handed to the group, holds: a fetch must not read them yet (KIP-447).
+        Until the log is loaded: all of them."""
         wanted = {(t, p) for t, p in tps}
         if not self.loaded.is_set():
             return wanted
         out: set = set()
         with self.lock:
-            for meta in self.txns.values():
+            for tid, meta in self.txns.items():
                 for rec in (meta.current, meta.pending):
-                    if rec is not None and rec.offsets and rec.state in (TxnState.ONGOING, TxnState.PREPARE_COMMIT):
+                    if rec is None or not rec.offsets or self.handed_over.get(tid) == rec:
+                        continue
+                    if rec.state in (TxnState.ONGOING, TxnState.PREPARE_COMMIT):
                         out.update((t, p) for g, t, p, _o, _m in rec.offsets if g == group_id and (t, p) in wanted)
         return out
 
