@@ -51,6 +51,7 @@ class Member:
 
     def __init__(self, bs: str, group: str, topic: str, client_id: str):
         self.client_id = client_id
+        # No auto-commit: a rejected commit would tell c2 of its removal, and it would rejoin under the fault.
         self.consumer = Consumer({"bootstrap.servers": bs, "group.id": group, "client.id": client_id,
                                   "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 300,
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
