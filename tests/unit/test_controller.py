@@ -1,0 +1,115 @@
+"""ControllerState: registration, fencing, elections, ISR changes, topics (model only, explicit now_ms)."""
+from __future__ import annotations
+
+import pytest
+
+from client.common import errors
+from node.controller import ControllerState
+
+
+def _cluster(n=3, session=1000, now=0):
+    s = ControllerState(session)
+    for b in range(1, n + 1):
+        s.register_broker(b, "127.0.0.1", 9100 + b, "", now)
+    return s
+
+
+def test_create_topic_places_replicas_and_leaders_across_brokers():
+    s = _cluster()
+    t = s.create_topic("t", 6, 3, {"min.insync.replicas": "2"})
+    assert {p.leader for p in t.partitions} == {1, 2, 3}
+    for p in t.partitions:
+        assert sorted(p.replicas) == [1, 2, 3] and p.isr == p.replicas and p.leader == p.replicas[0]
+    assert t.configs == {"min.insync.replicas": "2"}
+
+
+@pytest.mark.parametrize("args,err", [
+    (("t", 1, 4, {}), errors.InvalidReplicationFactorError),
+    (("t", 0, 1, {}), errors.InvalidPartitionsError),
+    (("bad name", 1, 1, {}), errors.InvalidTopicError),
+    (("t", 1, 1, {"no.such": "1"}), errors.InvalidConfigError),
+])
+def test_create_topic_bad_input(args, err):
+    with pytest.raises(err):
+        _cluster().create_topic(*args)
+
+
+def test_duplicate_topic_and_unknown_delete():
+    s = _cluster()
+    s.create_topic("t", 1, 1, {})
+    with pytest.raises(errors.TopicAlreadyExistsError):
+        s.create_topic("t", 1, 1, {})
+    with pytest.raises(errors.UnknownTopicOrPartitionError):
+        s.delete_topic("nope")
+
+
+def test_session_expiry_fences_elects_from_isr_and_shrinks_isr():
+    s = _cluster(session=1000)
+    p = s.create_topic("t", 1, 3, {}).partitions[0]
+    leader, epoch = p.leader, p.leader_epoch
+    for b in (1, 2, 3):
+        if b != leader:
+            s.heartbeat(b, s.brokers[b].broker_epoch, 900)
+    assert s.tick(1001) == [leader]
+    assert p.leader != leader and p.leader in p.isr and leader not in p.isr
+    assert p.leader_epoch == epoch + 1
+    with pytest.raises(errors.StaleBrokerEpochError):
+        s.heartbeat(leader, s.brokers[leader].broker_epoch, 1002)
+
+
+def test_follower_fenced_leaves_isr_but_last_member_stays():
+    s = _cluster(n=2, session=100)
+    p = s.create_topic("t", 1, 2, {}).partitions[0]
+    follower = next(r for r in p.replicas if r != p.leader)
+    s.heartbeat(p.leader, s.brokers[p.leader].broker_epoch, 90)
+    s.tick(101)
+    assert p.isr == [p.leader]
+    s.tick(1000)  # now the leader too: no clean candidate, partition offline, ISR keeps it
+    assert p.leader == -1 and len(p.isr) == 1
+
+
+def test_unclean_election_only_when_enabled():
+    for unclean, expect_leader in (("false", False), ("true", True)):
+        s = _cluster(n=2, session=100)
+        p = s.create_topic("t", 1, 2, {"unclean.leader.election.enable": unclean}).partitions[0]
+        out_of_sync = next(r for r in p.replicas if r != p.leader)
+        s.alter_partition(p.leader, s.brokers[p.leader].broker_epoch, "t", 0, p.leader_epoch, p.partition_epoch,
+                          [p.leader])
+        s.heartbeat(out_of_sync, s.brokers[out_of_sync].broker_epoch, 150)
+        s.tick(160)  # the only ISR member is gone
+        assert (p.leader == out_of_sync) is expect_leader
+
+
+def test_alter_partition_refuses_stale_epochs_and_non_replicas():
+    s = _cluster()
+    p = s.create_topic("t", 1, 3, {}).partitions[0]
+    be = s.brokers[p.leader].broker_epoch
+    s.alter_partition(p.leader, be, "t", 0, p.leader_epoch, p.partition_epoch, [p.leader])
+    with pytest.raises(errors.InvalidUpdateVersionError):
+        s.alter_partition(p.leader, be, "t", 0, p.leader_epoch, p.partition_epoch - 1, p.replicas)
+    with pytest.raises(errors.FencedLeaderEpochError):
+        s.alter_partition(p.leader, be, "t", 0, p.leader_epoch - 1, p.partition_epoch, p.replicas)
+    with pytest.raises(errors.InvalidRequestError):
+        s.alter_partition(p.leader, be, "t", 0, p.leader_epoch, p.partition_epoch, [p.leader, 99])
+    other = next(r for r in p.replicas if r != p.leader)
+    with pytest.raises(errors.NotLeaderOrFollowerError):
+        s.alter_partition(other, s.brokers[other].broker_epoch, "t", 0, p.leader_epoch, p.partition_epoch,
+                          p.replicas)
+
+
+def test_restart_inside_session_gets_a_new_epoch_and_offline_partitions_come_back():
+    s = _cluster(n=1, session=100)
+    p = s.create_topic("t", 1, 1, {}).partitions[0]
+    s.tick(200)
+    assert p.leader == -1
+    epoch = s.register_broker(1, "127.0.0.1", 9101, "", 300)
+    assert epoch > 1 and p.leader == 1
+
+
+def test_state_survives_json_round_trip():
+    s = _cluster()
+    s.create_topic("t", 2, 3, {"min.insync.replicas": "2"})
+    s2 = ControllerState(1000)
+    s2.load_json(s.to_json(), 0)
+    assert s2.to_json()["topics"] == s.to_json()["topics"]
+    assert s2.metadata_epoch > s.metadata_epoch  # a restart is a new metadata epoch
