@@ -337,7 +337,8 @@ class Consumer:
                     continue
                 self._high_watermarks[tp] = p.high_watermark
                 if p.records:
-                    recs = self._decode(tp, p.records, self._positions[tp], p.aborted_transactions)
+                    with records.gc_paused():
+                        recs = self._decode(tp, p.records, self._positions[tp], p.aborted_transactions)
                     if recs:
                         self._buffer[tp] = recs
                     elif p.records:
