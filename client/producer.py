@@ -69,10 +69,12 @@ class Producer:
         self._wake = threading.Event()
         self._responses: queue.Queue = queue.Queue()
         self._inflight: dict[str, int] = {}   # broker address -> requests in flight (sender thread only)
+        self._produce_rpcs: dict[str, tuple] = {}   # broker address -> (channel, Produce); sender thread
         self._metadata_stale = False          # sender thread: refresh once before the next drain
         self._pid_reset_needed = False        # a sent batch failed: its partition's sequences have a gap
         self._sticky = isinstance(self.partitioner, DefaultPartitioner)
         self._tps: dict[str, list[TopicPartition]] = {}   # topic -> TopicPartition per partition
+        self._sticky_partitions = self.partitioner.sticky if self._sticky else {}   # topic -> partition
         # A record at most this big (record_size) needs no further size check.
         self._max_record_size = min(c.max_request_size, c.buffer_memory)
         self._closed = False
@@ -115,8 +117,18 @@ class Producer:
         # CreateTime is when send() was called. The producer's clock is always a SystemClock, read
         # here directly: the method call cost more than the clock.
         ts = timestamp_ms if timestamp_ms is not None else _time_ns() // 1_000_000
-        tp = self._partition_for(topic, partition, key, key_b, value, value_b)
         sticky = self._sticky and partition is None and (key_b is None or self.partitioner.ignore_keys)
+        tp = None
+        if sticky:
+            # The partition the sticky partitioner holds for this topic, as _partition_for would
+            # find it, without its two calls.
+            p = self._sticky_partitions.get(topic)
+            tps = self._tps.get(topic)
+            if p is not None and tps is not None and p < len(tps) \
+                    and len(tps) == len(self.metadata.cluster.partitions.get(topic, ())):
+                tp = tps[p]
+        if tp is None:
+            tp = self._partition_for(topic, partition, key, key_b, value, value_b)
         if self.txn is None:
             # Fast path: the record fits the partition's open batch; one lock, no clock, no result object.
             with self._lock:
@@ -439,9 +451,8 @@ class Producer:
             req.partitions.add(topic=tp.topic, partition=tp.partition, records=b"".join(datas))
         self.metrics_.record_request(batches)
         self._inflight[addr] = self._inflight.get(addr, 0) + 1
-        stub = bgrpc.BrokerStub(self.pool.get(addr))
         timeout = self.config.request_timeout_ms / 1000.0 + 1.0  # the broker waits request.timeout.ms
-        call = stub.Produce.future(req, timeout=timeout)
+        call = self._produce_rpc(addr).future(req, timeout=timeout)
         if self.acks == 0:
             # Kafka completes acks=0 sends once written; the partition stays muted until the call
             # returns, so records still reach the log in send order.
@@ -452,6 +463,15 @@ class Producer:
             self._responses.put((addr, batches, f, now))
             self._wake.set()
         call.add_done_callback(on_done)
+
+    def _produce_rpc(self, addr: str):
+        """The Produce method for addr's channel, kept while the pool keeps that channel (a stub
+        builds a callable per RPC of the service: more than the call itself costs)."""
+        ch = self.pool.get(addr)
+        cached = self._produce_rpcs.get(addr)
+        if cached is None or cached[0] is not ch:
+            cached = self._produce_rpcs[addr] = (ch, bgrpc.BrokerStub(ch).Produce)
+        return cached[1]
 
     def _handle_responses(self) -> None:
         while True:

@@ -341,8 +341,9 @@ def _encode_headers(headers) -> bytes:
 _ATTRIBUTES = b"\x00"  # record attributes: unused
 
 
-def _encode_records(records: Sequence[tuple], base_timestamp: int) -> bytes:
-    """Records body: one length-prefixed record per entry, offset deltas 0..n-1.
+def _encode_records(records: Sequence, base_timestamp: int) -> bytes:
+    """Records body from a flat [timestamp, key, value, headers, ...] list: one length-prefixed
+    record per four entries, offset deltas 0..n-1.
 
     Hot loop: each record's length is summed from its parts (a varint below 2**14 zigzagged is
     one byte under 128, else two), and all parts are joined once at the end, so a value is
@@ -354,7 +355,8 @@ def _encode_records(records: Sequence[tuple], base_timestamp: int) -> bytes:
     attrs = _ATTRIBUTES
     parts: list = []
     extend = parts.extend
-    for delta, (ts, key, value, headers) in enumerate(records):
+    it = iter(records)
+    for delta, (ts, key, value, headers) in enumerate(zip(it, it, it, it)):
         d = ts - base_timestamp
         u = (d << 1) ^ (d >> 63)
         if 0 <= u < limit:
@@ -458,7 +460,9 @@ class BatchBuilder:
         self.base_sequence = base_sequence
         self.is_transactional = is_transactional
         self._is_control = _is_control
-        self._records: list[tuple] = []
+        # Flat: timestamp, key, value, headers of each record in turn. A tuple per record would be
+        # one more object for the cyclic GC to track (and walk) per send.
+        self._records: list = []
         self._size = HEADER_SIZE
         # Plain attributes kept up to date by try_append, not properties: the producer reads
         # both per record, and a property is a function call.
@@ -486,7 +490,7 @@ class BatchBuilder:
         size += self._size
         if size > self._batch_size and self.record_count:
             return False
-        self._records.append((timestamp_ms, key, value, headers))
+        self._records.extend((timestamp_ms, key, value, headers))
         self._size = size
         self.record_count += 1
         self.is_full = size >= self._batch_size
@@ -521,7 +525,7 @@ class BatchBuilder:
         records = self._records
         if not records:
             raise InvalidRecordError("cannot build an empty record batch")
-        base_timestamp = records[0][0]
+        base_timestamp = records[0]
         if self._payload is None:
             try:
                 raw = _encode_records(records, base_timestamp)
@@ -535,9 +539,9 @@ class BatchBuilder:
             attributes |= ATTR_TRANSACTIONAL
         if self._is_control:
             attributes |= ATTR_CONTROL
-        tail = _HEADER_TAIL.pack(attributes, len(records) - 1, base_timestamp, self._max_timestamp,
-                                 self.producer_id, self.producer_epoch, self.base_sequence,
-                                 len(records))
+        count = self.record_count
+        tail = _HEADER_TAIL.pack(attributes, count - 1, base_timestamp, self._max_timestamp,
+                                 self.producer_id, self.producer_epoch, self.base_sequence, count)
         crc = _crc32c.crc32c(payload, _crc32c.crc32c(tail))
         batch = b"".join((_PREFIX.pack(0, HEADER_SIZE - _LENGTH_OFFSET + len(payload),
                                        NO_PARTITION_LEADER_EPOCH, MAGIC),
