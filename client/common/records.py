@@ -707,6 +707,10 @@ def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int, ba
     append = out.append
     read = _read_uvarint
     no_headers: tuple = ()
+    # The slot-layout class behind _make_consumer_record, unless that fell back to the constructor.
+    layout = make if make is _make_consumer_record and isinstance(make, type) else None
+    new = object.__new__
+    consumer_record = ConsumerRecord
     for _ in range(count):
         u = data[pos]
         if u < 0x80:
@@ -820,8 +824,23 @@ def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int, ba
             key = kd(key)
         if vd is not None and value is not None:
             value = vd(value)
-        append(make(offset, base_timestamp + ts_delta if log_append_time is None else log_append_time,
-                    key, value, headers, topic, partition, leader_epoch, timestamp_type))
+        ts = base_timestamp + ts_delta if log_append_time is None else log_append_time
+        if layout is not None:
+            # _make_consumer_record's body inlined: slot stores here cost less than the call.
+            r = new(layout)
+            r.topic = topic
+            r.partition = partition
+            r.offset = offset
+            r.timestamp = ts
+            r.key = key
+            r.value = value
+            r.headers = headers
+            r.leader_epoch = leader_epoch
+            r.timestamp_type = timestamp_type
+            r.__class__ = consumer_record
+            append(r)
+        else:
+            append(make(offset, ts, key, value, headers, topic, partition, leader_epoch, timestamp_type))
     return out, pos
 
 
