@@ -196,15 +196,17 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     runner = None
     old_term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
     try:
+        client_bootstrap = bootstrap
         if bootstrap is None:
             cluster, cluster_tmp = _start_cluster(spec, echo)
             bootstrap = cluster.bootstrap_servers
+            client_bootstrap = cluster.all_servers
         from chaos.controller import ChaosController
         from chaos.nemesis import Nemesis
         controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"))
         controller.discover()
         _create_topics(bootstrap, topics)
-        runner = Runner(workload, writer, bootstrap, producer_props=clients.get("producer") or {},
+        runner = Runner(workload, writer, client_bootstrap, producer_props=clients.get("producer") or {},
                         consumer_props=clients.get("consumer") or {}, concurrency=concurrency,
                         ops_limit=int(workload_spec.get("ops_limit", 1_000_000)), time_limit_s=duration_s, seed=seed,
                         nemesis=Nemesis(controller, seed).invoke, schedule=schedule)

@@ -53,6 +53,12 @@ class Cluster:
     def bootstrap_servers(self) -> str:
         return self.coordinator.address
 
+    @property
+    def all_servers(self) -> str:
+        """Every node's address: a client bootstrapped with it survives the coordinator's death,
+        as a Kafka client given several brokers does."""
+        return ",".join(a.address for a in self.agents.values())
+
     def node_names(self) -> list[str]:
         return list(self.agents)
 
