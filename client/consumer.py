@@ -7,6 +7,7 @@ heartbeats) lives in client/group_member.py.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any, Iterable
 
@@ -73,6 +74,9 @@ class Consumer:
         self._paused: set[TopicPartition] = set()
         self._buffer: dict[TopicPartition, list[ConsumerRecord]] = {}
         self._high_watermarks: dict[TopicPartition, int] = {}
+        self._inflight: dict[str, tuple] = {}  # leader address -> (fetch future, {tp: position sent}, sent at)
+        self._fetch_done = threading.Event()  # set by gRPC threads when any in-flight fetch completes
+        self._last_overdue_refresh = 0.0
         self._closed = False
         self.group = None
         if c.group_id:
@@ -250,7 +254,7 @@ class Consumer:
             fetchable = [tp for tp in self._assigned if tp not in self._paused]
             if fetchable:
                 self._init_positions(fetchable)
-                self._fetch(fetchable, max(0, min(left_ms, self.config.fetch_max_wait_ms)))
+                self._fetch(fetchable, max(0, min(left_ms, self.config.fetch_max_wait_ms)), deadline)
                 out = self._drain_buffer(max_records)
                 if out:
                     self.metrics_.record_poll(len(out))
@@ -285,25 +289,43 @@ class Consumer:
                 break
         return out
 
-    def _fetch(self, tps: list[TopicPartition], max_wait_ms: int) -> None:
+    def _fetch(self, tps: list[TopicPartition], max_wait_ms: int, deadline: float | None = None) -> None:
+        """Sends fetches for partitions with nothing buffered or in flight, then handles the answers
+        that arrive before `deadline`. A fetch still unanswered then stays in flight for the next
+        poll, so poll(timeout) returns on time even when a leader hangs (Kafka's fetcher does the same)."""
+        if deadline is None:
+            deadline = time.monotonic() + max_wait_ms / 1000.0 + self.config.request_timeout_ms / 1000.0
+        now = time.monotonic()
+        overdue = [addr for addr, (_, _, sent_at) in self._inflight.items()
+                   if now - sent_at > self.config.fetch_max_wait_ms / 1000.0 + 1.0]
+        if overdue and now - self._last_overdue_refresh > 0.5:
+            # A fetch far past its long-poll time: its leader may hang; see if leadership moved.
+            self._last_overdue_refresh = now
+            self._refresh_metadata()
+        for addr, (call, sent, _) in list(self._inflight.items()):
+            if any(self.metadata.leader_address(tp) != addr for tp in sent):
+                call.cancel()  # leadership moved (e.g. the old leader hangs): fetch from the new one
+                del self._inflight[addr]
+        busy = {tp for _, sent, _ in self._inflight.values() for tp in sent}
         by_leader: dict[str, list[TopicPartition]] = {}
         missing = False
         for tp in tps:
-            if tp in self._buffer:
+            if tp in self._buffer or tp in busy:
                 continue
             addr = self.metadata.leader_address(tp)
             if addr is None:
                 missing = True
                 continue
+            if addr in self._inflight:
+                continue  # one fetch per leader at a time, as Kafka's fetcher
             by_leader.setdefault(addr, []).append(tp)
         if missing:
             self._refresh_metadata()
-        if not by_leader:
+        if not by_leader and not self._inflight:
             if missing:
-                time.sleep(min(max_wait_ms, 100) / 1000.0)
+                time.sleep(max(0.0, min(max_wait_ms / 1000.0, 0.1, deadline - time.monotonic())))
             return
         c = self.config
-        calls = []
         for addr, group in by_leader.items():
             req = bpb.FetchRequest(replica_id=-1, max_wait_ms=max_wait_ms, min_bytes=c.fetch_min_bytes,
                                    max_bytes=c.fetch_max_bytes, isolation_level=1 if self.read_committed else 0)
@@ -312,20 +334,34 @@ class Consumer:
                                    partition_max_bytes=c.max_partition_fetch_bytes,
                                    current_leader_epoch=-1)
             stub = bgrpc.BrokerStub(self.pool.get(addr))
-            calls.append((addr, stub.Fetch.future(req, timeout=max_wait_ms / 1000.0 + c.request_timeout_ms / 1000.0)))
+            call = stub.Fetch.future(req, timeout=max_wait_ms / 1000.0 + c.request_timeout_ms / 1000.0)
+            self._inflight[addr] = (call, {tp: self._positions[tp] for tp in group}, time.monotonic())
+            call.add_done_callback(lambda _f: self._fetch_done.set())
+        # Wait until some fetch answers (or the deadline); one hung leader must not hold up the others.
+        while not any(call.done() for call, _, _ in self._inflight.values()):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._inflight:
+                break
+            self._fetch_done.wait(left)
+            self._fetch_done.clear()
         refresh = False
-        for addr, call in calls:
-            self.metrics_.record_fetch()
+        for addr, (call, sent, _) in list(self._inflight.items()):
+            if not call.done():
+                continue  # still in flight: handled by a later poll
             try:
                 resp = call.result()
             except grpc.RpcError as e:
+                del self._inflight[addr]
+                self.metrics_.record_fetch()
                 log.debug("fetch from %s failed: %s", addr, transport_error(e))
                 refresh = True
                 continue
+            del self._inflight[addr]
+            self.metrics_.record_fetch()
             for p in resp.partitions:
                 tp = TopicPartition(p.topic, p.partition)
-                if tp not in self._positions:
-                    continue
+                if tp not in self._positions or self._positions[tp] != sent.get(tp) or tp in self._buffer:
+                    continue  # sought, reassigned or already buffered since the fetch was sent
                 if p.error_code:
                     err = errors.for_code(p.error_code, p.error_message)
                     if isinstance(err, errors.OffsetOutOfRangeError):
@@ -439,6 +475,9 @@ class Consumer:
                 self.group.close(timeout)
         finally:
             self._closed = True
+            for call, _, _ in self._inflight.values():
+                call.cancel()
+            self._inflight.clear()
             self.pool.close()
 
     def __enter__(self):
