@@ -1,6 +1,13 @@
 """Shared test helpers: bounded polling, never fixed sleeps."""
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 
 
@@ -59,3 +66,48 @@ def read_all(bootstrap: str, topic: str, partitions, timeout_s: float = 30.0, **
             for r in c.poll(500):
                 out[(r.topic, r.partition)].append(r)
     return out
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_ports(n: int) -> list[int]:
+    """n loopback ports free right now (all held open together, so they differ)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@contextlib.contextmanager
+def procfile_cluster(tmp_path):
+    """The repo's Procfile under honcho, on free ports with its data in tmp_path; yields (proc, ports).
+
+    ports[0] is the coordinator's, ports[1:4] the brokers', ports[4:8] their agents' (as 9100-3 / 9200-3).
+    """
+    with open(os.path.join(ROOT, "Procfile")) as f:
+        text = f.read()
+    ports = free_ports(8)
+    mapping = {str(9100 + i): str(ports[i]) for i in range(4)}
+    mapping.update({str(9200 + i): str(ports[4 + i]) for i in range(4)})
+    text = re.sub(r"\b(9[12]0[0-3])\b", lambda m: mapping[m.group(1)], text)
+    text = text.replace(".brokerlab/procfile", str(tmp_path / "pf"))
+    text = text.replace("brokerlab agent", f"{sys.executable} -m brokerlab_cli agent")
+    (tmp_path / "Procfile").write_text(text)
+    # DEVNULL, not an unread pipe: honcho would block once the pipe buffer filled.
+    proc = subprocess.Popen([sys.executable, "-m", "honcho", "-f", str(tmp_path / "Procfile"), "start"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield proc, ports
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

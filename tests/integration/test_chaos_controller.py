@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,8 +20,7 @@ from client.common.pb import agent_pb2_grpc as agrpc
 from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
 from node.cluster import FAST_CONFIGS, Cluster
-from tests.helpers import wait_until
-from tests.integration.test_skeleton import ROOT, _free_ports
+from tests.helpers import ROOT, procfile_cluster, wait_until
 
 CLI = [sys.executable, "-m", "brokerlab_cli"]
 
@@ -56,58 +54,43 @@ def read_all(bs, topic, partitions, expect, timeout_s=30):
 # -- under the repo's Procfile (honcho) --------------------------------------------------------------
 
 def test_procfile_kill_and_restart_broker_and_coordinator(tmp_path):
-    text = open(os.path.join(ROOT, "Procfile")).read()
-    ports = _free_ports(8)
-    mapping = {str(9100 + i): str(ports[i]) for i in range(4)}
-    mapping.update({str(9200 + i): str(ports[4 + i]) for i in range(4)})
-    text = re.sub(r"\b(9[12]0[0-3])\b", lambda m: mapping[m.group(1)], text)
-    text = text.replace(".brokerlab/procfile", str(tmp_path / "pf"))
-    text = text.replace("brokerlab agent", f"{sys.executable} -m brokerlab_cli agent")
-    (tmp_path / "Procfile").write_text(text)
-    proc = subprocess.Popen([sys.executable, "-m", "honcho", "-f", str(tmp_path / "Procfile"), "start"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    bs = f"127.0.0.1:{ports[0]}"
-    state = str(tmp_path / "chaos-agents.json")
-    ctl = ChaosController(bs, state_path=state)
-    try:
-        wait_until(lambda: len(ctl.discover()) == 4 and ctl.healthy(), 60, what="the Procfile cluster")
-        assert ctl.node("coordinator").agent == f"127.0.0.1:{ports[4]}"
-        with Admin({"bootstrap.servers": bs}) as a:
-            a.create_topic("pf", 2, 3)
-        wait_until(ctl.healthy, 30, what="topic pf fully replicated")
-
-        # A broker: killed through its agent (CLI), the Procfile entry stays up, the node comes back.
-        r = chaos_cli(["kill", "broker-2"], bs, state)
-        assert r.returncode == 0 and "broker-2: killed" in r.stdout, r.stderr
-        wait_until(lambda: "broker-2" in fenced(ctl), 20, what="broker-2 fenced after kill")
-        assert proc.poll() is None and ctl.status()["nodes"][1]["state"] == "killed"
-        r = chaos_cli(["restart", "broker-2"], bs, state)
-        assert r.returncode == 0 and "broker-2: running" in r.stdout, r.stderr
-        wait_until(ctl.healthy, 60, what="broker-2 back in every ISR")
-
-        # The coordinator: a fresh controller (another CLI call) still finds its agent from the state file.
-        r = chaos_cli(["kill", "coordinator"], bs, state)
-        assert r.returncode == 0, r.stderr
-        r = chaos_cli(["status"], bs, state)
-        assert r.returncode == 0, r.stderr
-        assert re.search(r"coordinator\s+killed", r.stdout), r.stdout  # metadata now from a broker's cache
-        assert proc.poll() is None
-        r = chaos_cli(["start", "coordinator"], bs, state)
-        assert r.returncode == 0 and "coordinator: running" in r.stdout, r.stderr
-        wait_until(ctl.healthy, 60, what="brokers rejoined the restarted coordinator")
-        with Producer({"bootstrap.servers": bs, "acks": "all"}) as p:
-            futs = [p.send("pf", str(i).encode()) for i in range(100)]
-            p.flush()
-            assert all(f.exception() is None for f in futs)
-        assert sorted(int(v) for v in read_all(bs, "pf", 2, 100)) == list(range(100))
-    finally:
-        ctl.close()
-        os.killpg(proc.pid, signal.SIGTERM)
+    with procfile_cluster(tmp_path) as (proc, ports):
+        bs = f"127.0.0.1:{ports[0]}"
+        state = str(tmp_path / "chaos-agents.json")
+        ctl = ChaosController(bs, state_path=state)
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+            wait_until(lambda: len(ctl.discover()) == 4 and ctl.healthy(), 60, what="the Procfile cluster")
+            assert ctl.node("coordinator").agent == f"127.0.0.1:{ports[4]}"
+            with Admin({"bootstrap.servers": bs}) as a:
+                a.create_topic("pf", 2, 3)
+            wait_until(ctl.healthy, 30, what="topic pf fully replicated")
+
+            # A broker: killed through its agent (CLI), the Procfile entry stays up, the node comes back.
+            r = chaos_cli(["kill", "broker-2"], bs, state)
+            assert r.returncode == 0 and "broker-2: killed" in r.stdout, r.stderr
+            wait_until(lambda: "broker-2" in fenced(ctl), 20, what="broker-2 fenced after kill")
+            assert proc.poll() is None and ctl.status()["nodes"][1]["state"] == "killed"
+            r = chaos_cli(["restart", "broker-2"], bs, state)
+            assert r.returncode == 0 and "broker-2: running" in r.stdout, r.stderr
+            wait_until(ctl.healthy, 60, what="broker-2 back in every ISR")
+
+            # The coordinator: a fresh controller (another CLI call) still finds its agent from the state file.
+            r = chaos_cli(["kill", "coordinator"], bs, state)
+            assert r.returncode == 0, r.stderr
+            r = chaos_cli(["status"], bs, state)
+            assert r.returncode == 0, r.stderr
+            assert re.search(r"coordinator\s+killed", r.stdout), r.stdout  # metadata now from a broker's cache
+            assert proc.poll() is None
+            r = chaos_cli(["start", "coordinator"], bs, state)
+            assert r.returncode == 0 and "coordinator: running" in r.stdout, r.stderr
+            wait_until(ctl.healthy, 60, what="brokers rejoined the restarted coordinator")
+            with Producer({"bootstrap.servers": bs, "acks": "all"}) as p:
+                futs = [p.send("pf", str(i).encode()) for i in range(100)]
+                p.flush()
+                assert all(f.exception() is None for f in futs)
+            assert sorted(int(v) for v in read_all(bs, "pf", 2, 100)) == list(range(100))
+        finally:
+            ctl.close()
 
 
 # -- one cluster (brokerlab up's Cluster) for the other faults; each test heals ----------------------

@@ -3,14 +3,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 
-import grpc
 import pytest
 
 from client import Admin, Consumer, NewTopic, Producer, TopicPartition
@@ -19,9 +14,8 @@ from client.common.network import ChannelPool
 from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
 from node.cluster import FAST_CONFIGS, Cluster
-from tests.helpers import wait_until
+from tests.helpers import ROOT, procfile_cluster, wait_until
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = [sys.executable, "-m", "brokerlab_cli"]
 
 
@@ -138,33 +132,10 @@ def test_bad_input_errors(shared_cluster):
         pool.close()
 
 
-def _free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_procfile_with_honcho(tmp_path):
     """The repo's Procfile, with free ports and temp data dirs, runs a working cluster under honcho."""
-    text = open(os.path.join(ROOT, "Procfile")).read()
-    ports = _free_ports(8)
-    mapping = {str(9100 + i): str(ports[i]) for i in range(4)}
-    mapping.update({str(9200 + i): str(ports[4 + i]) for i in range(4)})
-    text = re.sub(r"\b(9[12]0[0-3])\b", lambda m: mapping[m.group(1)], text)
-    text = text.replace(".brokerlab/procfile", str(tmp_path / "pf"))
-    text = text.replace("brokerlab agent", f"{sys.executable} -m brokerlab_cli agent")
-    (tmp_path / "Procfile").write_text(text)
-    proc = subprocess.Popen([sys.executable, "-m", "honcho", "-f", str(tmp_path / "Procfile"), "start"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    bs = f"127.0.0.1:{ports[0]}"
-    try:
+    with procfile_cluster(tmp_path) as (_proc, ports):
+        bs = f"127.0.0.1:{ports[0]}"
         def ready():
             with Admin({"bootstrap.servers": bs}) as a:
                 md = a.describe_cluster()
@@ -175,10 +146,3 @@ def test_procfile_with_honcho(tmp_path):
         assert cli(["produce", "--topic", "pf", "--acks", "all"], bs, "\n".join(map(str, range(500))) + "\n").returncode == 0
         r = cli(["consume", "--topic", "pf", "--from-beginning", "--max-messages", "500", "--timeout-ms", "10000"], bs)
         assert sorted(map(int, r.stdout.split())) == list(range(500))
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
