@@ -355,7 +355,9 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     end = max(p["end"] for p in parts)
     records = sum(p["records"] for p in parts)
     nbytes = sum(p["bytes"] for p in parts)
-    rebalance_ms = max(p["rebalance_ms"] for p in parts)
+    # The group fetches from the first assignment on: later joiners must not shrink the fetch window
+    # (with max(), one member assigned late made the others' records look fetched in no time).
+    rebalance_ms = min(p["rebalance_ms"] for p in parts)
     polls = sorted(x for p in parts for x in p["polls_ms"])
     elapsed = max(end - start, 1e-9)
     fetch_s = max(elapsed - rebalance_ms / 1000.0, 1e-9)
