@@ -10,10 +10,12 @@ convert. Only the runner (chaos/runner.py) owns threads and the history.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Outcome", "WORKLOADS", "key_tp", "make_keys", "make_workload", "tp_key"]
+__all__ = ["Outcome", "WORKLOADS", "key_tp", "make_keys", "make_workload", "op_weights", "pick_op", "send_op",
+           "tp_key"]
 
 
 @dataclass(slots=True)
@@ -23,6 +25,36 @@ class Outcome:
     value: Any = None
     error: str | None = None
     extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of_error(cls, e, value: Any) -> Outcome:
+        """A KafkaError's outcome: `fail` only when it surely did not take effect, else `info`."""
+        return cls("fail" if e.definite else "info", value, e.name)
+
+
+def op_weights(weights: dict[str, float] | None, defaults: dict[str, float]) -> dict[str, float]:
+    """The generator's op weights: the defaults, or the given ones if every op is known."""
+    out = dict(defaults if weights is None else weights)
+    unknown = set(out) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown op weight(s) {sorted(unknown)} (known: {', '.join(defaults)})")
+    return out
+
+
+def pick_op(rng: random.Random, weights: dict[str, float]) -> str:
+    fs = list(weights)
+    return rng.choices(fs, weights=[weights[x] for x in fs])[0]
+
+
+def send_op(rng: random.Random, keys: list[str], max_sends: int, next_value: dict[str, int]) -> tuple[str, Any, dict]:
+    """1..max_sends sends of fresh values (next_value advances) to random keys."""
+    mops = []
+    for _ in range(rng.randint(1, max_sends)):
+        k = rng.choice(keys)
+        v = next_value[k]
+        next_value[k] = v + 1
+        mops.append(["send", k, v])
+    return "send", mops, {}
 
 
 def make_keys(topics: list[tuple[str, int]]) -> list[str]:

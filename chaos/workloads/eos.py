@@ -29,7 +29,7 @@ import itertools
 import random
 from typing import Any
 
-from chaos.workloads import Outcome, key_tp, make_keys, tp_key
+from chaos.workloads import Outcome, key_tp, make_keys, op_weights, pick_op, send_op, tp_key
 from chaos.workloads.log import LogClient, LogWorkload, error_name, records_by_key
 from client.common import errors
 
@@ -54,10 +54,7 @@ class EosGenerator:
         self.rng = rng
         self.concurrency = concurrency
         self.producers = producers
-        self.weights = dict(DEFAULT_EOS_WEIGHTS if weights is None else weights)
-        unknown = set(self.weights) - set(DEFAULT_EOS_WEIGHTS)
-        if unknown:
-            raise ValueError(f"unknown op weight(s) {sorted(unknown)} (known: {', '.join(DEFAULT_EOS_WEIGHTS)})")
+        self.weights = op_weights(weights, DEFAULT_EOS_WEIGHTS)
         self.max_sends = max(1, max_sends)
         self.next_value = {k: 1 for k in self.keys}
         self._started: set[Any] = set()
@@ -67,19 +64,12 @@ class EosGenerator:
 
     def next_op(self, process: Any) -> tuple[str, Any, dict]:
         if not self.is_pipeline(process):
-            mops = []
-            for _ in range(self.rng.randint(1, self.max_sends)):
-                k = self.rng.choice(self.keys)
-                v = self.next_value[k]
-                self.next_value[k] = v + 1
-                mops.append(["send", k, v])
-            return "send", mops, {}
+            return send_op(self.rng, self.keys, self.max_sends, self.next_value)
         if process not in self._started:
             # A new pipeline instance joins the group first (the checker then knows it reads under subscribe).
             self._started.add(process)
             return "subscribe", list(self.keys), {}
-        fs = list(self.weights)
-        f = self.rng.choices(fs, weights=[self.weights[x] for x in fs])[0]
+        f = pick_op(self.rng, self.weights)
         return ("txn", [["poll"]], {}) if f == "pipeline" else ("crash", None, {})
 
 
@@ -119,7 +109,7 @@ class EosClient(LogClient):
         try:
             self.consumer.subscribe(sorted({key_tp(k)[0] for k in keys}))
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", keys, e.name)
+            return Outcome.of_error(e, keys)
         return Outcome("ok", keys)
 
     def invoke(self, f: str, value: Any, extra: dict) -> Outcome:
@@ -143,7 +133,7 @@ class EosClient(LogClient):
         try:
             records = self.consumer.poll(self.poll_ms)
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", mops, e.name)
+            return Outcome.of_error(e, mops)
         polled = records_by_key(records)
         done: list[list] = [["poll", polled]]
         if not records:
@@ -205,7 +195,7 @@ class EosClient(LogClient):
         try:
             got = reader.committed([TopicPartition(*key_tp(k)) for k in keys], timeout=10.0)
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", keys, e.name)
+            return Outcome.of_error(e, keys)
         finally:
             reader.close()
         return Outcome("ok", {tp_key(tp.topic, tp.partition): (om.offset if om is not None else None)

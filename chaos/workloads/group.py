@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from chaos.workloads import Outcome, key_tp, tp_key
-from chaos.workloads.log import LogClient, LogWorkload, records_by_key
+from chaos.workloads import Outcome, key_tp, op_weights, pick_op, send_op, tp_key
+from chaos.workloads.log import LogClient, LogWorkload
 from client.common import errors
 
 __all__ = ["DEFAULT_GROUP_WEIGHTS", "GroupClient", "GroupGenerator", "GroupWorkload"]
@@ -38,31 +38,18 @@ class GroupGenerator:
         self.keys = list(keys)
         self.rng = rng
         self.group = group
-        self.weights = dict(DEFAULT_GROUP_WEIGHTS if weights is None else weights)
-        unknown = set(self.weights) - set(DEFAULT_GROUP_WEIGHTS)
-        if unknown:
-            raise ValueError(f"unknown op weight(s) {sorted(unknown)} (known: {', '.join(DEFAULT_GROUP_WEIGHTS)})")
+        self.weights = op_weights(weights, DEFAULT_GROUP_WEIGHTS)
         self.max_sends = max(1, max_sends)
         self.next_value = {k: 1 for k in self.keys}
         self._started: set[Any] = set()
-
-    def send_op(self) -> tuple[str, Any, dict]:
-        mops = []
-        for _ in range(self.rng.randint(1, self.max_sends)):
-            k = self.rng.choice(self.keys)
-            v = self.next_value[k]
-            self.next_value[k] = v + 1
-            mops.append(["send", k, v])
-        return "send", mops, {}
 
     def next_op(self, process: Any) -> tuple[str, Any, dict]:
         if process not in self._started:
             self._started.add(process)
             return "subscribe", list(self.keys), {}
-        fs = list(self.weights)
-        f = self.rng.choices(fs, weights=[self.weights[x] for x in fs])[0]
+        f = pick_op(self.rng, self.weights)
         if f == "send":
-            return self.send_op()
+            return send_op(self.rng, self.keys, self.max_sends, self.next_value)
         if f == "poll":
             return "poll", [["poll"]], {}
         if f == "commit":
@@ -130,15 +117,8 @@ class GroupClient(LogClient):
                 self._swap_consumer(self.group_props)
             self.consumer.subscribe(topics)
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", keys, e.name)
+            return Outcome.of_error(e, keys)
         return Outcome("ok", keys)
-
-    def poll(self, value: Any) -> Outcome:
-        try:
-            records = self.consumer.poll(self.poll_ms)
-        except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", value, e.name)
-        return Outcome("ok", [["poll", records_by_key(records)]])
 
     def commit(self, offsets: dict[str, int]) -> Outcome:
         from client import TopicPartition
@@ -149,7 +129,7 @@ class GroupClient(LogClient):
             self.consumer.commit_sync({TopicPartition(*key_tp(k)): OffsetAndMetadata(o) for k, o in offsets.items()},
                                       timeout=10.0)
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", offsets, e.name)
+            return Outcome.of_error(e, offsets)
         return Outcome("ok", offsets)
 
     def committed(self, keys: list[str]) -> Outcome:
@@ -161,7 +141,7 @@ class GroupClient(LogClient):
         try:
             got = reader.committed(tps, timeout=10.0)
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", keys, e.name)
+            return Outcome.of_error(e, keys)
         finally:
             if reader is not self.consumer:
                 reader.close()

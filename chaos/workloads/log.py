@@ -12,8 +12,8 @@ import random
 import time
 from typing import Any
 
+from chaos.workloads import Outcome, key_tp, make_keys, op_weights, pick_op, send_op, tp_key
 from client.common import errors
-from chaos.workloads import Outcome, key_tp, make_keys, tp_key
 
 __all__ = ["LogClient", "LogGenerator", "LogWorkload", "DEFAULT_WEIGHTS"]
 
@@ -29,19 +29,11 @@ class LogGenerator:
             raise ValueError("the log workload needs at least one key")
         self.keys = list(keys)
         self.rng = rng
-        self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-        unknown = set(self.weights) - set(DEFAULT_WEIGHTS)
-        if unknown:
-            raise ValueError(f"unknown op weight(s) {sorted(unknown)} (known: {', '.join(DEFAULT_WEIGHTS)})")
+        self.weights = op_weights(weights, DEFAULT_WEIGHTS)
         self.max_sends = max(1, max_sends)
         self.seek_probability = seek_probability
         self.next_value = {k: 1 for k in self.keys}
         self._started: set[Any] = set()  # processes that have done their first assign
-
-    def fresh_value(self, key: str) -> int:
-        v = self.next_value[key]
-        self.next_value[key] = v + 1
-        return v
 
     def assign_op(self) -> tuple[str, Any, dict]:
         n = self.rng.randint(1, len(self.keys))
@@ -50,20 +42,14 @@ class LogGenerator:
         return "assign", keys, extra
 
     def send_op(self) -> tuple[str, Any, dict]:
-        n = self.rng.randint(1, self.max_sends)
-        mops = []
-        for _ in range(n):
-            k = self.rng.choice(self.keys)
-            mops.append(["send", k, self.fresh_value(k)])
-        return "send", mops, {}
+        return send_op(self.rng, self.keys, self.max_sends, self.next_value)
 
     def next_op(self, process: Any) -> tuple[str, Any, dict]:
         if process not in self._started:
             # A new process (first op, or after an info) has fresh clients: assign before polling.
             self._started.add(process)
             return self.assign_op()
-        fs = list(self.weights)
-        f = self.rng.choices(fs, weights=[self.weights[x] for x in fs])[0]
+        f = pick_op(self.rng, self.weights)
         if f == "send":
             return self.send_op()
         if f == "poll":
@@ -148,7 +134,7 @@ class LogClient:
             if seek:
                 self.consumer.seek_to_beginning(tps)
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", keys, e.name)
+            return Outcome.of_error(e, keys)
         return Outcome("ok", keys)
 
     def send(self, mops: list) -> Outcome:
@@ -181,7 +167,7 @@ class LogClient:
         try:
             records = self.consumer.poll(self.poll_ms)
         except errors.KafkaError as e:
-            return Outcome("fail" if e.definite else "info", value, e.name)
+            return Outcome.of_error(e, value)
         return Outcome("ok", [["poll", records_by_key(records)]])
 
     def end_offsets(self, keys: list[str]) -> dict[str, int]:

@@ -16,7 +16,7 @@ import random
 import time
 from typing import Any
 
-from chaos.workloads import Outcome, key_tp
+from chaos.workloads import Outcome, key_tp, op_weights, pick_op
 from chaos.workloads.log import LogClient, LogWorkload, error_name, records_by_key
 from client.common import errors
 
@@ -40,10 +40,7 @@ class TxnGenerator:
                 raise ValueError(f"workload.{name} must be within [0, 1] (got {p})")
         self.keys = list(keys)
         self.rng = rng
-        self.weights = dict(DEFAULT_TXN_WEIGHTS if weights is None else weights)
-        unknown = set(self.weights) - set(DEFAULT_TXN_WEIGHTS)
-        if unknown:
-            raise ValueError(f"unknown op weight(s) {sorted(unknown)} (known: {', '.join(DEFAULT_TXN_WEIGHTS)})")
+        self.weights = op_weights(weights, DEFAULT_TXN_WEIGHTS)
         self.max_mops = max_mops
         self.poll_probability = poll_probability
         self.abort_probability = abort_probability
@@ -76,8 +73,7 @@ class TxnGenerator:
         if process not in self._started:
             self._started.add(process)
             return self.assign_op()
-        fs = list(self.weights)
-        f = self.rng.choices(fs, weights=[self.weights[x] for x in fs])[0]
+        f = pick_op(self.rng, self.weights)
         if f == "txn":
             return self.txn_op()
         if f == "assign":
