@@ -407,6 +407,13 @@ def _msg(code: int) -> str:
     return "" if code == NONE else E.class_for_code(code).name
 
 
+def _add_member(members, group_instance_id: str | None, **fields) -> None:
+    """Appends one member; group_instance_id is an optional proto field, set only for static members."""
+    pm = members.add(**fields)
+    if group_instance_id is not None:
+        pm.group_instance_id = group_instance_id
+
+
 class GroupServicer(ggrpc.GroupCoordinatorServicer):
     """Translates between the wire and the driver; decides nothing."""
 
@@ -427,9 +434,7 @@ class GroupServicer(ggrpc.GroupCoordinatorServicer):
                                     protocol_name=r.protocol_name or "", leader=r.leader, member_id=r.member_id,
                                     skip_assignment=r.skip_assignment)
         for m in r.members:
-            pm = out.members.add(member_id=m.member_id, metadata=m.metadata)
-            if m.group_instance_id is not None:
-                pm.group_instance_id = m.group_instance_id
+            _add_member(out.members, m.group_instance_id, member_id=m.member_id, metadata=m.metadata)
         return out
 
     def SyncGroup(self, request, context):
@@ -455,9 +460,7 @@ class GroupServicer(ggrpc.GroupCoordinatorServicer):
             return gpb.LeaveGroupResponse(**_error_fields(e))
         out = gpb.LeaveGroupResponse(error_code=r.error_code, error_message=_msg(r.error_code))
         for m in r.members:
-            pm = out.members.add(member_id=m.member_id, error_code=m.error_code)
-            if m.group_instance_id is not None:
-                pm.group_instance_id = m.group_instance_id
+            _add_member(out.members, m.group_instance_id, member_id=m.member_id, error_code=m.error_code)
         return out
 
     def OffsetCommit(self, request, context):
@@ -518,10 +521,8 @@ class GroupServicer(ggrpc.GroupCoordinatorServicer):
             pg = out.groups.add(group_id=gid, group_state=d.state.value, protocol_type=d.protocol_type,
                                 protocol_data=d.protocol)
             for m in d.members:
-                pm = pg.members.add(member_id=m.member_id, client_id=m.client_id, client_host=m.client_host,
-                                    member_metadata=m.metadata, member_assignment=m.assignment)
-                if m.group_instance_id is not None:
-                    pm.group_instance_id = m.group_instance_id
+                _add_member(pg.members, m.group_instance_id, member_id=m.member_id, client_id=m.client_id,
+                            client_host=m.client_host, member_metadata=m.metadata, member_assignment=m.assignment)
         return out
 
     def DeleteGroups(self, request, context):
