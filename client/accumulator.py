@@ -91,10 +91,6 @@ class RecordAccumulator:
         self.waiters = 0   # send() calls blocked on buffer.memory: everything becomes ready
         self.closing = False
 
-    @property
-    def flushing(self) -> bool:
-        return self.flushes_in_progress > 0
-
     def available_bytes(self) -> int:
         return self.buffer_memory - self.used_bytes
 
@@ -224,6 +220,3 @@ class RecordAccumulator:
 
     def has_undrained(self) -> bool:
         return any(self.batches.values())
-
-    def partitions_with_batches(self) -> list[TopicPartition]:
-        return [tp for tp, dq in self.batches.items() if dq]

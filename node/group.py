@@ -595,10 +595,6 @@ class GroupMetadata:
                                                    now_ms, fx)
         return fx
 
-    def on_join_deadline(self, now_ms: int) -> list[Effect]:
-        """The driver's join timer fired; same as `tick`."""
-        return self.tick(now_ms)
-
     def next_deadline_ms(self) -> int | None:
         """When `tick` next has something to do (None: no timer armed)."""
         deadlines = list(self.pending_members.values())

@@ -138,10 +138,6 @@ class LeaderEpochCache:
     def latest_epoch(self) -> int:
         return self._entries[-1].epoch if self._entries else UNDEFINED_EPOCH
 
-    @property
-    def earliest_epoch(self) -> int:
-        return self._entries[0].epoch if self._entries else UNDEFINED_EPOCH
-
     def __len__(self) -> int:
         return len(self._entries)
 

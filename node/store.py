@@ -55,9 +55,6 @@ class Store:
     def put_json(self, name: str, value: Any) -> None:
         self.write([(b"K" + name.encode(), json.dumps(value).encode())])
 
-    def delete_json(self, name: str) -> None:
-        self.write([], [b"K" + name.encode()])
-
     def write(self, puts: list[tuple[bytes, bytes]], deletes: list[bytes] = ()) -> None:
         wb = WriteBatch(raw_mode=True)
         for k in deletes:

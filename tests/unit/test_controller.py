@@ -60,7 +60,6 @@ def test_session_expiry_fences_elects_from_isr_and_shrinks_isr():
 def test_follower_fenced_leaves_isr_but_last_member_stays():
     s = _cluster(n=2, session=100)
     p = s.create_topic("t", 1, 2, {}).partitions[0]
-    follower = next(r for r in p.replicas if r != p.leader)
     s.heartbeat(p.leader, s.brokers[p.leader].broker_epoch, 90)
     s.tick(101)
     assert p.isr == [p.leader]
