@@ -206,6 +206,9 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"))
         controller.discover()
         _create_topics(bootstrap, topics)
+        failed = _steady_state(spec, controller, "before the method")
+        if failed:
+            raise RuntimeError(f"steady state not met before the method ({failed}): experiment not run")
         runner = Runner(workload, writer, client_bootstrap, producer_props=clients.get("producer") or {},
                         consumer_props=clients.get("consumer") or {}, concurrency=concurrency,
                         ops_limit=int(workload_spec.get("ops_limit", 1_000_000)), time_limit_s=duration_s, seed=seed,
@@ -236,6 +239,9 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         if runner is not None and not interrupted and not notes:
             if not controller.wait_healthy(final_read_s):
                 notes.append("cluster not fully healthy (ISR not full) before the final read")
+            failed = _steady_state(spec, controller, "after the heal")
+            if failed:
+                notes.append(f"steady state not restored after the heal: {failed}")
             runner.final_reads(timeout_s=final_read_s)
     except KeyboardInterrupt:
         interrupted = True
@@ -295,6 +301,15 @@ def _raise_interrupt(*_):
 def _main_thread() -> bool:
     import threading
     return threading.current_thread() is threading.main_thread()
+
+
+def _steady_state(spec, controller, when: str) -> str:
+    """Runs the experiment's steady-state probes (chaostoolkit's hypothesis); names the failed ones."""
+    from chaos.experiment import check_probes
+    results = check_probes(spec, controller)
+    for probe, ok in results:
+        log.info("steady state %s: probe %s %s", when, probe.name, "ok" if ok else "FAILED")
+    return ", ".join(p.name for p, ok in results if not ok)
 
 
 def _heal(runner, controller, notes: list[str]) -> None:

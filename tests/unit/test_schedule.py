@@ -180,3 +180,22 @@ def test_missing_or_broken_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("title: [unclosed\n")
     with pytest.raises(ExperimentError, match="not valid YAML"):
         load_experiment(str(tmp_path / "bad.yaml"))
+
+
+def test_steady_state_probes_judge_cluster_metadata():
+    from types import SimpleNamespace as NS
+
+    from chaos.experiment import check_probes, parse_experiment
+
+    exp = parse_experiment({"title": "t", "steady_state_hypothesis": {"probes": [
+        {"name": "isr", "type": "isr-full", "timeout_s": 0.01},
+        {"name": "fenced", "type": "brokers-unfenced", "timeout_s": 0.01}]}})
+
+    def md(isr, fenced):
+        part = NS(leader=1, isr=isr, replicas=[1, 2, 3])
+        return NS(brokers=[NS(fenced=fenced)], topics=[NS(partitions=[part])])
+
+    healthy = NS(metadata=lambda: md([1, 2, 3], False))
+    broken = NS(metadata=lambda: md([1], True))
+    assert [ok for _, ok in check_probes(exp, healthy)] == [True, True]
+    assert [ok for _, ok in check_probes(exp, broken)] == [False, False]
