@@ -34,10 +34,7 @@ class TopicDescription:
 
 class Admin:
     def __init__(self, config: dict[str, Any] | None = None, **kwargs):
-        props = dict(config or {})
-        for k, v in kwargs.items():
-            props[k.replace("_", ".")] = v
-        self.config = AdminConfig.from_props(props)
+        self.config = AdminConfig.from_props(config, **kwargs)  # kwargs: linger_ms=5 -> linger.ms
         self.client_id = self.config.client_id or "admin"
         self.pool = ChannelPool(f"client:{self.client_id}")
         self.metadata = Metadata(self.config.bootstrap_servers, self.pool,

@@ -56,10 +56,7 @@ class ConsumerRecords(dict):
 
 class Consumer:
     def __init__(self, config: dict[str, Any] | None = None, *topics: str, **kwargs):
-        props = dict(config or {})
-        for k, v in kwargs.items():
-            props[k.replace("_", ".")] = v
-        self.config = ConsumerConfig.from_props(props)
+        self.config = ConsumerConfig.from_props(config, **kwargs)  # kwargs: linger_ms=5 -> linger.ms
         c = self.config
         self.client_id = c.client_id or f"consumer-{id(self) & 0xffff}"
         self.clock = SystemClock()

@@ -48,10 +48,7 @@ def _to_bytes(x) -> bytes | None:
 
 class Producer:
     def __init__(self, config: dict[str, Any] | None = None, **kwargs):
-        props = dict(config or {})
-        for k, v in kwargs.items():
-            props[k.replace("_", ".")] = v
-        self.config = ProducerConfig.from_props(props)
+        self.config = ProducerConfig.from_props(config, **kwargs)  # kwargs: linger_ms=5 -> linger.ms
         c = self.config
         self.client_id = c.client_id or f"producer-{id(self) & 0xffff}"
         self.clock = SystemClock()

@@ -30,6 +30,13 @@ def _tp_prefix(kind: bytes, topic: str, partition: int) -> bytes:
     return kind + topic.encode() + b"\x00" + _PART.pack(partition)
 
 
+def _seek_batch(it, prefix: bytes, offset: int) -> None:
+    """Positions `it` on the batch that may hold `offset` (the last one starting at or before it)."""
+    it.seek_for_prev(prefix + _OFF.pack(offset))
+    if not it.valid() or not it.key().startswith(prefix):
+        it.seek(prefix)
+
+
 def _log_key(topic: str, partition: int, base_offset: int) -> bytes:
     return _tp_prefix(b"L", topic, partition) + _OFF.pack(base_offset)
 
@@ -93,9 +100,7 @@ class Store:
         with self._lock:
             it = self._db.iter()
             try:
-                it.seek_for_prev(prefix + _OFF.pack(offset))
-                if not it.valid() or not it.key().startswith(prefix):
-                    it.seek(prefix)
+                _seek_batch(it, prefix, offset)
                 while it.valid():
                     key = it.key()
                     if not key.startswith(prefix):
@@ -162,9 +167,7 @@ class Store:
         with self._lock:
             it = self._db.iter()
             try:
-                it.seek_for_prev(prefix + _OFF.pack(offset))
-                if not it.valid() or not it.key().startswith(prefix):
-                    it.seek(prefix)
+                _seek_batch(it, prefix, offset)
                 while it.valid() and it.key().startswith(prefix):
                     h = records.read_header(it.value())
                     if h.last_offset >= offset:
