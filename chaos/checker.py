@@ -23,6 +23,7 @@ history checks in seconds:
 
 from __future__ import annotations
 
+import bisect
 import gc
 import json
 import sys
@@ -260,10 +261,7 @@ class _Checker:
         ops_by_f = self.ops_by_f
         pending: dict[Any, tuple] = {}  # process -> (invoke op, its index, extra)
         info_recs: list[int] = []
-        # Commits: (group, key) -> [max ok offset, commit completion index, its invoke index]
-        max_commit: dict[tuple, list] = {}
-        # (group, key) -> attempts [invoke index, completion index, type, offset]
-        attempts: dict[tuple, list] = {}
+        commits = _Commits()
         committed_checks: list[tuple] = []
 
         for pos, op in enumerate(self.history):
@@ -278,11 +276,7 @@ class _Checker:
                 continue
             idx = op.get("index", pos)
             if typ == "invoke":
-                extra = None
-                if f == "commit":
-                    extra = self._commit_invoke(op, idx, attempts)
-                elif f == "committed":
-                    extra = self._committed_invoke(op, max_commit)
+                extra = commits.invoke(op, idx) if f == "commit" else None
                 pending[proc] = (op, idx, extra)
                 continue
             if typ not in ("ok", "info", "fail"):
@@ -355,9 +349,9 @@ class _Checker:
                         else:
                             self.has_subscribe = True
                 elif f == "commit" and extra is not None:
-                    self._commit_complete(op, idx, typ, inv_idx, extra, max_commit)
-                elif f == "committed" and typ == "ok" and extra is not None:
-                    committed_checks.append((op, idx, inv_idx, extra))
+                    commits.complete(inv, op, idx, typ, inv_idx, extra)
+                elif f == "committed" and typ == "ok" and inv is not None:
+                    committed_checks.append((inv, op, idx, inv_idx))
                 recs.append((idx, proc, typ, f, None, None, keys))
 
         # An info send counts as written if some ok op read one of its values.
@@ -377,8 +371,9 @@ class _Checker:
                     log[off] = v
                 elif cur != v:
                     conflicts.setdefault((k, off), {cur}).add(v)
+        commits.close(pending)
         for check_args in committed_checks:
-            self._offset_regression(*check_args, attempts)
+            self._offset_regression(*check_args, commits)
 
     def _precommitted(self, idx: int, writes: list, reads: dict) -> None:
         sent = {(k, v): off for k, off, v in writes}
@@ -391,69 +386,33 @@ class _Checker:
 
     # -- commits
 
-    @staticmethod
-    def _commit_invoke(op: dict, idx: int, attempts: dict) -> list | None:
+    def _offset_regression(self, inv: dict, op: dict, idx: int, inv_idx: int, commits: _Commits) -> None:
+        """A `committed` answer below what was committed ok before it began, or without a key that
+        had such a commit (the invoke names the keys asked; the answer may leave some out)."""
         value = op.get("value")
         if not isinstance(value, dict):
-            return None
-        group = op.get("group")
-        mine = []
-        for k, off in value.items():
-            a = [idx, _INF, "invoke", off]
-            attempts.setdefault((group, k), []).append(a)
-            mine.append(a)
-        return mine
-
-    @staticmethod
-    def _commit_complete(op: dict, idx: int, typ: str, inv_idx: int, mine: list,
-                         max_commit: dict) -> None:
-        group = op.get("group")
-        value = op.get("value")
-        for a in mine:
-            a[1] = idx
-            a[2] = typ
-        if typ != "ok" or not isinstance(value, dict):
-            return
-        for k, off in value.items():
-            if off is None:
-                continue
-            cur = max_commit.get((group, k))
-            if cur is None or off > cur[0]:
-                max_commit[(group, k)] = [off, idx, inv_idx]
-
-    @staticmethod
-    def _committed_invoke(op: dict, max_commit: dict) -> dict:
-        # What had certainly been committed before this read began.
-        group = op.get("group")
-        keys = op.get("value")
-        if isinstance(keys, dict):
-            keys = list(keys)
-        if not isinstance(keys, list):
-            keys = []
-        return {k: tuple(max_commit[(group, k)]) for k in keys if (group, k) in max_commit}
-
-    def _offset_regression(self, op: dict, idx: int, inv_idx: int, snap: dict,
-                           attempts: dict) -> None:
-        value = op.get("value")
-        if not isinstance(value, dict):
-            return
-        group = op.get("group")
-        for k, got in value.items():
-            prior = snap.get(k)
+            value = {}
+        group = _group(inv, op)
+        asked = inv.get("value")
+        keys = list(asked) if isinstance(asked, (list, dict)) else []
+        keys += [k for k in value if k not in keys]
+        for k in keys:
+            prior = commits.best_before(group, k, inv_idx)
             if prior is None:
                 continue
             best, commit_idx, commit_inv = prior
+            got = value.get(k)
             if got is not None and got >= best:
                 continue
             # Kafka lets a group commit a lower offset; a later (or concurrent)
             # commit of exactly what we read explains it.
             explained = got is not None and any(
                 a[3] == got and a[2] != "fail" and a[1] > commit_inv and a[0] < idx
-                for a in attempts.get((group, k), ()))
+                for a in commits.attempts.get((group, k), ()))
             if not explained:
                 self.add("offset-regression", {
                     "key": k, "group": group, "offset": got, "committed_offset": best,
-                    "indexes": [commit_idx, idx]})
+                    "missing": k not in value, "indexes": [commit_idx, idx]})
 
     # -- version orders
 
@@ -810,6 +769,72 @@ class _Checker:
                 cyc = _find_mixed_cycle(comp, wr_adj, ww_adj)
                 if cyc:
                     self.add("G1c-ww", evidence(cyc))
+
+
+def _group(inv: dict | None, op: dict):
+    """A commit's or committed read's group: on the completion, else on the invoke (HISTORY.md allows
+    either or both); None is the history's one default group."""
+    g = op.get("group")
+    if g is None and inv is not None:
+        g = inv.get("group")
+    return g
+
+
+class _Commits:
+    """Commit attempts by (group, key), with their group known only once the op completes."""
+
+    def __init__(self) -> None:
+        # (group, key) -> attempts [invoke index, completion index, type, offset]
+        self.attempts: dict[tuple, list] = {}
+        # (group, key) -> ok commits [(completion index, offset, invoke index)], in history order
+        self.ok: dict[tuple, list] = {}
+        self._best: dict[tuple, tuple] = {}
+
+    @staticmethod
+    def invoke(op: dict, idx: int) -> list | None:
+        value = op.get("value")
+        if not isinstance(value, dict):
+            return None
+        return [[idx, _INF, "invoke", off, k] for k, off in value.items()]
+
+    def complete(self, inv: dict, op: dict, idx: int, typ: str, inv_idx: int, mine: list) -> None:
+        group = _group(inv, op)
+        for a in mine:
+            a[1], a[2] = idx, typ
+            self.attempts.setdefault((group, a[4]), []).append(a)
+        if typ != "ok":
+            return
+        value = op.get("value")
+        if not isinstance(value, dict):
+            value = inv.get("value")
+        for k, off in value.items():
+            if off is not None:
+                self.ok.setdefault((group, k), []).append((idx, off, inv_idx))
+
+    def close(self, pending: dict) -> None:
+        """Commits still open at the end of the history are attempts of their invoke's group."""
+        for inv, _, extra in pending.values():
+            if inv.get("f") == "commit" and extra is not None:
+                for a in extra:
+                    self.attempts.setdefault((inv.get("group"), a[4]), []).append(a)
+        for gk, oks in self.ok.items():
+            # Running maximum, so that best_before is one bisect.
+            idxs, best, cur = [], [], None
+            for c_idx, off, c_inv in oks:
+                if cur is None or off > cur[0]:
+                    cur = (off, c_idx, c_inv)
+                idxs.append(c_idx)
+                best.append(cur)
+            self._best[gk] = (idxs, best)
+
+    def best_before(self, group, key, before_idx: int) -> tuple | None:
+        """(highest offset, its completion index, its invoke index) of the ok commits that completed
+        before `before_idx`."""
+        got = self._best.get((group, key))
+        if got is None:
+            return None
+        i = bisect.bisect_left(got[0], before_idx)
+        return got[1][i - 1] if i else None
 
 
 def _dense(order: tuple, offset, value) -> int | None:

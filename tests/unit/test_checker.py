@@ -528,3 +528,91 @@ def test_poll_inside_an_aborted_txn_advances_the_process_read_order():
     h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3)), assign(1, [X]), skipping,
              poll(1, {X: [(2, 3)]}), poll(2, {X: [(0, 1), (1, 2), (2, 3)]}))
     assert "poll-skip" in check(h)["anomaly_types"]
+
+
+# -- commits: keys left out, and the group on the invoke, the completion or both
+
+
+def test_committed_answer_without_a_committed_key_is_an_offset_regression():
+    # The coordinator forgot X: the answer names only Y.
+    h = hist(commit(0, {X: 5, Y: 2}), committed(1, [X, Y], {Y: 2}))
+    result = check(h)
+    assert result["anomaly_types"] == ["offset-regression"]
+    (ev,) = result["anomalies"]["offset-regression"]
+    assert (ev["key"], ev["offset"], ev["committed_offset"], ev["missing"]) == (X, None, 5, True)
+    assert ev["indexes"] == [c(0), c(1)]
+    # A key never committed may be left out.
+    assert check(hist(commit(0, {Y: 2}), committed(1, [X, Y], {Y: 2})))["valid"] is True
+
+
+def _split(pair, invoke_group, done_group):
+    inv, done = (dict(op) for op in pair)
+    for op, g in ((inv, invoke_group), (done, done_group)):
+        op.pop("group", None)
+        if g is not None:
+            op["group"] = g
+    return [inv, done]
+
+
+@pytest.mark.parametrize("commit_on", ["invoke", "completion", "both"])
+@pytest.mark.parametrize("read_on", ["invoke", "completion", "both"])
+def test_group_on_invoke_completion_or_both(commit_on, read_on):
+    def where(on):
+        return ("g" if on in ("invoke", "both") else None), ("g" if on in ("completion", "both") else None)
+    regressed = hist(_split(commit(0, {X: 5}), *where(commit_on)),
+                     _split(committed(1, [X], {X: 3}), *where(read_on)))
+    assert check(regressed)["anomaly_types"] == ["offset-regression"]
+    assert check(regressed)["anomalies"]["offset-regression"][0]["group"] == "g"
+    # The same ops in another group, or in the default group, are not compared with g's.
+    other = hist(_split(commit(0, {X: 5}), *where(commit_on)), committed(1, [X], {X: 3}, group="h"))
+    assert check(other)["valid"] is True
+    default = hist(_split(commit(0, {X: 5}), *where(commit_on)), committed(1, [X], {X: 3}))
+    assert check(default)["valid"] is True
+
+
+def test_a_lower_commit_still_open_at_the_end_explains_a_lower_committed_read():
+    # Process 2's commit of 3 (group only on its invoke) never completed: it may have landed.
+    open_commit = [{"process": 2, "type": "invoke", "f": "commit", "value": {X: 3}, "group": "g"}]
+    h = hist(commit(0, {X: 5}, group="g"), open_commit, committed(1, [X], {X: 3}, group="g"))
+    assert "offset-regression" not in check(h)["anomaly_types"]
+
+
+def test_commit_completing_after_the_committed_read_began_is_not_required():
+    inv_read = {"process": 1, "type": "invoke", "f": "committed", "value": [X], "group": "g"}
+    done_read = {"process": 1, "type": "ok", "f": "committed", "value": {X: None}, "group": "g"}
+    h = hist([inv_read], commit(0, {X: 5}, group="g"), [done_read])
+    assert check(h)["valid"] is True
+
+
+# -- HISTORY.md precisions: poll order through fail/info ops, G0 only between transactions
+
+
+@pytest.mark.parametrize("typ", ["info", "fail"])
+def test_poll_order_counts_reads_inside_fail_and_info_polls(typ):
+    # Process 1 read 0 in an ok poll, then 1 inside a fail/info poll: its consumer moved to 2.
+    h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3)), assign(1, [X]), poll(1, {X: [(0, 1)]}),
+             poll(1, {X: [(1, 2)]}, typ=typ), poll(2, XY3))
+    assert check(h)["valid"] is True
+    # ... and a fail/info poll that jumps over offset 1 is a skip, with that op as evidence.
+    h = hist(send(0, (X, 0, 1), (X, 1, 2), (X, 2, 3)), assign(1, [X]), poll(1, {X: [(0, 1)]}),
+             poll(1, {X: [(2, 3)]}, typ=typ), poll(2, XY3))
+    result = check(h)
+    assert result["anomaly_types"] == ["poll-skip"]
+    assert result["anomalies"]["poll-skip"][0]["indexes"] == [c(2), c(3)]
+
+
+def test_g0_is_only_between_transactions():
+    # The same write-write cycle as G0's row, made by plain multi-key sends: no transactions, no G0.
+    plain = hist(send(0, (X, 0, 1), (Y, 1, 2)), send(1, (X, 1, 2), (Y, 0, 1)),
+                 poll(2, {X: [(0, 1), (1, 2)], Y: [(0, 1), (1, 2)]}))
+    assert "G0" not in check(plain)["anomaly_types"]
+    # One transaction and one plain send: still no cycle between transactions.
+    mixed = hist(txn(0, ("send", X, 0, 1), ("send", Y, 1, 2)), send(1, (X, 1, 2), (Y, 0, 1)),
+                 poll(2, {X: [(0, 1), (1, 2)], Y: [(0, 1), (1, 2)]}))
+    assert "G0" not in check(mixed)["anomaly_types"]
+    # Two transactions whose writes interleave through a plain writer's value are still ordered.
+    through = hist(txn(0, ("send", X, 0, 1), ("send", Y, 2, 3)), send(3, (X, 1, 2)),
+                   txn(1, ("send", X, 2, 3), ("send", Y, 0, 1)), send(4, (Y, 1, 2)),
+                   poll(2, {X: [(0, 1), (1, 2), (2, 3)], Y: [(0, 1), (1, 2), (2, 3)]}))
+    assert check(through)["anomaly_types"] == ["G0"]
+    assert check(through)["anomalies"]["G0"][0]["indexes"] == [c(0), c(2)]
