@@ -298,6 +298,7 @@ def write_report(run_dir: str) -> str:
 
 def _html(result, run, windows, plots, key_plots) -> str:
     from chaos.checker import _allowed
+    from chaos.workloads import WORKLOAD_ANOMALIES
     esc = html.escape
     valid = result.get("valid")
     verdict = {True: "VALID", False: "INVALID"}.get(valid, "UNKNOWN")
@@ -331,8 +332,10 @@ def _html(result, run, windows, plots, key_plots) -> str:
     for name in names:
         evs = result["anomalies"].get(name, [])
         tag = " (allowed by Kafka's model: reported, not fatal)" if _allowed(name, evs) else ""
-        parts.append(f"<h3>{esc(name)}{tag}: {counts.get(name, len(evs))}</h3><table>"
-                     "<tr><th>key</th><th>evidence</th><th>op indexes</th></tr>")
+        parts.append(f"<h3>{esc(name)}{tag}: {counts.get(name, len(evs))}</h3>")
+        if name in WORKLOAD_ANOMALIES:
+            parts.append(f"<p>{esc(WORKLOAD_ANOMALIES[name])} (the workload's own check: docs/checks.md)</p>")
+        parts.append("<table><tr><th>key</th><th>evidence</th><th>op indexes</th></tr>")
         for ev in evs[:MAX_EVIDENCE_ROWS]:
             rest = {k: v for k, v in ev.items() if k not in ("key", "indexes")}
             parts.append(f"<tr><td>{esc(str(ev.get('key', '')))}</td><td><code>"

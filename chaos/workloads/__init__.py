@@ -14,8 +14,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Outcome", "WORKLOADS", "key_tp", "make_keys", "make_workload", "op_weights", "pick_op", "send_op",
-           "tp_key"]
+__all__ = ["WORKLOADS", "WORKLOAD_ANOMALIES", "Outcome", "key_tp", "make_keys", "make_workload", "op_weights",
+           "pick_op", "send_op", "tp_key"]
 
 
 @dataclass(slots=True)
@@ -93,4 +93,12 @@ WORKLOADS = {
     "txn": "chaos.workloads.txn:TxnWorkload",
     "group": "chaos.workloads.group:GroupWorkload",
     "eos": "chaos.workloads.eos:EosWorkload",
+}
+
+# Anomalies that workloads' own checks name, beyond HISTORY.md's (docs/checks.md).
+WORKLOAD_ANOMALIES = {
+    "eos-missing": "an input below the group's committed offset never reached the output",
+    "eos-duplicate": "one input at two or more output offsets",
+    "eos-beyond-committed": "an input at or past the committed offset is in the output",
+    "group-skip": "the group committed past offsets of a key that no member of it had read",
 }

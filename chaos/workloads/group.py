@@ -8,6 +8,15 @@ carry the `"group"` field (HISTORY.md). Rebalances legitimately move a
 member's position, so the checker allows poll-skip / nonmonotonic-poll under
 subscribe; what it checks here is offset-regression and the log anomalies.
 
+Its own check (`check`, beyond HISTORY.md's list, as eos has one), on the
+history after the standard checker:
+
+- `group-skip`: the group committed (an ok `commit`, or a `committed` answer)
+  an offset past a known offset of that key that no member of the group had
+  read by then: consumption was skipped, and a restarted member would never
+  process that record. Known offsets come from every op (ok sends, any poll,
+  the final read); members are the processes under `subscribe`.
+
 A commit's offsets are the consumer's positions when the op starts: the
 runner asks the client (`prepare`) before recording the invoke.
 """
@@ -20,7 +29,11 @@ from chaos.workloads import Outcome, key_tp, op_weights, pick_op, send_op, tp_ke
 from chaos.workloads.log import LogClient, LogWorkload
 from client.common import errors
 
-__all__ = ["DEFAULT_GROUP_WEIGHTS", "GroupClient", "GroupGenerator", "GroupWorkload"]
+__all__ = ["DEFAULT_GROUP_WEIGHTS", "GROUP_ANOMALIES", "GroupClient", "GroupGenerator", "GroupWorkload",
+           "check_group_commits"]
+
+GROUP_ANOMALIES = ("group-skip",)
+MAX_SKIPPED = 32
 
 DEFAULT_GROUP_WEIGHTS = {"send": 5.0, "poll": 4.0, "commit": 1.5, "committed": 0.7, "subscribe": 0.2,
                          "crash": 0.1}
@@ -169,3 +182,95 @@ class GroupWorkload(LogWorkload):
 
     def final_ops(self) -> list[tuple[str, Any, dict]]:
         return [("committed", list(self.keys), {"group": self.group})]
+
+    def check(self, history: list[dict]) -> tuple[dict[str, list[dict]], dict]:
+        return check_group_commits(history, self.group)
+
+
+def _reads(value) -> dict:
+    """{key: [[offset, v], ...]} of every poll inside an op's value."""
+    out: dict = {}
+    if isinstance(value, list):
+        for mop in value:
+            if isinstance(mop, list) and len(mop) > 1 and mop[0] == "poll" and isinstance(mop[1], dict):
+                for k, pairs in mop[1].items():
+                    out.setdefault(k, []).extend(pairs)
+    return out
+
+
+def _known_offsets(history: list[dict]) -> dict[str, dict[int, Any]]:
+    """key -> offset -> value, from ok sends that name their offset and from every poll."""
+    known: dict[str, dict[int, Any]] = {}
+    for op in history:
+        if op.get("process") == "nemesis" or op.get("type") == "invoke":
+            continue
+        value = op.get("value")
+        if not isinstance(value, list):
+            continue
+        for mop in value:
+            if (op.get("type") == "ok" and isinstance(mop, list) and len(mop) > 2 and mop[0] == "send"
+                    and isinstance(mop[2], list) and mop[2][0] is not None):
+                known.setdefault(mop[1], {}).setdefault(mop[2][0], mop[2][1])
+        for k, pairs in _reads(value).items():
+            log = known.setdefault(k, {})
+            for off, v in pairs:
+                if off is not None:
+                    log.setdefault(off, v)
+    return known
+
+
+def check_group_commits(history: list[dict], group: str) -> tuple[dict[str, list[dict]], dict]:
+    """(`group-skip` evidence, stats); reads only the history.
+
+    In history order: members' reads (any op type: a poll moves the consumer whatever the op's outcome)
+    accumulate; each ok `commit` of `group` and each ok `committed` answer for it must not pass a
+    known offset that no member had read by then. Each skipped offset is reported once, at the first
+    commit past it. Commits without a `"group"` are the history's one group (HISTORY.md)."""
+    known = _known_offsets(history)
+    order = {k: sorted(log) for k, log in known.items()}
+    cursor = dict.fromkeys(order, 0)  # key -> how many of its known offsets are settled
+    read: dict[str, set] = {}  # key -> offsets members read so far
+    member: dict[Any, bool] = {}  # process -> under subscribe
+    pending: dict[Any, dict] = {}  # process -> its open invoke
+    out: dict[str, list[dict]] = {}
+    stats = {"commits_checked": 0, "offsets_verified": 0, "offsets_skipped": 0}
+    for pos, op in enumerate(history):
+        proc, typ, f = op.get("process"), op.get("type"), op.get("f")
+        if proc == "nemesis":
+            continue
+        if typ == "invoke":
+            pending[proc] = op
+            if f in ("subscribe", "assign"):
+                member[proc] = f == "subscribe"
+            continue
+        inv = pending.pop(proc, None) or {}
+        if member.get(proc):
+            for k, pairs in _reads(op.get("value")).items():
+                read.setdefault(k, set()).update(off for off, _ in pairs if off is not None)
+        if typ != "ok" or f not in ("commit", "committed"):
+            continue
+        g = op.get("group", inv.get("group"))
+        value = op.get("value")
+        if g not in (group, None) or not isinstance(value, dict):
+            continue
+        stats["commits_checked"] += 1
+        for k, committed in sorted(value.items()):
+            offs = order.get(k)
+            if committed is None or not offs:
+                continue
+            i, skipped = cursor[k], []
+            have = read.get(k, ())
+            while i < len(offs) and offs[i] < committed:
+                if offs[i] in have:
+                    stats["offsets_verified"] += 1
+                else:
+                    skipped.append(offs[i])
+                i += 1
+            cursor[k] = i
+            if skipped:
+                stats["offsets_skipped"] += len(skipped)
+                out.setdefault("group-skip", []).append({
+                    "key": k, "group": group, "f": f, "committed_offset": committed, "count": len(skipped),
+                    "skipped": [[o, known[k][o]] for o in skipped[:MAX_SKIPPED]],
+                    "indexes": [op.get("index", pos)]})
+    return out, stats

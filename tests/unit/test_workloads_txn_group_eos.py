@@ -1,4 +1,5 @@
-"""The txn, group and eos generators (pure, seeded) and the eos exactly-once check."""
+"""The txn, group and eos generators (pure, seeded), the eos exactly-once check and the group's
+group-skip check."""
 from __future__ import annotations
 
 import random
@@ -7,7 +8,7 @@ import pytest
 
 from chaos.workloads import make_workload
 from chaos.workloads.eos import STRIDE, EosGenerator, check_exactly_once
-from chaos.workloads.group import GroupGenerator
+from chaos.workloads.group import GroupGenerator, check_group_commits
 from chaos.workloads.txn import TxnGenerator
 
 KEYS = ["t0/0", "t0/1", "t0/2"]
@@ -120,3 +121,129 @@ def test_exactly_once_check(outputs, committed, found):
 def test_exactly_once_check_says_nothing_without_committed_offsets():
     anomalies, stats = check_exactly_once([_poll({"in/0": [[0, 1]]}, 0)], "in", "out", "g")
     assert anomalies == {} and stats["committed"] is None
+
+
+# -- group-skip: a group commits past offsets no member of it read
+
+X = "t0/0"
+
+
+class _H:
+    """A history built op by op: pairs of invoke / completion, indexes in file order."""
+
+    def __init__(self):
+        self.ops = []
+
+    def op(self, process, f, inv_value, typ, value, **extra):
+        for t, v in (("invoke", inv_value), (typ, value)):
+            self.ops.append({"index": len(self.ops), "process": process, "type": t, "f": f, "value": v, **extra})
+        return len(self.ops) - 1  # the completion's index
+
+    def send(self, process, *pairs):
+        return self.op(process, "send", [["send", X, v] for _, v in pairs], "ok",
+                       [["send", X, [o, v]] for o, v in pairs])
+
+    def poll(self, process, *pairs, typ="ok"):
+        return self.op(process, "poll", [["poll"]], typ, [["poll", {X: [list(p) for p in pairs]}]])
+
+    def subscribe(self, process):
+        return self.op(process, "subscribe", [X], "ok", [X])
+
+    def assign(self, process):
+        return self.op(process, "assign", [X], "ok", [X], seek_to_beginning=True)
+
+    def commit(self, process, offset, group="g", typ="ok"):
+        return self.op(process, "commit", {X: offset}, typ, {X: offset}, group=group)
+
+    def committed(self, process, offset, group="g"):
+        return self.op(process, "committed", [X], "ok", {X: offset}, group=group)
+
+
+def _log3(h):
+    h.send(0, (0, 1), (1, 2), (2, 3))
+
+
+def test_group_commit_after_members_read_everything_below_it_is_clean():
+    h = _H()
+    _log3(h)
+    h.subscribe(1)
+    h.subscribe(2)
+    h.poll(1, (0, 1))
+    h.poll(2, (1, 2), (2, 3))  # another member read the rest (after a rebalance)
+    h.commit(1, 3)
+    h.committed(5, 3)
+    found, stats = check_group_commits(h.ops, "g")
+    assert found == {}
+    assert stats == {"commits_checked": 2, "offsets_verified": 3, "offsets_skipped": 0}
+
+
+def test_group_commit_past_unread_offsets_is_a_group_skip():
+    h = _H()
+    _log3(h)
+    h.subscribe(1)
+    h.poll(1, (0, 1))
+    at = h.commit(1, 3)  # offsets 1 and 2 were never read by a member
+    h.poll(1, (1, 2), (2, 3))  # read after the commit: too late
+    h.commit(1, 3)  # reported once, at the first commit past them
+    h.assign(7)
+    h.poll(7, (0, 1), (1, 2), (2, 3))  # the final read is no member
+    found, stats = check_group_commits(h.ops, "g")
+    (ev,) = found["group-skip"]
+    assert (ev["key"], ev["committed_offset"], ev["count"], ev["skipped"]) == (X, 3, 2, [[1, 2], [2, 3]])
+    assert ev["indexes"] == [at] and ev["f"] == "commit" and ev["group"] == "g"
+    assert stats["offsets_skipped"] == 2
+
+
+def test_group_skip_counts_only_members_of_the_group():
+    h = _H()
+    _log3(h)
+    h.assign(1)
+    h.poll(1, (0, 1), (1, 2), (2, 3))  # a plain consumer read it all ...
+    h.subscribe(2)
+    at = h.commit(2, 3)  # ... yet the group's member commits without reading
+    assert [ev["indexes"] for ev in check_group_commits(h.ops, "g")[0]["group-skip"]] == [[at]]
+    # g's commit says nothing about another group; a commit without a group field is the one group's.
+    assert check_group_commits(h.ops, "other")[0] == {}
+    at = h.op(2, "commit", {X: 3}, "ok", {X: 3})
+    assert [ev["indexes"] for ev in check_group_commits(h.ops, "other")[0]["group-skip"]] == [[at]]
+
+
+def test_group_skip_seen_in_a_committed_answer():
+    # A commit of unknown outcome (info) landed: the coordinator answers 3, no member read 1..2.
+    h = _H()
+    _log3(h)
+    h.subscribe(1)
+    h.poll(1, (0, 1))
+    h.commit(1, 3, typ="info")
+    at = h.committed(5, 3)
+    (ev,) = check_group_commits(h.ops, "g")[0]["group-skip"]
+    assert ev["indexes"] == [at] and ev["f"] == "committed"
+
+
+def test_a_members_poll_of_unknown_outcome_still_moved_it():
+    h = _H()
+    _log3(h)
+    h.subscribe(1)
+    h.poll(1, (0, 1), (1, 2), (2, 3), typ="info")
+    h.subscribe(11)
+    h.commit(11, 3)
+    assert check_group_commits(h.ops, "g")[0] == {}
+
+
+def test_group_workload_check_turns_a_group_skip_into_an_invalid_verdict():
+    from chaos.checker import check
+    from chaos.run import _workload_check, verdict_of
+    h = _H()
+    _log3(h)
+    h.subscribe(1)
+    h.poll(1, (0, 1))
+    h.commit(1, 3)
+    h.assign(7)
+    h.poll(7, (0, 1), (1, 2), (2, 3))
+    result = check(h.ops)
+    assert result["valid"] is True  # HISTORY.md's anomalies do not see it
+    workload = make_workload("group", {"group": "g"}, [("t0", 1)])
+    notes = []
+    _workload_check(workload, h.ops, result, notes)
+    assert result["valid"] is False and verdict_of(result) == "group-skip" and notes == []
+    assert result["stats"]["anomaly_counts"]["group-skip"] == 1
