@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from chaos.cli_common import control_options, control_settings
+
 
 @click.command("run")
 @click.argument("experiment", required=False)
@@ -19,6 +21,7 @@ import click
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/NAME-TIME-seedN); with --all, "
                                                      "the parent of one folder per experiment.")
 @click.option("--no-progress", is_flag=True, help="No live display.")
+@control_options
 def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progress) -> None:
     """Run EXPERIMENT (a name from chaos/experiments or a YAML path; default: safe) and check it.
 
@@ -46,7 +49,7 @@ def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progre
         sys.exit(0 if ok else 1)
     exp = load_experiment(experiment)
     outcome = run_experiment(exp, seed=seed, duration_s=duration, bootstrap=bootstrap, out_dir=out_dir,
-                             progress=not no_progress)
+                             progress=not no_progress, **control_settings())
     verdict = {True: "VALID", False: "INVALID"}.get(outcome.result["valid"], "UNKNOWN")
     click.echo(f"verdict: {verdict} ({outcome.verdict}); expected {describe_expect(exp['expect'])}: "
                f"{'as expected' if outcome.behaved else 'NOT as expected'}")

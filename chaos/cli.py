@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from chaos.checker import run_check
+from chaos.cli_common import control_options, control_settings
 
 
 @click.command("check")
@@ -20,14 +21,16 @@ def check(history: str, as_json: bool) -> None:
 
 # -- brokerlab chaos ... : faults on a running cluster, through its agents ------------------------
 
-_BOOTSTRAP = click.option("--bootstrap-server", "bootstrap", envvar="BROKERLAB_BOOTSTRAP", default="127.0.0.1:9100",
-                          show_default=True, help="Any node of the cluster (default $BROKERLAB_BOOTSTRAP).")
+def _BOOTSTRAP(f):
+    f = click.option("--bootstrap-server", "bootstrap", envvar="BROKERLAB_BOOTSTRAP", default="127.0.0.1:9100",
+                     show_default=True, help="Any node of the cluster (default $BROKERLAB_BOOTSTRAP).")(f)
+    return control_options(f)
 
 
 def _controller(bootstrap: str):
     from chaos.controller import ChaosController
 
-    return ChaosController(bootstrap)
+    return ChaosController(bootstrap, **control_settings())
 
 
 def _nodes_arg(ctx, param, value):

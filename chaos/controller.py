@@ -22,6 +22,7 @@ from client.common.pb import agent_pb2 as apb
 from client.common.pb import agent_pb2_grpc as agrpc
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
+from node.auth import ResolvedToken, call_metadata, resolve_token
 from node.faults import HEARTBEAT_METHODS, Rule, rules_from_pb, rules_to_pb
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,25 @@ def parse_link(link: str) -> tuple[str, str]:
 
 
 class ChaosController:
-    def __init__(self, bootstrap: str, state_path: str | None = None, rpc_timeout_s: float = 5.0):
+    def __init__(self, bootstrap: str, state_path: str | None = None, rpc_timeout_s: float = 5.0, *,
+                 control_token: str | None = None, data_dir: str | None = None):
+        """control_token: the cluster's (node.auth); default $BROKERLAB_CONTROL_TOKEN, else
+        `<data_dir>/control-token` (data_dir default .brokerlab, where `brokerlab up` and the Procfile put it)."""
         self.bootstrap = bootstrap
         self.state_path = state_path or default_state_path()
         self.rpc_timeout_s = rpc_timeout_s
-        self.pool = ChannelPool("chaos")
+        self._token_args = (control_token, data_dir)
+        self._token = resolve_token(control_token, data_dir)
+        self.pool = ChannelPool("chaos", metadata=lambda: call_metadata(self.token.token))
         self.nodes: dict[str, NodeInfo] = {}
         self.last_metadata: mpb.MetadataResponse | None = None
+
+    @property
+    def token(self) -> ResolvedToken:
+        """The control token; looked for again until found (the cluster may write it after we start)."""
+        if self._token.token is None:
+            self._token = resolve_token(*self._token_args)
+        return self._token
 
     # -- discovery -------------------------------------------------------
     def _load_state(self) -> dict:
@@ -144,6 +157,9 @@ class ChaosController:
             return getattr(stub, method)(request if request is not None else apb.AgentRequest(node=name),
                                          timeout=timeout_s or self.rpc_timeout_s)
         except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise ChaosError(f"{method} {name}: agent {info.agent} refused: {e.details()} "
+                                 f"(token from {self.token.source})") from None
             raise ChaosError(f"{method} {name}: agent {info.agent} did not answer ({e.code().name})") from None
 
     def _process(self, method: str, names: list[str], timeout_s: float = 30.0) -> list[dict]:

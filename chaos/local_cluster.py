@@ -109,7 +109,8 @@ class LocalCluster:
                 c.agents[name] = Agent(name, "coordinator" if i == 0 else "broker", node_id=i, host=self.host,
                                        port=port, data_dir=os.path.join(self.data_dir, name),
                                        coordinator=coordinator if i else "", configs=self.configs,
-                                       log_path=os.path.join(logs, f"{name}.log"), env=c.env)
+                                       log_path=os.path.join(logs, f"{name}.log"), env=c.env,
+                                       control_token=c.ensure_control_token())
             try:
                 for a in c.agents.values():
                     a.start()
@@ -124,7 +125,8 @@ class LocalCluster:
                 for name in c.agents:  # the coordinator must not remember the old addresses
                     shutil.rmtree(os.path.join(self.data_dir, name), ignore_errors=True)
         self._chaos = ChaosController(self.bootstrap_servers,
-                                      state_path=os.path.join(self.data_dir, "chaos-agents.json"))
+                                      state_path=os.path.join(self.data_dir, "chaos-agents.json"),
+                                      control_token=c.control_token)
         self._chaos.nodes = {n: NodeInfo(n, a.address, a.agent_address) for n, a in c.agents.items()}
 
     def _start_reaper(self) -> None:

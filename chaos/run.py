@@ -163,7 +163,9 @@ def default_run_dir(name: str, seed: int) -> str:
 
 def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | None = None,
                    bootstrap: str | None = None, out_dir: str | None = None, progress: bool = True,
-                   echo=print) -> RunOutcome:
+                   echo=print, control_token: str | None = None, data_dir: str | None = None) -> RunOutcome:
+    """control_token / data_dir: for a running cluster (bootstrap), where its control token is
+    (ChaosController); a cluster this run starts uses its own."""
     started = time.monotonic()
     if seed is None:
         raw_seed = exp["raw"].get("seed")
@@ -203,7 +205,10 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
             client_bootstrap = cluster.all_servers
         from chaos.controller import ChaosController
         from chaos.nemesis import Nemesis
-        controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"))
+        if cluster is not None:
+            control_token = cluster.control_token
+        controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"),
+                                     control_token=control_token, data_dir=data_dir)
         controller.discover()
         _create_topics(bootstrap, topics)
         failed = _steady_state(spec, controller, "before the method")

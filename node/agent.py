@@ -20,8 +20,9 @@ import grpc
 from client.common.network import ChannelPool
 from client.common.pb import agent_pb2 as apb
 from client.common.pb import agent_pb2_grpc as agrpc
+from node.auth import TOKEN_ENV, ControlAuthInterceptor, call_metadata
 from node.faults import faults_env
-from node.rpc import create_server
+from node.rpc import advertisable_host, create_server
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,16 @@ def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, c
 class Agent:
     def __init__(self, name: str, kind: str, *, node_id: int = 0, host: str = "127.0.0.1", port: int = 0,
                  data_dir: str, coordinator: str = "", configs: dict | None = None, log_path: str | None = None,
-                 agent_host: str = "127.0.0.1", agent_port: int = 0, env: dict | None = None):
+                 agent_host: str | None = None, agent_port: int = 0, env: dict | None = None,
+                 control_token: str):
+        """control_token: the cluster's (node.auth): required on every call to this agent, handed to the node."""
+        if not control_token:
+            raise ValueError(f"agent {name}: a control token is required (node.auth.ensure_token)")
         self.name, self.kind = name, kind
         self.node_id = node_id
-        self.host, self.port = host, port
+        # The agent binds the node's host: its address is advertised in the metadata.
+        agent_host = advertisable_host(agent_host or host, f"{name}'s agent host")
+        self.host, self.port = advertisable_host(host, f"{name}'s host"), port
         self.data_dir = data_dir
         self.coordinator = coordinator
         self.configs = dict(configs or {})
@@ -57,8 +64,11 @@ class Agent:
         self.restarts = 0
         self.exit_code = 0
         self.faults = apb.FaultRules()
-        self.pool = ChannelPool(f"agent:{name}")
-        self.server, self.agent_port = create_server(agent_host, agent_port, self._register, max_workers=8)
+        self._control_token = control_token
+        self.pool = ChannelPool(f"agent:{name}", metadata=call_metadata(control_token))
+        self.server, self.agent_port = create_server(agent_host, agent_port, self._register,
+                                                     interceptors=[ControlAuthInterceptor(control_token)],
+                                                     max_workers=8)
         self.agent_address = f"{agent_host}:{self.agent_port}"
         self._closing = False
         threading.Thread(target=self._watch, name=f"agent-watch-{name}", daemon=True).start()
@@ -82,7 +92,8 @@ class Agent:
             argv = node_argv(self.kind, node_id=self.node_id, host=self.host, port=self.port,
                              data_dir=self.data_dir, coordinator=self.coordinator, configs=self.configs,
                              agent=self.agent_address)
-            env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults)}
+            env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults),
+                   TOKEN_ENV: self._control_token}
             logf = open(self.log_path, "ab")
             self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)

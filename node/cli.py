@@ -24,7 +24,12 @@ from node.main import parse_configs, run_node
 def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool) -> None:
     """Start a coordinator and N brokers, each a process under its own agent; Ctrl-C stops them."""
     from node.cluster import FAST_CONFIGS, Cluster
+    from node.rpc import advertisable_host
 
+    try:
+        advertisable_host(host, "--host")
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--host") from None
     cfg = dict(FAST_CONFIGS) if fast else {}
     cfg.update(parse_configs(configs))
     cluster = Cluster(data_dir, brokers=brokers, port=port, host=host, configs=cfg)
@@ -35,7 +40,8 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool) -
     try:
         agents = ", ".join(f"{a.name}={a.agent_address}" for a in cluster.agents.values())
         click.echo(f"brokerlab cluster ready: bootstrap {cluster.bootstrap_servers} "
-                   f"({brokers} brokers, data dir {os.path.abspath(data_dir)}; agents {agents})", )
+                   f"({brokers} brokers, data dir {os.path.abspath(data_dir)}; agents {agents}; "
+                   f"control token in {os.path.join(data_dir, 'control-token')})")
         sys.stdout.flush()
         while not done.wait(0.5):
             pass
@@ -72,9 +78,15 @@ def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs) -
 @click.option("--coordinator", default="127.0.0.1:9100", show_default=True)
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE")
 @click.option("--fast/--kafka-timeouts", default=True, show_default=True)
-def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, configs, fast) -> None:
+@click.option("--control-token-file", default=".brokerlab/control-token", show_default=True,
+              type=click.Path(dir_okay=False),
+              help="The cluster's control token, shared by every agent (created by the first one to start); "
+                   "$BROKERLAB_CONTROL_TOKEN, when set, is used instead.")
+def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, configs, fast,
+              control_token_file) -> None:
     """Supervise one node (a Procfile entry): start it, restart it on command, outlive it."""
     from node.agent import Agent
+    from node.auth import TOKEN_ENV, ensure_token
     from node.cluster import FAST_CONFIGS
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s agent %(levelname)s %(message)s")
@@ -83,8 +95,13 @@ def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, conf
     name = "coordinator" if kind == "coordinator" else f"broker-{node_id}"
     if kind == "broker" and node_id < 1:
         raise click.BadParameter("brokers need --id N (N >= 1)", param_hint="--id")
-    a = Agent(name, kind, node_id=node_id, host=host, port=port, data_dir=data_dir, coordinator=coordinator,
-              configs=cfg, log_path=os.path.join(data_dir, f"{name}.log"), agent_host=host, agent_port=agent_port)
+    token = os.environ.get(TOKEN_ENV, "").strip() or ensure_token(control_token_file)
+    try:
+        a = Agent(name, kind, node_id=node_id, host=host, port=port, data_dir=data_dir, coordinator=coordinator,
+                  configs=cfg, log_path=os.path.join(data_dir, f"{name}.log"), agent_host=host,
+                  agent_port=agent_port, control_token=token)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--host") from None
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *x: done.set())
     signal.signal(signal.SIGINT, lambda *x: done.set())

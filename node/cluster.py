@@ -15,6 +15,7 @@ from client.common.network import ChannelPool
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.agent import Agent
+from node.auth import ensure_token, token_path
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ class Cluster:
         self.env = dict(env or {})
         self.agents: dict[str, Agent] = {}
         self.pool = ChannelPool("cluster")
+        self.control_token: str | None = None  # set by start(): <data_dir>/control-token
+
+    def ensure_control_token(self) -> str:
+        """The cluster's control token (node.auth), created in the data dir if it has none yet."""
+        if self.control_token is None:
+            self.control_token = ensure_token(token_path(self.data_dir))
+        return self.control_token
 
     @property
     def coordinator(self) -> Agent:
@@ -69,10 +77,11 @@ class Cluster:
         os.makedirs(self.data_dir, exist_ok=True)
         logs = os.path.join(self.data_dir, "logs")
         os.makedirs(logs, exist_ok=True)
+        token = self.ensure_control_token()
         try:
             coord = Agent("coordinator", "coordinator", host=self.host, port=self.base_port,
                           data_dir=os.path.join(self.data_dir, "coordinator"), configs=self.configs,
-                          log_path=os.path.join(logs, "coordinator.log"), env=self.env)
+                          log_path=os.path.join(logs, "coordinator.log"), env=self.env, control_token=token)
             self.agents["coordinator"] = coord
             coord.start()
             for i in range(1, self.n_brokers + 1):
@@ -80,7 +89,8 @@ class Cluster:
                 a = Agent(name, "broker", node_id=i, host=self.host,
                           port=self.base_port + i if self.base_port else 0,
                           data_dir=os.path.join(self.data_dir, name), coordinator=coord.address,
-                          configs=self.configs, log_path=os.path.join(logs, f"{name}.log"), env=self.env)
+                          configs=self.configs, log_path=os.path.join(logs, f"{name}.log"), env=self.env,
+                          control_token=token)
                 self.agents[name] = a
             for name in self.broker_names():
                 self.agents[name].start()

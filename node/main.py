@@ -30,9 +30,12 @@ def setup_logging(name: str, level: str = "INFO") -> None:
 
 def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str,
              configs: dict, agent: str = "") -> int:
+    from node.auth import TOKEN_ENV, ControlAuthInterceptor
     from node.faults import FaultState, register_fault_service
+    from node.rpc import advertisable_host
 
     name = "coordinator" if kind == "coordinator" else f"broker-{node_id}"
+    host = advertisable_host(host, f"{name}'s --host")
     setup_logging(name, os.environ.get("BROKERLAB_LOG_LEVEL", "INFO"))
     os.makedirs(data_dir, exist_ok=True)
     config = BrokerConfig.from_props(configs)
@@ -55,7 +58,9 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         register(server)
         register_fault_service(server, faults)
 
-    server, bound = create_server(host, port, register_all, interceptors=[faults.server_interceptor()])
+    # The fault service obeys only callers with the cluster's control token (its agent hands it over).
+    auth = ControlAuthInterceptor(os.environ.get(TOKEN_ENV, "").strip() or None)
+    server, bound = create_server(host, port, register_all, interceptors=[auth, faults.server_interceptor()])
     node.port = bound
     with open(os.path.join(data_dir, "port"), "w") as f:
         f.write(str(bound))

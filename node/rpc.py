@@ -7,6 +7,16 @@ import grpc
 
 from client.common.network import CHANNEL_OPTIONS
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
+
+
+def advertisable_host(host: str, what: str) -> str:
+    """`host` unless it is a wildcard: a node's and an agent's host is also the address others dial."""
+    if host in WILDCARD_HOSTS:
+        raise ValueError(f"{what} is '{host}', which binds every interface but is no address to advertise: "
+                         f"give this machine's host name or IP (e.g. 127.0.0.1)")
+    return host
+
 
 def create_server(host: str, port: int, register, interceptors=(), max_workers: int = 64):
     """Binds `host:port` (0 picks a free port) and returns (server, port); `register(server)` adds servicers."""

@@ -89,6 +89,7 @@ def procfile_cluster(tmp_path):
     """The repo's Procfile under honcho, on free ports with its data in tmp_path; yields (proc, ports).
 
     ports[0] is the coordinator's, ports[1:4] the brokers', ports[4:8] their agents' (as 9100-3 / 9200-3).
+    The agents share tmp_path/control-token, so ChaosController(..., data_dir=tmp_path) finds the token.
     """
     with open(os.path.join(ROOT, "Procfile")) as f:
         text = f.read()
@@ -97,6 +98,7 @@ def procfile_cluster(tmp_path):
     mapping.update({str(9200 + i): str(ports[4 + i]) for i in range(4)})
     text = re.sub(r"\b(9[12]0[0-3])\b", lambda m: mapping[m.group(1)], text)
     text = text.replace(".brokerlab/procfile", str(tmp_path / "pf"))
+    text = text.replace(".brokerlab/control-token", str(tmp_path / "control-token"))
     text = text.replace("brokerlab agent", f"{sys.executable} -m brokerlab_cli agent")
     (tmp_path / "Procfile").write_text(text)
     # DEVNULL, not an unread pipe: honcho would block once the pipe buffer filled.

@@ -23,14 +23,18 @@ CHANNEL_OPTIONS = [
 
 
 class _SourceInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    def __init__(self, source: str):
-        self._md = (("x-src", source),)
+    def __init__(self, source: str, metadata=()):
+        self._src = (("x-src", source),)
+        self._extra = metadata if callable(metadata) else (lambda md=tuple(metadata): md)
+
+    def _metadata(self, details):
+        return tuple(details.metadata or ()) + self._src + tuple(self._extra())
 
     def intercept_unary_unary(self, continuation, details, request):
-        return continuation(_Details(details, tuple(details.metadata or ()) + self._md), request)
+        return continuation(_Details(details, self._metadata(details)), request)
 
     def intercept_unary_stream(self, continuation, details, request):
-        return continuation(_Details(details, tuple(details.metadata or ()) + self._md), request)
+        return continuation(_Details(details, self._metadata(details)), request)
 
 
 class _Details(grpc.ClientCallDetails):
@@ -44,11 +48,13 @@ class _Details(grpc.ClientCallDetails):
 
 
 class ChannelPool:
-    """Channels by address. `extra_interceptors` lets a node add its outbound fault rules."""
+    """Channels by address. `metadata` (pairs, or a function returning them) goes with every call: the
+    control token of an agent's or the chaos controller's calls. `extra_interceptors` lets a node add its
+    outbound fault rules."""
 
-    def __init__(self, source: str, extra_interceptors=()):
+    def __init__(self, source: str, extra_interceptors=(), metadata=()):
         self.source = source
-        self._interceptors = [_SourceInterceptor(source), *extra_interceptors]
+        self._interceptors = [_SourceInterceptor(source, metadata), *extra_interceptors]
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 

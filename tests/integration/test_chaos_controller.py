@@ -25,9 +25,12 @@ from tests.helpers import ROOT, procfile_cluster, wait_until
 CLI = [sys.executable, "-m", "brokerlab_cli"]
 
 
-def chaos_cli(args, bootstrap, state):
+def chaos_cli(args, bootstrap, state, data_dir):
+    """The CLI as a user runs it: the control token comes from the cluster's data dir, never typed."""
     env = {**os.environ, "BROKERLAB_BOOTSTRAP": bootstrap, "BROKERLAB_CHAOS_STATE": state}
-    return subprocess.run(CLI + ["chaos", *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    env.pop("BROKERLAB_CONTROL_TOKEN", None)
+    return subprocess.run(CLI + ["chaos", *args, "--data-dir", str(data_dir)], capture_output=True, text=True, check=False,
+                          env=env, timeout=120, cwd=ROOT)
 
 
 def partition_state(ctl, topic, p=0):
@@ -57,7 +60,7 @@ def test_procfile_kill_and_restart_broker_and_coordinator(tmp_path):
     with procfile_cluster(tmp_path) as (proc, ports):
         bs = f"127.0.0.1:{ports[0]}"
         state = str(tmp_path / "chaos-agents.json")
-        ctl = ChaosController(bs, state_path=state)
+        ctl = ChaosController(bs, state_path=state, data_dir=str(tmp_path))
         try:
             wait_until(lambda: len(ctl.discover()) == 4 and ctl.healthy(), 60, what="the Procfile cluster")
             assert ctl.node("coordinator").agent == f"127.0.0.1:{ports[4]}"
@@ -66,22 +69,22 @@ def test_procfile_kill_and_restart_broker_and_coordinator(tmp_path):
             wait_until(ctl.healthy, 30, what="topic pf fully replicated")
 
             # A broker: killed through its agent (CLI), the Procfile entry stays up, the node comes back.
-            r = chaos_cli(["kill", "broker-2"], bs, state)
+            r = chaos_cli(["kill", "broker-2"], bs, state, tmp_path)
             assert r.returncode == 0 and "broker-2: killed" in r.stdout, r.stderr
             wait_until(lambda: "broker-2" in fenced(ctl), 20, what="broker-2 fenced after kill")
             assert proc.poll() is None and ctl.status()["nodes"][1]["state"] == "killed"
-            r = chaos_cli(["restart", "broker-2"], bs, state)
+            r = chaos_cli(["restart", "broker-2"], bs, state, tmp_path)
             assert r.returncode == 0 and "broker-2: running" in r.stdout, r.stderr
             wait_until(ctl.healthy, 60, what="broker-2 back in every ISR")
 
             # The coordinator: a fresh controller (another CLI call) still finds its agent from the state file.
-            r = chaos_cli(["kill", "coordinator"], bs, state)
+            r = chaos_cli(["kill", "coordinator"], bs, state, tmp_path)
             assert r.returncode == 0, r.stderr
-            r = chaos_cli(["status"], bs, state)
+            r = chaos_cli(["status"], bs, state, tmp_path)
             assert r.returncode == 0, r.stderr
             assert re.search(r"coordinator\s+killed", r.stdout), r.stdout  # metadata now from a broker's cache
             assert proc.poll() is None
-            r = chaos_cli(["start", "coordinator"], bs, state)
+            r = chaos_cli(["start", "coordinator"], bs, state, tmp_path)
             assert r.returncode == 0 and "coordinator: running" in r.stdout, r.stderr
             wait_until(ctl.healthy, 60, what="brokers rejoined the restarted coordinator")
             with Producer({"bootstrap.servers": bs, "acks": "all"}) as p:
@@ -99,7 +102,8 @@ def test_procfile_kill_and_restart_broker_and_coordinator(tmp_path):
 def chaos_cluster():
     tmp = tempfile.mkdtemp(prefix="brokerlab-chaos-")
     c = Cluster(tmp, brokers=3, port=0, configs=dict(FAST_CONFIGS)).start()
-    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp, "chaos-agents.json"))
+    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp, "chaos-agents.json"),
+                          control_token=c.control_token)
     ctl.discover()
     yield c, ctl
     ctl.close()
@@ -253,7 +257,7 @@ def test_chaos_heal_cli_leaves_every_isr_full(env):
     wait_until(lambda: not ctl.healthy(), 20, what="the cluster degraded")
     st = ctl.status()
     assert {r["node"]: r["state"] for r in st["nodes"]}["broker-2"] == "killed" and st["under_replicated"]
-    r = chaos_cli(["heal", "--wait-s", "60"], bs, ctl.state_path)
+    r = chaos_cli(["heal", "--wait-s", "60"], bs, ctl.state_path, c.data_dir)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resumed broker-1" in r.stdout and "started broker-2" in r.stdout
     assert ctl.healthy()

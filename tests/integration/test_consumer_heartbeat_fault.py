@@ -28,7 +28,8 @@ SESSION_MS = 2000
 def chaos_cluster():
     tmp = tempfile.mkdtemp(prefix="brokerlab-hbfault-")
     c = Cluster(tmp, brokers=3, port=0, configs=dict(FAST_CONFIGS)).start()
-    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp, "chaos-agents.json"))
+    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp, "chaos-agents.json"),
+                          control_token=c.control_token)
     try:
         ctl.discover()
         yield c, ctl

@@ -116,7 +116,8 @@ def test_two_of_three_down_acks_all_fails_acks_1_works(cluster):
 def _isolate(cluster, node: str):
     """Cuts `node` off from every other node (clients still reach it), through the chaos controller."""
     from chaos.controller import ChaosController
-    ctl = ChaosController(cluster.bootstrap_servers, state_path=os.path.join(cluster.data_dir, "chaos.json"))
+    ctl = ChaosController(cluster.bootstrap_servers, state_path=os.path.join(cluster.data_dir, "chaos.json"),
+                          control_token=cluster.control_token)
     ctl.discover()
     ctl.isolate(node)
     return ctl
