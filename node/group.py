@@ -942,10 +942,27 @@ class GroupMetadata:
         return group
 
 
+def txn_handed_over_record(group_id: str, transactional_id: str, txn: str) -> dict[str, Any]:
+    """Written with a transaction's offsets: this group has the offsets of `txn` (the coordinator's id
+    for one transaction of `transactional_id`), so a repeat after a restart must not apply them again."""
+    return {"type": "txn_offsets_handed_over", "group_id": group_id, "transactional_id": transactional_id,
+            "txn": txn}
+
+
+def txn_handed_over_from_records(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    out: dict[tuple[str, str], str] = {}
+    for rec in records:
+        if rec.get("type") == "txn_offsets_handed_over":
+            out[(rec["group_id"], rec["transactional_id"])] = rec["txn"]
+    return out
+
+
 def record_key(record: Mapping[str, Any]) -> str:
-    """Compaction key of a `__consumer_offsets` record (group, or group+partition)."""
+    """Compaction key of a `__consumer_offsets` record (group, group+partition, or group+transactional.id)."""
     if record["type"] == "group_metadata":
         return json.dumps(["group_metadata", record["group_id"]])
+    if record["type"] == "txn_offsets_handed_over":
+        return json.dumps(["txn_offsets_handed_over", record["group_id"], record["transactional_id"]])
     return json.dumps(["offset_commit", record["group_id"], record["topic"], int(record["partition"])])
 
 

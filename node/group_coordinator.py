@@ -70,6 +70,9 @@ class GroupCoordinator:
         # Set by the transaction coordinator: (group_id, [(topic, partition)]) -> the partitions a pending
         # transaction holds offsets for (KIP-447's UNSTABLE_OFFSET_COMMIT).
         self.pending_txn_offsets: Callable[[str, list], set] | None = None
+        # (group_id, transactional_id) -> the last transaction of that id whose offsets this group has
+        # (commit_txn_offsets); guarded by lock, rebuilt from the log on load.
+        self.txn_handed_over: dict[tuple[str, str], str] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -138,6 +141,7 @@ class GroupCoordinator:
                 g = G.GroupMetadata.from_records(gid, recs, now, **kwargs)
                 if g is not None:
                     self.groups[gid] = g
+            self.txn_handed_over = G.txn_handed_over_from_records(recs)
         log.info("Finished loading %d records of %s: %d groups", len(recs), OFFSETS_TOPIC, len(self.groups))
         self.loaded.set()
 
@@ -328,20 +332,31 @@ class GroupCoordinator:
             return set()
         return {TopicPartition(*tp) for tp in check(group_id, [tuple(tp) for tp in tps])}
 
-    def commit_txn_offsets(self, group_id: str, offsets: dict) -> None:
+    def commit_txn_offsets(self, group_id: str, offsets: dict, txn: tuple[str, str] | None = None) -> None:
         """A committed transaction's offsets, {(topic, partition): (offset, metadata)}: applied and persisted
-        (acks=all) or a KafkaError. No member / generation check: the transaction's fencing covers it, and
-        the transaction coordinator repeats the call after a restart (idempotent)."""
+        (acks=all) or a KafkaError. No member / generation check: the transaction's fencing covers it.
+
+        `txn` = (transactional_id, the transaction's identity) makes it idempotent across restarts: the
+        transaction coordinator repeats the call after a restart, and by then newer commits may have
+        replaced these offsets. A mark written in the same batch as the offsets records the last
+        transaction of that id handed to this group; a repeat of that transaction changes nothing."""
         self._check_loaded()
         now = self.clock.wall_ms()
         with self.lock:
+            if txn is not None and self.txn_handed_over.get((group_id, txn[0])) == txn[1]:
+                return
             g = self._group(group_id, create=True)
             recs = []
             for (topic, partition), (offset, metadata) in offsets.items():
                 om = G.OffsetAndMetadata(int(offset), metadata or "", now)
                 g.offsets[TopicPartition(topic, partition)] = om
                 recs.append(g._offset_record(topic, partition, om))
+            if txn is not None:
+                recs.append(G.txn_handed_over_record(group_id, *txn))
         self._wait(self._submit([G.PersistOffsets(tuple(recs))]))
+        if txn is not None:
+            with self.lock:  # only once durable: a failed write is retried in full
+                self.txn_handed_over[(group_id, txn[0])] = txn[1]
 
     def txn_offset_commit_error(self, group_id: str, member_id: str, generation_id: int) -> E.KafkaError | None:
         """KIP-447: TxnOffsetCommit from a member that is not in the group's current generation fails."""

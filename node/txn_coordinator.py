@@ -10,7 +10,9 @@ committed offsets to the group coordinator, and aborts timed-out transactions.
 Group coordinator contract (node/group_coordinator.py): `commit_txn_offsets(group_id,
 {(topic, partition): (offset, metadata)})` persists the offsets (acks=all) or
 raises a KafkaError; it is called on commit, before EndTxn is answered and
-before CompleteCommit is written, and again after a restart (idempotent).
+before CompleteCommit is written, and again after a restart. `txn=(transactional_id,
+"pid:epoch:offset of the PrepareCommit record")` names the transaction, so the
+repeat after a restart changes nothing once the group has its offsets.
 `txn_offset_commit_error` is KIP-447's member / generation check. In return
 the group coordinator asks `pending_offsets` which partitions a pending
 transaction holds offsets for, and answers OffsetFetch with require_stable
@@ -58,6 +60,8 @@ class TxnCoordinator:
         self.markers: dict[str, set] = {}                # tid -> partitions still without marker (self.lock)
         self.handed_over: dict = {}                      # tid -> the PrepareCommit record whose offsets the
                                                          # groups have (self.lock)
+        self.prepare_offsets: dict[str, int] = {}        # tid -> offset of its PrepareCommit record in
+                                                         # __transaction_state (self.lock)
         self.loaded = threading.Event()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -91,7 +95,8 @@ class TxnCoordinator:
         entries = self.log.read_all(PARTITION)
         from node.txn import TxnRecord
         txns: dict[str, TransactionMetadata] = {}
-        for _offset, key, value in entries:
+        prepare_offsets: dict[str, int] = {}
+        for offset, key, value in entries:
             if key is None:
                 continue
             if value is None:
@@ -99,8 +104,11 @@ class TxnCoordinator:
                 continue
             rec = TxnRecord.from_json(value)
             txns[rec.transactional_id] = TransactionMetadata(rec)
+            if rec.state is TxnState.PREPARE_COMMIT:
+                prepare_offsets[rec.transactional_id] = offset
         with self.lock:
             self.txns = txns
+            self.prepare_offsets = prepare_offsets
             for tid, meta in txns.items():
                 if meta.state in PREPARE_STATES:
                     self.markers[tid] = set(meta.current.partitions)
@@ -134,13 +142,15 @@ class TxnCoordinator:
         t = out.transit
         if t is not None:
             try:
-                self.log.append(PARTITION, [(t.transactional_id.encode(), t.to_json())])
+                offset = self.log.append(PARTITION, [(t.transactional_id.encode(), t.to_json())])
             except errors.KafkaError as e:
                 with self.lock:
                     meta.abort_pending()
                 return errors.CoordinatorNotAvailableError(f"could not write {TOPIC}: {e}")
             with self.lock:
                 meta.complete(t)
+                if t.state is TxnState.PREPARE_COMMIT:
+                    self.prepare_offsets[t.transactional_id] = offset
                 if t.state in PREPARE_STATES:
                     self.markers[t.transactional_id] = set(t.partitions)
             if t.state is not TxnState.ONGOING:
@@ -346,9 +356,14 @@ class TxnCoordinator:
         by_group: dict[str, dict] = {}
         for g, t, p, o, m in rec.offsets:
             by_group.setdefault(g, {})[(t, p)] = (o, m)
+        # Which transaction this is, the same after a restart: the group then ignores a repeat, which
+        # would otherwise put these offsets back over newer ones committed since.
+        with self.lock:
+            prepare_offset = self.prepare_offsets.get(rec.transactional_id, -1)
+        txn = (rec.transactional_id, f"{rec.producer_id}:{rec.producer_epoch}:{prepare_offset}")
         try:
             for g, offsets in by_group.items():
-                gc.commit_txn_offsets(g, offsets)
+                gc.commit_txn_offsets(g, offsets, txn=txn)
         except errors.KafkaError as e:
             log.info("Committing the offsets of %s failed (%s); retrying", rec.transactional_id, e)
             return False
