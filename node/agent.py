@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 
 
 def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str = "",
-              configs: dict | None = None, agent: str = "") -> list[str]:
+              configs: dict | None = None, agent: str = "", kafka_port: int | None = None) -> list[str]:
     argv = [sys.executable, "-m", "brokerlab_cli", "node", kind, "--host", host, "--port", str(port),
             "--data-dir", data_dir]
+    argv += ["--no-kafka"] if kafka_port is None else ["--kafka-port", str(kafka_port)]
     if kind == "broker":
         argv += ["--id", str(node_id), "--coordinator", coordinator]
     if agent:
@@ -44,7 +45,7 @@ class Agent:
     def __init__(self, name: str, kind: str, *, node_id: int = 0, host: str = "127.0.0.1", port: int = 0,
                  data_dir: str, coordinator: str = "", configs: dict | None = None, log_path: str | None = None,
                  agent_host: str | None = None, agent_port: int = 0, env: dict | None = None,
-                 control_token: str):
+                 control_token: str, kafka_port: int | None = 0):
         """control_token: the cluster's (node.auth): required on every call to this agent, handed to the node."""
         if not control_token:
             raise ValueError(f"agent {name}: a control token is required (node.auth.ensure_token)")
@@ -53,6 +54,7 @@ class Agent:
         # The agent binds the node's host: its address is advertised in the metadata.
         agent_host = advertisable_host(agent_host or host, f"{name}'s agent host")
         self.host, self.port = advertisable_host(host, f"{name}'s host"), port
+        self.kafka_port = kafka_port  # None: no Kafka listener; 0: a free port, pinned after the first start
         self.data_dir = data_dir
         self.coordinator = coordinator
         self.configs = dict(configs or {})
@@ -80,6 +82,11 @@ class Agent:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def kafka_address(self) -> str:
+        """host:port of the node's Kafka listener, "" when it has none (or has not reported it yet)."""
+        return f"{self.host}:{self.kafka_port}" if self.kafka_port else ""
+
     # -- process control -------------------------------------------------
     def start(self) -> apb.AgentStatus:
         with self.lock:
@@ -87,11 +94,14 @@ class Agent:
                 return self.status()
             os.makedirs(self.data_dir, exist_ok=True)
             port_file = os.path.join(self.data_dir, "port")
+            kafka_port_file = os.path.join(self.data_dir, "kafka_port")
             if self.port == 0 and os.path.exists(port_file):
                 os.unlink(port_file)
+            if self.kafka_port == 0 and os.path.exists(kafka_port_file):
+                os.unlink(kafka_port_file)
             argv = node_argv(self.kind, node_id=self.node_id, host=self.host, port=self.port,
                              data_dir=self.data_dir, coordinator=self.coordinator, configs=self.configs,
-                             agent=self.agent_address)
+                             agent=self.agent_address, kafka_port=self.kafka_port)
             env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults),
                    TOKEN_ENV: self._control_token}
             logf = open(self.log_path, "ab")
@@ -102,6 +112,8 @@ class Agent:
             log.info("Started %s (pid %d)", self.name, self.proc.pid)
         if self.port == 0:
             self.port = self._wait_port(port_file)
+        if self.kafka_port == 0:
+            self.kafka_port = self._wait_port(kafka_port_file)  # written before the port file
         return self.status()
 
     def _wait_port(self, port_file: str, timeout_s: float = 30.0) -> int:

@@ -44,6 +44,39 @@ class AppendResult:
     batch_base_offsets: list[int]
 
 
+@dataclass(slots=True)
+class PartitionProduce:
+    """One partition of a produce request and, after `Broker.produce`, its outcome."""
+    topic: str
+    partition: int
+    records: bytes
+    result: AppendResult | None = None
+    error: Exception | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPartition:
+    topic: str
+    partition: int
+    fetch_offset: int
+    partition_max_bytes: int = 0
+    current_leader_epoch: int = -1
+
+
+@dataclass(slots=True)
+class FetchedPartition:
+    topic: str
+    partition: int
+    records: bytes = b""
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    log_end_offset: int = -1
+    leader_epoch: int = -1
+    aborted: list = None  # (producer_id, first_offset) pairs, read_committed only
+    error: Exception | None = None
+
+
 class Replica:
     """One topic-partition on this broker: the model plus what the driver needs around it."""
 
@@ -106,6 +139,7 @@ class Broker:
         self.config = config
         self.clock = clock or SystemClock()
         self.agent = agent
+        self.kafka_port = 0  # set by node.main once the Kafka listener is bound
         self.store = Store(f"{data_dir}/db", sync=config.log_flush_sync)
         self.pool = ChannelPool(self.name, interceptors)
         self.replicas: dict[tuple[str, int], Replica] = {}
@@ -165,7 +199,7 @@ class Broker:
             try:
                 resp = self.controller().RegisterBroker(mpb.RegisterBrokerRequest(
                     broker_id=self.broker_id, host=self.host, port=self.port, agent=self.agent,
-                    incarnation_id=self.incarnation), timeout=5)
+                    incarnation_id=self.incarnation, kafka_port=self.kafka_port), timeout=5)
                 self.broker_epoch = resp.broker_epoch
                 self.registered.set()
                 log.info("Registered with the controller, broker epoch %d", self.broker_epoch)
@@ -361,6 +395,26 @@ class Broker:
         self.wake(r)
         return AppendResult(base, last, log_start, duplicate and not puts, bases)
 
+    def produce(self, parts: list[PartitionProduce], acks: int, timeout_ms: int) -> list[PartitionProduce]:
+        """One produce request (gRPC or Kafka): append each partition, then for acks=all wait until
+        every appended partition is replicated or `timeout_ms` passes. Fills result / error in place."""
+        waits = []
+        for p in parts:
+            try:
+                p.result = self.append_as_leader(p.topic, p.partition, p.records, acks)
+                if acks == -1:
+                    waits.append(p)
+            except Exception as e:  # noqa: BLE001 - every failure becomes a per-partition error
+                p.error = e
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000.0
+        for p in waits:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            try:
+                self.wait_for_hw(p.topic, p.partition, p.result.last_offset, max(left_ms, 0))
+            except Exception as e:  # noqa: BLE001
+                p.error = e
+        return parts
+
     def wait_for_hw(self, topic: str, partition: int, last_offset: int, timeout_ms: int) -> None:
         """acks=all: block until the high watermark passes `last_offset`."""
         r = self.replicas.get((topic, partition))
@@ -386,6 +440,75 @@ class Broker:
                 r.hw_cond.wait(min(left, 0.5))
 
     # -- fetch -----------------------------------------------------------
+    def fetch(self, parts: list[FetchPartition], *, replica_id: int, isolation_level: int, max_wait_ms: int,
+              min_bytes: int, max_bytes: int, is_active=lambda: True) -> list[FetchedPartition]:
+        """One fetch request (gRPC or Kafka), a long poll: answers once `min_bytes` are readable,
+        an error is found, `max_wait_ms` passes or `is_active()` turns false (the caller left)."""
+        deadline = time.monotonic() + max_wait_ms / 1000.0
+        max_bytes = max_bytes or (50 << 20)
+        while True:
+            seen = self._fetch_ends(parts, replica_id, isolation_level)  # a move during the read re-reads
+            out: list[FetchedPartition] = []
+            total = 0
+            for p in parts:
+                res = FetchedPartition(p.topic, p.partition, aborted=[])
+                out.append(res)
+                budget = min(p.partition_max_bytes or max_bytes, max(max_bytes - total, 0))
+                if budget <= 0 and total > 0:
+                    continue
+                try:
+                    (res.records, res.high_watermark, res.last_stable_offset, res.log_start_offset,
+                     res.log_end_offset, res.leader_epoch, res.aborted) = self.read_partition(
+                        p.topic, p.partition, p.fetch_offset, max(budget, 1), replica_id, isolation_level,
+                        p.current_leader_epoch)
+                    total += len(res.records)
+                except Exception as e:  # noqa: BLE001
+                    res.error = e
+                    total += 1  # an error answers at once
+            left = deadline - time.monotonic()
+            if total >= max(min_bytes, 1) or left <= 0 or self._stop.is_set() or not is_active():
+                return out
+            # Every append and HW move anywhere notifies data_cond; re-read only when one of
+            # this request's partitions moved (a wake-up is then a few int compares, not a
+            # RocksDB seek per partition).
+            with self.data_cond:
+                while self._fetch_ends(parts, replica_id, isolation_level) == seen and not self._stop.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.data_cond.wait(min(left, 0.5))
+
+    def _fetch_ends(self, parts, replica_id: int, isolation_level: int) -> list:
+        """What a fetch could see per partition: (leader epoch, end) or None when not served here."""
+        out = []
+        for p in parts:
+            r = self.replicas.get((p.topic, p.partition))
+            m = r.model if r is not None else None
+            if m is None or not m.is_leader:
+                out.append(None)
+            elif replica_id >= 0:
+                out.append((m.leader_epoch, m.log_end_offset))
+            elif isolation_level == 1:
+                try:  # read without the replica lock: a torn read only costs one extra re-read
+                    out.append((m.leader_epoch, self.last_stable_offset(r)))
+                except RuntimeError:
+                    out.append((m.leader_epoch, -1))
+            else:
+                out.append((m.leader_epoch, m.high_watermark))
+        return out
+
+    def offset_for_leader_epoch(self, topic: str, partition: int, current_leader_epoch: int,
+                                leader_epoch: int) -> tuple[int, int]:
+        """(epoch, end offset) of the largest epoch <= `leader_epoch` this leader knows (KIP-101/279)."""
+        r = self.leader_replica(topic, partition)
+        with r.lock:
+            m = r.model
+            if current_leader_epoch >= 0 and current_leader_epoch != m.leader_epoch:
+                raise (errors.FencedLeaderEpochError if current_leader_epoch < m.leader_epoch
+                       else errors.UnknownLeaderEpochError)(
+                    f"epoch {current_leader_epoch} vs leader's {m.leader_epoch}")
+            return m.leader_epoch_cache.end_offset_for(leader_epoch, m.log_end_offset)
+
     def read_partition(self, topic: str, partition: int, offset: int, max_bytes: int, replica_id: int,
                        isolation_level: int, current_leader_epoch: int):
         """Returns (records bytes, high_watermark, lso, log_start, leo, leader_epoch, aborted)."""

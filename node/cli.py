@@ -21,7 +21,11 @@ from node.main import parse_configs, run_node
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE", help="Node config (repeatable).")
 @click.option("--fast/--kafka-timeouts", default=True, show_default=True,
               help="Short failure-detection timeouts (seconds) instead of Kafka's defaults.")
-def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool) -> None:
+@click.option("--kafka-port", default=9092, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="Kafka-protocol port of the coordinator; broker-i gets kafka-port+i (0: free ports).")
+@click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listeners (gRPC only).")
+def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, kafka_port: int,
+       no_kafka: bool) -> None:
     """Start a coordinator and N brokers, each a process under its own agent; Ctrl-C stops them."""
     from node.cluster import FAST_CONFIGS, Cluster
     from node.rpc import advertisable_host
@@ -32,14 +36,16 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool) -
         raise click.BadParameter(str(e), param_hint="--host") from None
     cfg = dict(FAST_CONFIGS) if fast else {}
     cfg.update(parse_configs(configs))
-    cluster = Cluster(data_dir, brokers=brokers, port=port, host=host, configs=cfg)
+    cluster = Cluster(data_dir, brokers=brokers, port=port, host=host, configs=cfg,
+                      kafka_port=None if no_kafka else kafka_port)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())
     cluster.start()
     try:
         agents = ", ".join(f"{a.name}={a.agent_address}" for a in cluster.agents.values())
-        click.echo(f"brokerlab cluster ready: bootstrap {cluster.bootstrap_servers} "
+        kafka = f", kafka bootstrap {cluster.kafka_bootstrap_servers}" if not no_kafka else ""
+        click.echo(f"brokerlab cluster ready: bootstrap {cluster.bootstrap_servers}{kafka} "
                    f"({brokers} brokers, data dir {os.path.abspath(data_dir)}; agents {agents}; "
                    f"control token in {os.path.join(data_dir, 'control-token')})")
         sys.stdout.flush()
@@ -60,12 +66,16 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool) -
 @click.option("--coordinator", default="127.0.0.1:9100", show_default=True, help="Coordinator host:port.")
 @click.option("--agent", default="", help="This node's agent host:port, advertised to the cluster.")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE")
-def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs) -> None:
+@click.option("--kafka-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="Kafka-protocol port to bind (0: a free one).")
+@click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listener.")
+def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, kafka_port, no_kafka) -> None:
     """Run one node in this process (what agents and the Procfile start)."""
     if kind == "broker" and node_id < 1:
         raise click.BadParameter("brokers need --id N (N >= 1)", param_hint="--id")
     sys.exit(run_node(kind, node_id=node_id, host=host, port=port, data_dir=data_dir,
-                      coordinator=coordinator, configs=parse_configs(configs), agent=agent))
+                      coordinator=coordinator, configs=parse_configs(configs), agent=agent,
+                      kafka_port=None if no_kafka else kafka_port))
 
 
 @click.command("agent")
@@ -82,8 +92,11 @@ def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs) -
               type=click.Path(dir_okay=False),
               help="The cluster's control token, shared by every agent (created by the first one to start); "
                    "$BROKERLAB_CONTROL_TOKEN, when set, is used instead.")
+@click.option("--kafka-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="The node's Kafka-protocol port (0: a free one).")
+@click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listener.")
 def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, configs, fast,
-              control_token_file) -> None:
+              control_token_file, kafka_port, no_kafka) -> None:
     """Supervise one node (a Procfile entry): start it, restart it on command, outlive it."""
     from node.agent import Agent
     from node.auth import TOKEN_ENV, ensure_token
@@ -99,14 +112,16 @@ def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, conf
     try:
         a = Agent(name, kind, node_id=node_id, host=host, port=port, data_dir=data_dir, coordinator=coordinator,
                   configs=cfg, log_path=os.path.join(data_dir, f"{name}.log"), agent_host=host,
-                  agent_port=agent_port, control_token=token)
+                  agent_port=agent_port, control_token=token,
+                  kafka_port=None if no_kafka else kafka_port)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--host") from None
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *x: done.set())
     signal.signal(signal.SIGINT, lambda *x: done.set())
     a.start()
-    click.echo(f"agent for {name} on {a.agent_address}; node on {a.address}; log {a.log_path}")
+    kafka = f"; kafka on {a.kafka_address}" if a.kafka_address else ""
+    click.echo(f"agent for {name} on {a.agent_address}; node on {a.address}{kafka}; log {a.log_path}")
     sys.stdout.flush()
     while not done.wait(0.5):
         pass

@@ -34,13 +34,16 @@ FAST_CONFIGS = {
 
 class Cluster:
     def __init__(self, data_dir: str, brokers: int = 3, port: int = 0, host: str = "127.0.0.1",
-                 configs: dict | None = None, env: dict | None = None):
+                 configs: dict | None = None, env: dict | None = None, kafka_port: int | None = 0):
+        """`kafka_port`: the coordinator's Kafka-protocol port, broker-i's is kafka_port + i
+        (0: free ports; None: no Kafka listeners)."""
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.data_dir = os.path.abspath(data_dir)
         self.n_brokers = brokers
         self.host = host
         self.base_port = port
+        self.kafka_port = kafka_port
         self.configs = dict(configs or {})
         self.env = dict(env or {})
         self.agents: dict[str, Agent] = {}
@@ -62,6 +65,11 @@ class Cluster:
         return self.coordinator.address
 
     @property
+    def kafka_bootstrap_servers(self) -> str:
+        """The coordinator's Kafka-protocol address: what Kafka clients' bootstrap.servers takes."""
+        return self.coordinator.kafka_address
+
+    @property
     def all_servers(self) -> str:
         """Every node's address: a client bootstrapped with it survives the coordinator's death,
         as a Kafka client given several brokers does."""
@@ -81,7 +89,8 @@ class Cluster:
         try:
             coord = Agent("coordinator", "coordinator", host=self.host, port=self.base_port,
                           data_dir=os.path.join(self.data_dir, "coordinator"), configs=self.configs,
-                          log_path=os.path.join(logs, "coordinator.log"), env=self.env, control_token=token)
+                          log_path=os.path.join(logs, "coordinator.log"), env=self.env, control_token=token,
+                          kafka_port=self.kafka_port)
             self.agents["coordinator"] = coord
             coord.start()
             for i in range(1, self.n_brokers + 1):
@@ -90,7 +99,8 @@ class Cluster:
                           port=self.base_port + i if self.base_port else 0,
                           data_dir=os.path.join(self.data_dir, name), coordinator=coord.address,
                           configs=self.configs, log_path=os.path.join(logs, f"{name}.log"), env=self.env,
-                          control_token=token)
+                          control_token=token,
+                          kafka_port=self.kafka_port + i if self.kafka_port else self.kafka_port)
                 self.agents[name] = a
             for name in self.broker_names():
                 self.agents[name].start()

@@ -29,10 +29,11 @@ class BrokerRegistration:
     broker_epoch: int
     fenced: bool = False
     last_heartbeat_ms: int = 0
+    kafka_port: int = 0  # its Kafka-protocol listener, 0 if it has none
 
     def to_json(self) -> dict:
         return {"broker_id": self.broker_id, "host": self.host, "port": self.port, "agent": self.agent,
-                "broker_epoch": self.broker_epoch}
+                "broker_epoch": self.broker_epoch, "kafka_port": self.kafka_port}
 
 
 @dataclass(slots=True)
@@ -86,7 +87,7 @@ class ControllerState:
             # After a coordinator restart every broker gets a fresh session to prove itself.
             self.brokers[b["broker_id"]] = BrokerRegistration(
                 b["broker_id"], b["host"], b["port"], b["agent"], b["broker_epoch"],
-                fenced=False, last_heartbeat_ms=now_ms)
+                fenced=False, last_heartbeat_ms=now_ms, kafka_port=b.get("kafka_port", 0))
         for t in data["topics"]:
             self.topics[t["name"]] = TopicRecord(t["name"], t["configs"], [
                 PartitionRecord(p["partition"], p["replicas"], p["isr"], p["leader"], p["leader_epoch"],
@@ -99,14 +100,16 @@ class ControllerState:
     def live_brokers(self) -> set[int]:
         return {b.broker_id for b in self.brokers.values() if not b.fenced}
 
-    def register_broker(self, broker_id: int, host: str, port: int, agent: str, now_ms: int) -> int:
+    def register_broker(self, broker_id: int, host: str, port: int, agent: str, now_ms: int,
+                        kafka_port: int = 0) -> int:
         epoch = self.next_broker_epoch
         self.next_broker_epoch += 1
         prev = self.brokers.get(broker_id)
         if prev is not None and not prev.fenced:
             # A restart inside the session: the old incarnation's leadership is void.
             self._fence(broker_id)
-        self.brokers[broker_id] = BrokerRegistration(broker_id, host, port, agent, epoch, False, now_ms)
+        self.brokers[broker_id] = BrokerRegistration(broker_id, host, port, agent, epoch, False, now_ms,
+                                                     kafka_port)
         log.info("Registered broker %d at %s:%d with epoch %d", broker_id, host, port, epoch)
         self._elect_offline()
         self._bump()

@@ -53,6 +53,7 @@ class Coordinator:
         self.extensions: list = []  # group / transaction coordinators register here
         self.pool = ChannelPool(self.name)  # outbound calls to brokers (internal topics, txn markers)
         self.started_at = time.monotonic()
+        self.kafka_port = 0  # set by node.main once the Kafka listener is bound
 
     # -- driver ----------------------------------------------------------
     def _commit(self) -> None:
@@ -85,10 +86,11 @@ class Coordinator:
     def _metadata_locked(self, topics=(), include_internal=True) -> mpb.MetadataResponse:
         s = self.state
         resp = mpb.MetadataResponse(metadata_epoch=s.metadata_epoch, controller=f"{self.host}:{self.port}",
-                                    controller_agent=self.agent, cluster_id=self.cluster_id)
+                                    controller_agent=self.agent, cluster_id=self.cluster_id,
+                                    controller_kafka_port=self.kafka_port)
         for b in s.brokers.values():
             resp.brokers.add(node_id=b.broker_id, host=b.host, port=b.port, agent=b.agent, fenced=b.fenced,
-                             broker_epoch=b.broker_epoch)
+                             broker_epoch=b.broker_epoch, kafka_port=b.kafka_port)
         names = list(topics) if topics else sorted(s.topics)
         for name in names:
             t = s.topics.get(name)
@@ -151,7 +153,7 @@ class ControllerServicer(mgrpc.MetadataServicer, mgrpc.ControllerServicer):
 
     def RegisterBroker(self, request, context):
         epoch = self.node.mutate(lambda s, now: s.register_broker(
-            request.broker_id, request.host, request.port, request.agent, now))
+            request.broker_id, request.host, request.port, request.agent, now, request.kafka_port))
         return mpb.RegisterBrokerResponse(broker_epoch=epoch)
 
     def BrokerHeartbeat(self, request, context):

@@ -138,6 +138,26 @@ class FaultState:
         out.refused, out.delayed = self.refused, self.delayed
         return out
 
+    def decide(self, src: str, method: str) -> Decision:
+        """What happens to a request from `src` for `method` arriving here: the one fault decision
+        for gRPC calls (the interceptor) and Kafka requests (node.kafka.server)."""
+        table = self.table
+        decision = table.decide(src, self.name, method) if table.rules else PASS
+        if decision.action != "pass":
+            self.refused += 1
+        if decision.delay_ms:
+            self.delayed += 1
+        return decision
+
+    def reply_refused(self, src: str, method: str) -> bool:
+        """The reply crosses the network too: a partition made while a call (e.g. a long poll) was
+        in flight must stop its reply. Rules are global, so the caller's are known here."""
+        table = self.table
+        if table.rules and table.decide(self.name, src, method).action == "refuse":
+            self.refused += 1
+            return True
+        return False
+
     def server_interceptor(self) -> grpc.ServerInterceptor:
         return _ServerFaults(self)
 
@@ -168,31 +188,23 @@ class _ServerFaults(grpc.ServerInterceptor):
         # must still lose its reply once the partition is in force.
         if handler is None or handler.unary_unary is None or details.method.startswith("/brokerlab.Faults/"):
             return handler
-        table = self.state.table
-        src = _source(details)
-        decision = table.decide(src, self.state.name, details.method) if table.rules else PASS
-        inner = handler.unary_unary
         state = self.state
+        src = _source(details)
         method = details.method
+        decision = state.decide(src, method)
+        inner = handler.unary_unary
 
         def behaviour(request, context):
             if decision.delay_ms:
-                state.delayed += 1
                 time.sleep(decision.delay_ms / 1000.0)
                 if not context.is_active():
                     # The caller gave up (deadline) while the message was in flight: it never arrives,
                     # otherwise delayed heartbeats would still land late and keep a session alive.
                     context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "fault: delayed past the caller's deadline")
-            if decision.action != "pass":
-                state.refused += 1
             if decision.action == "refuse":
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: {src} -> {state.name} dropped")
             result = inner(request, context)
-            # The reply crosses the network too: a partition made while a call (e.g. a long-poll
-            # fetch) was in flight must stop its reply. Rules are global, so the caller's are known here.
-            back = state.table.decide(state.name, src, method) if state.table.rules else PASS
-            if decision.action == "drop-response" or back.action == "refuse":
-                state.refused += 1
+            if decision.action == "drop-response" or state.reply_refused(src, method):
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: reply {state.name} -> {src} dropped")
             return result
 

@@ -29,7 +29,8 @@ def setup_logging(name: str, level: str = "INFO") -> None:
 
 
 def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str,
-             configs: dict, agent: str = "") -> int:
+             configs: dict, agent: str = "", kafka_port: int | None = None) -> int:
+    """`kafka_port`: where the Kafka-protocol listener binds (0: a free port), None: no listener."""
     from node.auth import TOKEN_ENV, ControlAuthInterceptor
     from node.faults import FaultState, register_fault_service
     from node.rpc import advertisable_host
@@ -62,11 +63,22 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
     auth = ControlAuthInterceptor(os.environ.get(TOKEN_ENV, "").strip() or None)
     server, bound = create_server(host, port, register_all, interceptors=[auth, faults.server_interceptor()])
     node.port = bound
+    kafka = None
+    if kafka_port is not None:
+        from node.kafka.context import KafkaContext
+        from node.kafka.registry import load_handlers
+        from node.kafka.server import KafkaListener
+        kafka = KafkaListener(host, kafka_port, KafkaContext.for_node(node), load_handlers(), faults)
+        node.kafka_port = kafka.port
+        with open(os.path.join(data_dir, "kafka_port"), "w") as f:
+            f.write(str(kafka.port))
     with open(os.path.join(data_dir, "port"), "w") as f:
         f.write(str(bound))
     node.start()
+    if kafka is not None:
+        kafka.start()
     log.info("%s listening on %s:%d (data dir %s)", name, host, bound, data_dir)
-    print(f"{name} listening on {host}:{bound}", flush=True)
+    print(f"{name} listening on {host}:{bound}" + (f", kafka on {host}:{kafka.port}" if kafka else ""), flush=True)
 
     done = threading.Event()
 
@@ -82,6 +94,8 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
             log.info("%s: parent process %d is gone", name, parent)
             break
     log.info("%s shutting down", name)
+    if kafka is not None:
+        kafka.stop()
     server.stop(grace=1).wait(2)
     node.stop()
     return 0
