@@ -175,6 +175,12 @@ class LocalCluster:
         return self._c().bootstrap_servers
 
     @property
+    def kafka_bootstrap_servers(self) -> str:
+        """The coordinator's Kafka-protocol address, for Kafka clients (kafka-python, confluent-kafka,
+        aiokafka, kcat): `KafkaProducer(bootstrap_servers=cluster.kafka_bootstrap_servers)`."""
+        return self._c().kafka_bootstrap_servers
+
+    @property
     def nodes(self) -> list[str]:
         """["coordinator", "broker-1", ..., "broker-N"]."""
         return self._c().node_names()

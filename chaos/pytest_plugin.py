@@ -2,7 +2,8 @@
 
     def test_orders(brokerlab_cluster):
         brokerlab_cluster.create_topic("orders", replication_factor=3)
-        ... brokerlab_cluster.bootstrap_servers ...
+        ... brokerlab_cluster.bootstrap_servers ...        # brokerlab's own client (gRPC)
+        ... brokerlab_cluster.kafka_bootstrap_servers ...  # any Kafka client (Kafka protocol)
 
 `brokerlab_cluster` is a chaos.LocalCluster. By default one cluster serves the whole session, and
 after every test it is restored (network healed, paused nodes resumed, killed ones started), so a
