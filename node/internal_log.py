@@ -67,7 +67,8 @@ class InternalTopic:
 
     def append(self, partition: int, entries: list[tuple[bytes, bytes | None]], timeout_s: float = 10.0) -> int:
         """Writes entries as one batch with acks=all; returns its base offset. Retries within timeout_s."""
-        batch = records.build_batch([(int(time.time() * 1000), k, v, None) for k, v in entries])
+        now_ms = self.node.clock.wall_ms()  # the node's wall clock, which a clock fault skews
+        batch = records.build_batch([(now_ms, k, v, None) for k, v in entries])
         deadline = time.monotonic() + timeout_s
         delay = 0.05
         last: Exception | None = None

@@ -114,6 +114,9 @@ class TransactionMetadata:
     def __init__(self, record: TxnRecord):
         self.current = record
         self.pending: TxnRecord | None = None
+        # When the open transaction began on the driver's timer (monotonic) clock: the timeout runs on
+        # it, while txn_start_ms is wall time, reported and persisted, and moves with clock faults.
+        self.timer_start_ms = record.txn_start_ms
 
     @classmethod
     def new(cls, transactional_id: str, producer_id: int, timeout_ms: int, now_ms: int) -> TransactionMetadata:
@@ -134,10 +137,20 @@ class TransactionMetadata:
     def begin(self, transit: TxnRecord) -> None:
         self.pending = transit
 
-    def complete(self, transit: TxnRecord) -> None:
+    def complete(self, transit: TxnRecord, timer_ms: int | None = None) -> None:
+        """`timer_ms`: the driver's monotonic clock (default: the transit's own wall time)."""
         if self.pending is not transit:
             raise errors.IllegalStateError(f"{transit.transactional_id}: completing a transit that is not pending")
+        if transit.state is S.ONGOING and self.current.state is not S.ONGOING:
+            self.timer_start_ms = transit.txn_start_ms if timer_ms is None else timer_ms
         self.current, self.pending = transit, None
+
+    def rebase_timer(self, now_ms: int, timer_ms: int) -> None:
+        """After a load: the open transaction has run for as long as the persisted wall start says
+        (never negative), measured from here on the driver's timer clock."""
+        c = self.current
+        if c.state is S.ONGOING:
+            self.timer_start_ms = timer_ms - max(0, now_ms - c.txn_start_ms)
 
     def abort_pending(self) -> None:
         self.pending = None
@@ -252,13 +265,14 @@ class TransactionMetadata:
         done = S.COMPLETE_COMMIT if c.state is S.PREPARE_COMMIT else S.COMPLETE_ABORT
         return self._transit(done, now_ms, partitions=frozenset(), groups=frozenset(), offsets=())
 
-    def is_timed_out(self, now_ms: int) -> bool:
+    def is_timed_out(self, timer_ms: int) -> bool:
         c = self.current
-        return c.state is S.ONGOING and self.pending is None and now_ms > c.txn_start_ms + c.timeout_ms
+        return c.state is S.ONGOING and self.pending is None and timer_ms > self.timer_start_ms + c.timeout_ms
 
-    def maybe_abort_timed_out(self, now_ms: int) -> Outcome | None:
-        """Kafka's abortTimedOutTransactions: abort under a bumped epoch, so the producer is fenced."""
-        if not self.is_timed_out(now_ms):
+    def maybe_abort_timed_out(self, now_ms: int, timer_ms: int | None = None) -> Outcome | None:
+        """Kafka's abortTimedOutTransactions: abort under a bumped epoch, so the producer is fenced.
+        `timer_ms` is the clock `complete` was given (default: now_ms, one clock for both)."""
+        if not self.is_timed_out(now_ms if timer_ms is None else timer_ms):
             return None
         c = self.current
         return Outcome(self._transit(S.PREPARE_ABORT, now_ms, producer_epoch=c.producer_epoch + 1))

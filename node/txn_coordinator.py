@@ -86,7 +86,12 @@ class TxnCoordinator:
         pass  # the worker keeps its own time
 
     def _now(self) -> int:
+        """Wall time: what the records say (transaction start and update times)."""
         return self.node.clock.wall_ms()
+
+    def _timer(self) -> int:
+        """Monotonic time: what timeouts run on, so a clock fault moves no deadline."""
+        return self.node.clock.monotonic_ms()
 
     # -- load / recovery -------------------------------------------------------
     def _load(self) -> None:
@@ -106,6 +111,9 @@ class TxnCoordinator:
             txns[rec.transactional_id] = TransactionMetadata(rec)
             if rec.state is TxnState.PREPARE_COMMIT:
                 prepare_offsets[rec.transactional_id] = offset
+        now, timer = self._now(), self._timer()
+        for meta in txns.values():
+            meta.rebase_timer(now, timer)
         with self.lock:
             self.txns = txns
             self.prepare_offsets = prepare_offsets
@@ -126,10 +134,10 @@ class TxnCoordinator:
         next_cleanup = 0
         while not self._stop.is_set():
             try:
-                now = self._now()
-                if now >= next_cleanup:
-                    self._abort_timed_out(now)
-                    next_cleanup = now + self.cleanup_ms
+                timer = self._timer()
+                if timer >= next_cleanup:
+                    self._abort_timed_out(self._now())
+                    next_cleanup = timer + self.cleanup_ms
                 if self.markers:
                     self._write_markers()
             except Exception:
@@ -147,8 +155,9 @@ class TxnCoordinator:
                 with self.lock:
                     meta.abort_pending()
                 return errors.CoordinatorNotAvailableError(f"could not write {TOPIC}: {e}")
+            timer = self._timer()
             with self.lock:
-                meta.complete(t)
+                meta.complete(t, timer)
                 if t.state is TxnState.PREPARE_COMMIT:
                     self.prepare_offsets[t.transactional_id] = offset
                 if t.state in PREPARE_STATES:
@@ -255,10 +264,12 @@ class TxnCoordinator:
 
     # -- timeouts ---------------------------------------------------------------
     def _abort_timed_out(self, now: int) -> None:
+        """`now` is wall time, for the records; the timeouts run on the monotonic timer."""
+        timer = self._timer()
         todo = []
         with self.lock:
             for meta in self.txns.values():
-                out = meta.maybe_abort_timed_out(now)
+                out = meta.maybe_abort_timed_out(now, timer)
                 if out is not None:
                     meta.begin(out.transit)
                     todo.append((meta, out))

@@ -51,7 +51,13 @@ class ManualClock(Clock):
 
 
 class SkewedClock(Clock):
-    """The clock fault: a fixed offset, or a strobe that flips between two offsets."""
+    """The clock fault: a fixed offset, or a strobe that flips between two offsets.
+
+    Only wall time is skewed (record and marker timestamps, commit times, transaction start
+    times: what the node reports), as when NTP steps a host's CLOCK_REALTIME. The monotonic
+    clock that every timer runs on (sessions, ISR lag, transaction timeouts) is the base
+    clock's, so a deadline taken under a skew is still right after the skew changes or heals.
+    """
 
     def __init__(self, base: Clock | None = None):
         self.base = base or SystemClock()
@@ -66,7 +72,7 @@ class SkewedClock(Clock):
         return self.offset_ms
 
     def monotonic_ms(self) -> int:
-        return self.base.monotonic_ms() + self._skew()
+        return self.base.monotonic_ms()
 
     def wall_ms(self) -> int:
         return self.base.wall_ms() + self._skew()

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from client.common.clock import ManualClock
+from client.common.clock import ManualClock, SkewedClock
 from client.common.config import BrokerConfig
 from client.common.types import TopicPartition
 from node.cluster import FAST_CONFIGS
@@ -172,5 +172,74 @@ def test_prepare_commit_not_yet_handed_over_is_completed_after_a_restart(coordin
         second.tc._write_markers()
         assert second.tc.txns["worker-a"].state is TxnState.COMPLETE_COMMIT
         assert second.committed("g", "in", 0) == 100
+    finally:
+        second.stop()
+
+
+# -- issue 19 item 6: a clock fault moves wall time, never a deadline -------------------------------
+
+def test_skewed_clock_moves_wall_time_only():
+    base = ManualClock(start_ms=5_000, wall_start_ms=1_700_000_000_000)
+    clock = SkewedClock(base)
+    clock.set(-60_000)
+    assert clock.wall_ms() == base.wall_ms() - 60_000          # what the node reports moves
+    assert clock.monotonic_ms() == base.monotonic_ms()         # its timers do not
+    clock.set(0, strobe_ms=30_000, strobe_period_ms=1_000)   # flips every second of monotonic time
+    walls = []
+    for _ in range(2):
+        base.advance(1_000)
+        walls.append(clock.wall_ms() - base.wall_ms())
+        assert clock.monotonic_ms() == base.monotonic_ms()
+    assert sorted(walls) == [0, 30_000]
+
+
+def _begin(tc, tid: str, timeout_ms: int = 10_000):
+    err, pid, epoch = tc.init_producer_id(tid, timeout_ms)
+    assert err is None
+    assert tc.add_partitions(tid, pid, epoch, [("out", 0)]) is None
+    return pid, epoch
+
+
+@pytest.mark.parametrize("offset_ms", [-60_000, 60_000])
+def test_transaction_timeout_is_not_moved_by_a_healed_clock_fault(coordinator_topics, offset_ms):
+    """A transaction begun under a clock offset that is then healed times out after exactly its
+    transaction.timeout.ms: not at once (negative offset), not a minute late (positive one). Its
+    start time, which the coordinator reports, still shows the skewed clock."""
+    offsets_topic, txn_topic, store, _ = coordinator_topics
+    base = ManualClock()
+    clock = SkewedClock(base)
+    proc = CoordinatorProcess(offsets_topic, txn_topic, store, clock)
+    tc = proc.tc
+    try:
+        clock.set(offset_ms)
+        _begin(tc, "t", timeout_ms=10_000)
+        assert tc.txns["t"].current.txn_start_ms == base.wall_ms() + offset_ms   # the fault is visible
+        clock.set(0)   # healed
+        base.advance(10_000)
+        tc._abort_timed_out(tc._now())
+        assert tc.txns["t"].state is TxnState.ONGOING
+        base.advance(1)
+        tc._abort_timed_out(tc._now())
+        assert tc.txns["t"].state is TxnState.PREPARE_ABORT
+    finally:
+        proc.stop()
+
+
+def test_transaction_timeout_carries_over_a_coordinator_restart(coordinator_topics):
+    """After a restart the open transaction's timeout continues from its persisted (wall) start,
+    on the new process's monotonic clock, whatever that clock's origin."""
+    offsets_topic, txn_topic, store, _ = coordinator_topics
+    first = CoordinatorProcess(offsets_topic, txn_topic, store, ManualClock(start_ms=0, wall_start_ms=10**12))
+    _begin(first.tc, "t", timeout_ms=10_000)
+    first.stop()
+    clock = ManualClock(start_ms=777_000, wall_start_ms=10**12 + 6_000)   # 6 s later, another origin
+    second = CoordinatorProcess(offsets_topic, txn_topic, store, clock)
+    try:
+        clock.advance(4_000)
+        second.tc._abort_timed_out(second.tc._now())
+        assert second.tc.txns["t"].state is TxnState.ONGOING
+        clock.advance(1)
+        second.tc._abort_timed_out(second.tc._now())
+        assert second.tc.txns["t"].state is TxnState.PREPARE_ABORT
     finally:
         second.stop()
