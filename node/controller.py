@@ -5,6 +5,13 @@ removed from every ISR it is in (unless it is the last member, as KRaft
 does) and loses leadership; a new leader is elected from the ISR. Every
 change bumps `metadata_epoch`; the driver persists `to_json()` and wakes
 metadata watchers.
+
+Fencing is persisted, and after a restart (`load_json`) every broker starts
+fenced, as in KRaft, until it heartbeats: the new controller has not heard
+from anyone, so no broker may be elected, placed or added to an ISR on the
+strength of a session it never saw. A broker that does not heartbeat
+within a session timeout of the restart is then fenced for good (ISR
+shrink, elections), as if its session had expired.
 """
 from __future__ import annotations
 
@@ -30,10 +37,14 @@ class BrokerRegistration:
     fenced: bool = False
     last_heartbeat_ms: int = 0
     kafka_port: int = 0  # its Kafka-protocol listener, 0 if it has none
+    # Fenced only because the controller restarted: its next heartbeat unfences it; its ISR places and
+    # leaderships are kept until its session (counted from the restart) expires.
+    awaiting_heartbeat: bool = False
 
     def to_json(self) -> dict:
         return {"broker_id": self.broker_id, "host": self.host, "port": self.port, "agent": self.agent,
-                "broker_epoch": self.broker_epoch, "kafka_port": self.kafka_port}
+                "broker_epoch": self.broker_epoch, "kafka_port": self.kafka_port,
+                "fenced": self.fenced and not self.awaiting_heartbeat}
 
 
 @dataclass(slots=True)
@@ -84,10 +95,13 @@ class ControllerState:
         self.next_broker_epoch = data["next_broker_epoch"]
         self.next_placement = data.get("next_placement", 0)
         for b in data["brokers"]:
-            # After a coordinator restart every broker gets a fresh session to prove itself.
+            # Fenced until heard from (KRaft). One fenced before the restart must register again; the
+            # others keep their epoch and are unfenced by their first heartbeat.
+            was_fenced = b.get("fenced", False)
             self.brokers[b["broker_id"]] = BrokerRegistration(
                 b["broker_id"], b["host"], b["port"], b["agent"], b["broker_epoch"],
-                fenced=False, last_heartbeat_ms=now_ms, kafka_port=b.get("kafka_port", 0))
+                fenced=True, last_heartbeat_ms=now_ms, kafka_port=b.get("kafka_port", 0),
+                awaiting_heartbeat=not was_fenced)
         for t in data["topics"]:
             self.topics[t["name"]] = TopicRecord(t["name"], t["configs"], [
                 PartitionRecord(p["partition"], p["replicas"], p["isr"], p["leader"], p["leader_epoch"],
@@ -105,7 +119,7 @@ class ControllerState:
         epoch = self.next_broker_epoch
         self.next_broker_epoch += 1
         prev = self.brokers.get(broker_id)
-        if prev is not None and not prev.fenced:
+        if prev is not None and (not prev.fenced or prev.awaiting_heartbeat):
             # A restart inside the session: the old incarnation's leadership is void.
             self._fence(broker_id)
         self.brokers[broker_id] = BrokerRegistration(broker_id, host, port, agent, epoch, False, now_ms,
@@ -119,16 +133,22 @@ class ControllerState:
         b = self.brokers.get(broker_id)
         if b is None or b.broker_epoch != broker_epoch:
             raise errors.StaleBrokerEpochError(f"broker {broker_id} epoch {broker_epoch} is not current")
-        if b.fenced:
+        if b.fenced and not b.awaiting_heartbeat:
             raise errors.StaleBrokerEpochError(f"broker {broker_id} is fenced; register again")
         b.last_heartbeat_ms = now_ms
+        if b.awaiting_heartbeat:
+            b.fenced = b.awaiting_heartbeat = False
+            log.info("Broker %d heartbeat after the controller restart; unfencing it", broker_id)
+            self._elect_offline()
+            self._bump()
 
     def tick(self, now_ms: int) -> list[int]:
         """Fences brokers whose session expired; returns their ids."""
         expired = [b.broker_id for b in self.brokers.values()
-                   if not b.fenced and now_ms - b.last_heartbeat_ms > self.session_timeout_ms]
+                   if (not b.fenced or b.awaiting_heartbeat) and now_ms - b.last_heartbeat_ms > self.session_timeout_ms]
         for bid in expired:
             log.info("Broker %d session expired; fencing it", bid)
+            self.brokers[bid].awaiting_heartbeat = False
             self._fence(bid)
         if expired:
             self._bump()

@@ -112,3 +112,75 @@ def test_state_survives_json_round_trip():
     s2.load_json(s.to_json(), 0)
     assert s2.to_json()["topics"] == s.to_json()["topics"]
     assert s2.metadata_epoch > s.metadata_epoch  # a restart is a new metadata epoch
+
+
+# -- issue 20 item 6: after a controller restart, brokers are fenced until they heartbeat -----------------
+
+def _restarted(s: ControllerState, now: int) -> ControllerState:
+    """What a restarted coordinator loads: the persisted state, at `now` (a fresh monotonic clock)."""
+    s2 = ControllerState(s.session_timeout_ms)
+    s2.load_json(s.to_json(), now)
+    return s2
+
+
+def _dead_broker_3_out_of_sync(session=1000):
+    """Brokers 1-3; topic t (unclean allowed) on replicas [1, 3]; broker 3 died and was fenced (ISR [1])."""
+    s = _cluster(n=3, session=session)
+    s.create_topic("t", 1, 2, {"unclean.leader.election.enable": "true"})
+    p = s.topics["t"].partitions[0]
+    p.replicas, p.isr, p.leader = [1, 3], [1, 3], 1
+    for b in (1, 2):
+        s.heartbeat(b, s.brokers[b].broker_epoch, 900)
+    assert s.tick(1001) == [3]
+    assert p.isr == [1] and s.brokers[3].fenced
+    return s
+
+
+def test_after_restart_a_dead_broker_is_not_elected_unclean():
+    """Old code: the restart unfenced broker 3 with a fresh session, so when the leader restarted right
+    after the coordinator, the unclean election picked the dead, out-of-sync broker 3 (and lost data)."""
+    s = _restarted(_dead_broker_3_out_of_sync(), now=5000)
+    p = s.topics["t"].partitions[0]
+    s.register_broker(1, "127.0.0.1", 9101, "", 5100)  # broker 1 restarts: its old leadership is void
+    assert p.leader == 1 and p.isr == [1]  # the only ISR member, re-elected cleanly, never broker 3
+    assert s.live_brokers() == {1}
+    assert s.brokers[2].fenced and s.brokers[3].fenced  # nobody else has been heard from yet
+
+
+def test_after_restart_new_topics_avoid_brokers_not_heard_from():
+    s = _restarted(_dead_broker_3_out_of_sync(), now=5000)
+    with pytest.raises(errors.InvalidReplicationFactorError):
+        s.create_topic("none-yet", 1, 1, {})
+    for b in (1, 2):
+        s.heartbeat(b, s.brokers[b].broker_epoch, 5100)  # same epochs: no re-registration needed
+    assert s.live_brokers() == {1, 2}
+    t = s.create_topic("n", 4, 1, {})
+    assert {p.leader for p in t.partitions} == {1, 2}  # old code also placed leaders on dead broker 3
+    with pytest.raises(errors.InvalidReplicationFactorError):
+        s.create_topic("rf3", 1, 3, {})
+
+
+def test_after_restart_fencing_is_persisted_and_silence_fences_at_the_session_timeout():
+    s = _restarted(_dead_broker_3_out_of_sync(), now=5000)
+    p = s.topics["t"].partitions[0]
+    with pytest.raises(errors.StaleBrokerEpochError):  # fenced before the restart: must register again
+        s.heartbeat(3, s.brokers[3].broker_epoch, 5100)
+    s.heartbeat(2, s.brokers[2].broker_epoch, 5100)
+    # Broker 1 (leader, sole ISR member) is silent: it keeps the partition until its session from the restart
+    # ends, then is fenced as on any session expiry; the partition goes offline, broker 3 is never chosen.
+    assert s.tick(6000) == [] and p.leader == 1
+    assert s.tick(6001) == [1]
+    assert p.leader == -1 and p.isr == [1] and s.live_brokers() == {2}
+    again = _restarted(s, now=0)
+    assert {b.broker_id for b in again.brokers.values() if not b.awaiting_heartbeat} == {1, 3}
+
+
+def test_heartbeat_after_restart_unfences_without_an_election():
+    s = _cluster(n=2, session=100)
+    p = s.create_topic("t", 1, 2, {}).partitions[0]
+    s = _restarted(s, now=1000)
+    p = s.topics["t"].partitions[0]
+    epoch = s.metadata_epoch
+    s.heartbeat(p.leader, s.brokers[p.leader].broker_epoch, 1010)
+    assert s.metadata_epoch > epoch and not s.brokers[p.leader].fenced
+    assert p.leader_epoch == 0  # kept its leadership: no needless election
