@@ -243,7 +243,9 @@ class GroupCoordinator:
         self.parked[(group_id, member_id, kind)] = p
         return p
 
-    def join_group(self, r: gpb.JoinGroupRequest, client_host: str = "") -> G.JoinGroupResponse:
+    def join_group(self, r: gpb.JoinGroupRequest, client_host: str = "", *,
+                   require_known_member_id: bool = True) -> G.JoinGroupResponse:
+        """require_known_member_id: KIP-394 (JoinGroup v4+, and every gRPC client)."""
         self._check_loaded()
         if not r.group_id:
             raise E.InvalidGroupIdError("group.id must not be empty")
@@ -253,7 +255,8 @@ class GroupCoordinator:
             g = self._group(r.group_id, create=True)
             res = g.handle_join_group(r.member_id, inst, r.client_id, client_host, r.session_timeout_ms,
                                       r.rebalance_timeout_ms, r.protocol_type,
-                                      [(p.name, p.metadata) for p in r.protocols], now)
+                                      [(p.name, p.metadata) for p in r.protocols], now,
+                                      require_known_member_id=require_known_member_id)
             parked = self._park(r.group_id, res.member_id, "join") if res.pending else None
         return self._finish(res, parked, r.rebalance_timeout_ms)
 

@@ -1,0 +1,143 @@
+"""Producer ids and transactions on the Kafka listener: thin adapters over TxnCoordinator.
+
+An idempotent producer asks any node for a producer id (Kafka lets every
+broker allocate one); a broker here forwards that one request to the
+coordinator over gRPC, the way brokerlab's own producer asks. Transactional
+requests go to the coordinator node, which FindCoordinator names; a broker
+answers them NOT_COORDINATOR.
+
+Versions: transactions v2 (KIP-890: AddPartitionsToTxn 4+, EndTxn 4+,
+AddOffsetsToTxn 4+, TxnOffsetCommit 4+, InitProducerId 5+) are not offered;
+librdkafka speaks AddPartitionsToTxn 0 and EndTxn 0-1 only.
+"""
+from __future__ import annotations
+
+import datetime
+
+import grpc
+
+from client.common import errors as E
+from client.common.network import transport_error
+from client.common.pb import txn_pb2 as tpb
+from client.common.pb import txn_pb2_grpc as tgrpc
+from node.kafka.codec import build
+
+INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN, END_TXN, TXN_OFFSET_COMMIT = 22, 24, 25, 26, 28
+FORWARD_TIMEOUT_S = 10.0
+
+# KIP-588: PRODUCER_FENCED is new; older request versions get INVALID_PRODUCER_EPOCH instead, as Kafka answers.
+FENCED_SINCE = {INIT_PRODUCER_ID: 4, ADD_PARTITIONS_TO_TXN: 2, ADD_OFFSETS_TO_TXN: 2, END_TXN: 2,
+                TXN_OFFSET_COMMIT: 2}
+
+
+def _code(header, err: E.KafkaError | None) -> int:
+    if err is None:
+        return 0
+    if err.code == E.ProducerFencedError.code and header.request_api_version < FENCED_SINCE[header.request_api_key]:
+        return E.InvalidProducerEpochError.code
+    return err.code
+
+
+def _driver(ctx):
+    tc = ctx.txn_coordinator
+    if tc is None:
+        raise E.NotCoordinatorError("this node is not the transaction coordinator; ask FindCoordinator")
+    return tc
+
+
+# ------------------------------------------------------------- InitProducerId
+
+def _forward_init_producer_id(ctx, timeout_ms: int) -> tuple[E.KafkaError | None, int, int]:
+    """An idempotent producer's id from the coordinator, for a broker."""
+    node = ctx.broker
+    try:
+        resp = tgrpc.TxnCoordinatorStub(node.pool.get(node.coordinator_addr)).InitProducerId(
+            tpb.InitProducerIdRequest(transactional_id="", transaction_timeout_ms=timeout_ms),
+            timeout=FORWARD_TIMEOUT_S)
+    except grpc.RpcError as e:
+        err = transport_error(e, node.coordinator_addr)
+        return E.CoordinatorNotAvailableError(f"asking the coordinator for a producer id: {err}"), -1, -1
+    if resp.error_code:
+        return E.for_code(resp.error_code, resp.error_message), -1, -1
+    return None, resp.producer_id, resp.producer_epoch
+
+
+def handle_init_producer_id(ctx, header, request):
+    tid = request.transactional_id
+    timeout_ms = int(request.transaction_timeout // datetime.timedelta(milliseconds=1))
+    if ctx.txn_coordinator is not None:
+        err, pid, epoch = ctx.txn_coordinator.init_producer_id(tid or "", timeout_ms)
+    elif not tid:
+        err, pid, epoch = _forward_init_producer_id(ctx, timeout_ms)
+    else:
+        err, pid, epoch = E.NotCoordinatorError("this node is not the transaction coordinator"), -1, -1
+    return build(ctx.response_class(header), {"error_code": _code(header, err), "producer_id": pid,
+                                              "producer_epoch": epoch})
+
+
+# ---------------------------------------------------------- AddPartitionsToTxn
+
+def handle_add_partitions_to_txn(ctx, header, request):
+    topics = request.v3_and_below_topics
+    try:
+        err = _driver(ctx).add_partitions(request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
+                                          request.v3_and_below_producer_epoch,
+                                          [(t.name, p) for t in topics for p in t.partitions])
+    except E.KafkaError as e:
+        err = e
+    ec = _code(header, err)  # the whole request succeeds or fails
+    return build(ctx.response_class(header), {"results_by_topic_v3_and_below": [
+        {"name": t.name, "results_by_partition": [{"partition_index": p, "partition_error_code": ec}
+                                                  for p in t.partitions]}
+        for t in topics]})
+
+
+# ------------------------------------------------------------ AddOffsetsToTxn
+
+def handle_add_offsets_to_txn(ctx, header, request):
+    try:
+        err = _driver(ctx).add_offsets(request.transactional_id, request.producer_id, request.producer_epoch,
+                                       request.group_id)
+    except E.KafkaError as e:
+        err = e
+    return build(ctx.response_class(header), {"error_code": _code(header, err)})
+
+
+# --------------------------------------------------------------------- EndTxn
+
+def handle_end_txn(ctx, header, request):
+    try:
+        err = _driver(ctx).end_txn(request.transactional_id, request.producer_id, request.producer_epoch,
+                                   bool(request.committed))
+    except E.KafkaError as e:
+        err = e
+    return build(ctx.response_class(header), {"error_code": _code(header, err)})
+
+
+# ------------------------------------------------------------ TxnOffsetCommit
+
+def handle_txn_offset_commit(ctx, header, request):
+    offsets = [(t.name, p.partition_index, p.committed_offset, p.committed_metadata or "")
+               for t in request.topics for p in t.partitions]
+    # v3+ (KIP-447) names the member and its generation; older versions are not checked (generation -1).
+    generation_id = getattr(request, "generation_id", -1)
+    try:
+        err = _driver(ctx).txn_offset_commit(request.transactional_id, request.producer_id, request.producer_epoch,
+                                             request.group_id, offsets, getattr(request, "member_id", ""),
+                                             generation_id)
+    except E.KafkaError as e:
+        err = e
+    ec = _code(header, err)
+    return build(ctx.response_class(header), {"topics": [
+        {"name": t.name, "partitions": [{"partition_index": p.partition_index, "error_code": ec}
+                                        for p in t.partitions]}
+        for t in request.topics]})
+
+
+HANDLERS = {
+    INIT_PRODUCER_ID: (0, 4, handle_init_producer_id),
+    ADD_PARTITIONS_TO_TXN: (0, 3, handle_add_partitions_to_txn),
+    ADD_OFFSETS_TO_TXN: (0, 3, handle_add_offsets_to_txn),
+    END_TXN: (0, 3, handle_end_txn),
+    TXN_OFFSET_COMMIT: (0, 3, handle_txn_offset_commit),
+}

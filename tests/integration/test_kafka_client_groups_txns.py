@@ -1,0 +1,402 @@
+"""Issue 18: unmodified Kafka clients on the Kafka listener of a real 3-broker cluster — consumer groups with
+commits, and transactions (one committed, one aborted) read back with read_committed and read_uncommitted.
+
+Each library (kafka-python, confluent-kafka, aiokafka) runs the same script: create a topic through its
+admin API, produce with idempotence and acks=all, consume as a group and commit, check a second member of
+the group resumes from the commit; commit one transaction and abort another.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiokafka
+import confluent_kafka as ck
+import kafka
+
+from tests.helpers import wait_until
+
+PARTITIONS = 2
+COMMITTED = [b"committed-%d" % i for i in range(5)]
+ABORTED = [b"aborted-%d" % i for i in range(5)]
+SENTINEL = b"end"  # a third, committed transaction writes it to every partition: readers stop there
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _values(records) -> list[bytes]:
+    return sorted(r for r in records)
+
+
+def _until_sentinels(values_by_partition: dict) -> bool:
+    return len(values_by_partition) == PARTITIONS and all(SENTINEL in vs for vs in values_by_partition.values())
+
+
+def _expected(isolation: str) -> list[bytes]:
+    seen = COMMITTED + (ABORTED if isolation == "read_uncommitted" else [])
+    return _values(seen + [SENTINEL] * PARTITIONS)
+
+
+# ---------------------------------------------------------------- kafka-python
+
+def _kp_create(bs: str, topic: str) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+    admin = KafkaAdminClient(bootstrap_servers=bs, client_id="kp-admin")
+    try:
+        admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=3)])
+    finally:
+        admin.close()
+
+
+def _kp_produce(bs: str, topic: str, values: list[bytes]) -> None:
+    p = kafka.KafkaProducer(bootstrap_servers=bs, acks="all", enable_idempotence=True, client_id="kp-producer")
+    try:
+        for v in values:
+            p.send(topic, key=v, value=v).get(timeout=30)
+    finally:
+        p.close()
+
+
+def _kp_poll_until(consumer, want: int, what: str) -> list:
+    got: list = []
+
+    def step() -> bool:
+        for rs in consumer.poll(timeout_ms=200).values():
+            got.extend(rs)
+        return len(got) >= want
+    wait_until(step, 60, what=f"{what} (have {len(got)} of {want})")
+    return got
+
+
+def _kp_read_to_sentinels(bs: str, topic: str, isolation: str) -> list[bytes]:
+    c = kafka.KafkaConsumer(bootstrap_servers=bs, isolation_level=isolation, enable_auto_commit=False,
+                            auto_offset_reset="earliest")
+    seen: dict = {}
+
+    def step() -> bool:
+        for tp, rs in c.poll(timeout_ms=200).items():
+            seen.setdefault(tp.partition, []).extend(r.value for r in rs)
+        return _until_sentinels(seen)
+    try:
+        c.assign([kafka.TopicPartition(topic, i) for i in range(PARTITIONS)])
+        wait_until(step, 60, what=f"kafka-python {isolation} up to the sentinels ({seen})")
+    finally:
+        c.close()
+    return [v for vs in seen.values() for v in vs]
+
+
+def test_kafka_python_group_consume_and_commit(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = _name("kp-group"), _name("kp-g")
+    _kp_create(bs, topic)
+    first = [f"a{i}".encode() for i in range(20)]
+    _kp_produce(bs, topic, first)
+
+    c = kafka.KafkaConsumer(topic, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
+                            enable_auto_commit=False, client_id="kp-consumer-1")
+    try:
+        got = _kp_poll_until(c, len(first), "kafka-python group consumer")
+        assert _values(r.value for r in got) == _values(first)
+        c.commit()
+        committed = {tp.partition: c.committed(tp) for tp in c.assignment()}
+        assert sum(committed.values()) == len(first)
+    finally:
+        c.close()
+
+    second = [f"b{i}".encode() for i in range(10)]
+    _kp_produce(bs, topic, second)
+    c2 = kafka.KafkaConsumer(topic, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
+                             enable_auto_commit=False, client_id="kp-consumer-2")
+    try:  # a new member of the group resumes from the commit: only the new records
+        got = _kp_poll_until(c2, len(second), "kafka-python consumer after the commit")
+        assert _values(r.value for r in got) == _values(second)
+    finally:
+        c2.close()
+
+
+def test_kafka_python_transactions_committed_and_aborted(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic = _name("kp-txn")
+    _kp_create(bs, topic)
+    p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=_name("kp-tid"), acks="all",
+                            enable_idempotence=True, client_id="kp-txn-producer")
+    try:
+        p.init_transactions()
+        for values, commit in ((COMMITTED, True), (ABORTED, False)):
+            p.begin_transaction()
+            for v in values:
+                p.send(topic, key=v, value=v)
+            p.flush()
+            p.commit_transaction() if commit else p.abort_transaction()
+        p.begin_transaction()
+        for i in range(PARTITIONS):
+            p.send(topic, value=SENTINEL, partition=i)
+        p.commit_transaction()
+    finally:
+        p.close()
+
+    for isolation in ("read_committed", "read_uncommitted"):
+        assert _values(_kp_read_to_sentinels(bs, topic, isolation)) == _expected(isolation), isolation
+
+
+# -------------------------------------------------------------- confluent-kafka
+
+def _ck_create(bs: str, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bs})
+    for f in admin.create_topics([NewTopic(topic, PARTITIONS, 3)]).values():
+        f.result(30)
+
+
+def _ck_produce(bs: str, topic: str, values: list[bytes]) -> None:
+    p = ck.Producer({"bootstrap.servers": bs, "acks": "all", "enable.idempotence": True})
+    errors: list = []
+    for v in values:
+        p.produce(topic, key=v, value=v, on_delivery=lambda err, msg: err and errors.append(err))
+    assert p.flush(30) == 0
+    assert errors == []
+
+
+def _ck_poll_until(consumer, want: int, what: str) -> list:
+    got: list = []
+
+    def step():
+        m = consumer.poll(0.2)
+        if m is not None and m.error() is None:
+            got.append(m)
+        return len(got) >= want
+    wait_until(step, 60, what=f"{what} (have {len(got)} of {want})")
+    return got
+
+
+def _ck_read_to_sentinels(bs: str, topic: str, isolation: str) -> list[bytes]:
+    c = ck.Consumer({"bootstrap.servers": bs, "group.id": _name("ck-read"), "isolation.level": isolation,
+                     "enable.auto.commit": False})
+    seen: dict = {}
+
+    def step() -> bool:
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            seen.setdefault(m.partition(), []).append(m.value())
+        return _until_sentinels(seen)
+    try:
+        c.assign([ck.TopicPartition(topic, i, ck.OFFSET_BEGINNING) for i in range(PARTITIONS)])
+        wait_until(step, 60, what=f"confluent-kafka {isolation} up to the sentinels ({seen})")
+    finally:
+        c.close()
+    return [v for vs in seen.values() for v in vs]
+
+
+def test_confluent_kafka_group_consume_and_commit(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = _name("ck-group"), _name("ck-g")
+    _ck_create(bs, topic)
+    first = [f"a{i}".encode() for i in range(20)]
+    _ck_produce(bs, topic, first)
+    conf = {"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
+            "enable.auto.commit": False}
+    c = ck.Consumer(conf)
+    try:
+        c.subscribe([topic])
+        got = _ck_poll_until(c, len(first), "confluent-kafka group consumer")
+        assert _values(m.value() for m in got) == _values(first)
+        c.commit(asynchronous=False)
+        committed = c.committed([ck.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=30)
+        assert sum(tp.offset for tp in committed) == len(first)
+    finally:
+        c.close()
+
+    second = [f"b{i}".encode() for i in range(10)]
+    _ck_produce(bs, topic, second)
+    c2 = ck.Consumer(conf)
+    try:
+        c2.subscribe([topic])
+        got = _ck_poll_until(c2, len(second), "confluent-kafka consumer after the commit")
+        assert _values(m.value() for m in got) == _values(second)
+    finally:
+        c2.close()
+
+
+def test_confluent_kafka_two_members_share_the_partitions(shared_cluster):
+    """Two members: a rebalance (JoinGroup with MEMBER_ID_REQUIRED, SyncGroup) splits the partitions."""
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = _name("ck-two"), _name("ck-g2")
+    _ck_create(bs, topic)
+    conf = {"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    members = [ck.Consumer(dict(conf, **{"group.instance.id": "static-a"})), ck.Consumer(conf)]
+    try:
+        for m in members:
+            m.subscribe([topic])
+
+        def split() -> bool:
+            for m in members:
+                m.poll(0.1)
+            owned = [{tp.partition for tp in m.assignment()} for m in members]
+            return all(len(o) == 1 for o in owned) and owned[0] | owned[1] == set(range(PARTITIONS))
+        wait_until(split, 60, what="both members owning one partition each")
+    finally:
+        for m in members:
+            m.close()
+
+
+def test_confluent_kafka_transactions_committed_and_aborted(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic = _name("ck-txn")
+    _ck_create(bs, topic)
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("ck-tid"), "acks": "all",
+                     "enable.idempotence": True})
+    p.init_transactions(30)
+    for values, commit in ((COMMITTED, True), (ABORTED, False)):
+        p.begin_transaction()
+        for v in values:
+            p.produce(topic, key=v, value=v)
+        p.flush(30)
+        p.commit_transaction(30) if commit else p.abort_transaction(30)
+    p.begin_transaction()
+    for i in range(PARTITIONS):
+        p.produce(topic, value=SENTINEL, partition=i)
+    p.commit_transaction(30)
+
+    for isolation in ("read_committed", "read_uncommitted"):
+        assert _values(_ck_read_to_sentinels(bs, topic, isolation)) == _expected(isolation), isolation
+
+
+def test_confluent_kafka_consume_transform_produce(shared_cluster):
+    """send_offsets_to_transaction (AddOffsetsToTxn + TxnOffsetCommit): the group's offsets move only
+    with a committed transaction."""
+    bs = shared_cluster.kafka_bootstrap_servers
+    src, dst, group = _name("ck-src"), _name("ck-dst"), _name("ck-eos")
+    _ck_create(bs, src)
+    _ck_create(bs, dst)
+    _ck_produce(bs, src, [b"v%d" % i for i in range(6)])
+    c = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
+                     "enable.auto.commit": False, "isolation.level": "read_committed"})
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("ck-eos-tid")})
+    try:
+        c.subscribe([src])
+        got = _ck_poll_until(c, 6, "the source records")
+        p.init_transactions(30)
+        p.begin_transaction()
+        for m in got:
+            p.produce(dst, value=m.value().upper())
+        positions = c.position(c.assignment())
+        p.send_offsets_to_transaction(positions, c.consumer_group_metadata(), 30)
+        p.commit_transaction(30)
+        committed = c.committed([ck.TopicPartition(src, i) for i in range(PARTITIONS)], timeout=30)
+        assert sum(tp.offset for tp in committed if tp.offset >= 0) == 6
+    finally:
+        c.close()
+
+
+# ----------------------------------------------------------------------- aiokafka
+
+async def _aio_create(bs: str, topic: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=3)])
+    finally:
+        await admin.close()
+
+
+async def _aio_produce(bs: str, topic: str, values: list[bytes]) -> None:
+    p = aiokafka.AIOKafkaProducer(bootstrap_servers=bs, acks="all", enable_idempotence=True)
+    await p.start()
+    try:
+        for v in values:
+            await p.send_and_wait(topic, key=v, value=v)
+    finally:
+        await p.stop()
+
+
+async def _aio_poll_until(consumer, want: int, what: str, timeout_s: float = 60) -> list:
+    got: list = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(got) < want:
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (have {len(got)} of {want})")
+        for rs in (await consumer.getmany(timeout_ms=200)).values():
+            got.extend(rs)
+    return got
+
+
+def test_aiokafka_group_consume_and_commit(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = _name("aio-group"), _name("aio-g")
+    first = [f"a{i}".encode() for i in range(20)]
+    second = [f"b{i}".encode() for i in range(10)]
+
+    async def run():
+        await _aio_create(bs, topic)
+        await _aio_produce(bs, topic, first)
+        c = aiokafka.AIOKafkaConsumer(topic, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
+                                      enable_auto_commit=False)
+        await c.start()
+        try:
+            got = await _aio_poll_until(c, len(first), "aiokafka group consumer")
+            assert _values(r.value for r in got) == _values(first)
+            await c.commit()
+            committed = [await c.committed(tp) for tp in c.assignment()]
+            assert sum(committed) == len(first)
+        finally:
+            await c.stop()
+        await _aio_produce(bs, topic, second)
+        c2 = aiokafka.AIOKafkaConsumer(topic, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
+                                       enable_auto_commit=False)
+        await c2.start()
+        try:
+            got = await _aio_poll_until(c2, len(second), "aiokafka consumer after the commit")
+            assert _values(r.value for r in got) == _values(second)
+        finally:
+            await c2.stop()
+
+    asyncio.run(run())
+
+
+def test_aiokafka_transactions_committed_and_aborted(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic = _name("aio-txn")
+
+    async def read(isolation: str) -> list[bytes]:
+        c = aiokafka.AIOKafkaConsumer(bootstrap_servers=bs, auto_offset_reset="earliest",
+                                      isolation_level=isolation, enable_auto_commit=False)
+        await c.start()
+        seen: dict = {}
+        try:
+            c.assign([aiokafka.TopicPartition(topic, i) for i in range(PARTITIONS)])
+            deadline = asyncio.get_running_loop().time() + 60
+            while not _until_sentinels(seen):
+                assert asyncio.get_running_loop().time() < deadline, f"aiokafka {isolation}: only {seen}"
+                for tp, rs in (await c.getmany(timeout_ms=200)).items():
+                    seen.setdefault(tp.partition, []).extend(r.value for r in rs)
+        finally:
+            await c.stop()
+        return [v for vs in seen.values() for v in vs]
+
+    async def run():
+        await _aio_create(bs, topic)
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=bs, transactional_id=_name("aio-tid"), acks="all",
+                                      enable_idempotence=True)
+        await p.start()
+        try:
+            async with p.transaction():
+                for v in COMMITTED:
+                    await p.send(topic, key=v, value=v)
+            await p.begin_transaction()
+            for v in ABORTED:
+                await p.send_and_wait(topic, key=v, value=v)
+            await p.abort_transaction()
+            async with p.transaction():
+                for i in range(PARTITIONS):
+                    await p.send(topic, value=SENTINEL, partition=i)
+        finally:
+            await p.stop()
+        for isolation in ("read_committed", "read_uncommitted"):
+            assert _values(await read(isolation)) == _expected(isolation), isolation
+
+    asyncio.run(run())

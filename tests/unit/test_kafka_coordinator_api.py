@@ -1,0 +1,303 @@
+"""The Kafka listener's group and transaction adapters (node/kafka/coordinator_api.py, group_api.py,
+txn_api.py): what they pass to the drivers and what they answer, per version. Drivers are fakes that
+record their calls; the real drivers behind a real listener are covered by
+tests/integration/test_kafka_client_groups_txns.py."""
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from kio.schema.request_header.v2.header import RequestHeader
+from kio.serial import entity_reader
+
+from client.common import errors as E
+from client.common.types import TopicPartition
+from node import group as G
+from node.kafka import COORDINATOR_NODE_ID, coordinator_api, group_api, txn_api
+from node.kafka.codec import build, encode_response, request_class, response_class
+
+ENDPOINT = (COORDINATOR_NODE_ID, "127.0.0.1", 19092)
+
+
+class FakeGroups:
+    def __init__(self):
+        self.calls: list = []
+        self.offsets = {TopicPartition("t", 0): G.OffsetAndMetadata(42, "m", 1)}
+        self.unstable: set = set()
+
+    def join_group(self, r, client_host, *, require_known_member_id=True):
+        self.calls.append(("join", r, require_known_member_id))
+        return G.JoinGroupResponse("m-1", 0, 1, "consumer", "range", "m-1", (G.JoinGroupMember("m-1", None, b"x"),))
+
+    def sync_group(self, r):
+        self.calls.append(("sync", r))
+        return G.SyncGroupResponse("m-1", 0, "consumer", "range", b"assignment")
+
+    def heartbeat(self, r):
+        self.calls.append(("heartbeat", r))
+        return E.RebalanceInProgressError.code
+
+    def leave_group(self, r):
+        self.calls.append(("leave", r))
+        return G.LeaveGroupResult(0, tuple(G.LeaveMemberResult(m.member_id, None, E.UnknownMemberIdError.code)
+                                           for m in r.members))
+
+    def commit(self, r):
+        self.calls.append(("commit", r))
+        return G.CommitResult(0, {(p.topic, p.partition): 0 for p in r.partitions})
+
+    def unstable_offsets(self, group_id, tps):
+        self.calls.append(("unstable", group_id, tps))
+        return {tp for tp in tps if tp in self.unstable}
+
+    def fetch_offsets(self, group_id, tps):
+        return {tp: self.offsets.get(tp) for tp in tps} if tps is not None else dict(self.offsets)
+
+    def describe(self, group_id):
+        return None
+
+    def list_groups(self):
+        return [("g-stable", "consumer", "Stable"), ("g-empty", "consumer", "Empty")]
+
+
+class FakeTxns:
+    def __init__(self, error: E.KafkaError | None = None):
+        self.error = error
+        self.calls: list = []
+
+    def init_producer_id(self, tid, timeout_ms):
+        self.calls.append(("init", tid, timeout_ms))
+        return (self.error, -1, -1) if self.error else (None, 7, 3)
+
+    def add_partitions(self, *args):
+        self.calls.append(("add_partitions", *args))
+        return self.error
+
+    def add_offsets(self, *args):
+        return self.error
+
+    def end_txn(self, *args):
+        self.calls.append(("end", *args))
+        return self.error
+
+    def txn_offset_commit(self, *args):
+        self.calls.append(("txn_offset_commit", *args))
+        return self.error
+
+
+class Ctx:
+    """The KafkaContext attributes these handlers use."""
+
+    def __init__(self, groups=None, txns=None, endpoint=ENDPOINT):
+        self.group_coordinator, self.txn_coordinator = groups, txns
+        self.broker = None
+        self.endpoint = endpoint
+
+    @staticmethod
+    def response_class(header):
+        return response_class(header.request_api_key, header.request_api_version)
+
+    def cluster_metadata(self):
+        return None
+
+    def kafka_nodes(self, md):
+        return [(1, "127.0.0.1", 19093)] + ([self.endpoint] if self.endpoint else [])
+
+
+def call(ctx, api_key: int, version: int, body: dict):
+    """Runs the registered handler on a request built from `body`; returns the response after a
+    round trip through its wire encoding (so it is encodable in that version)."""
+    header = RequestHeader(request_api_key=api_key, request_api_version=version, correlation_id=5,
+                           client_id="test-client")
+    lo, hi, handler = coordinator_api.HANDLERS[api_key]
+    assert lo <= version <= hi
+    response = handler(ctx, header, build(request_class(api_key, version), body))
+    frame = encode_response(5, response)
+    cls = type(response)
+    header_size = 4 + 4 + (1 if cls.__flexible__ else 0)
+    decoded, _ = entity_reader(cls)(frame, header_size)
+    assert decoded == response
+    return response
+
+
+def ms(n: int) -> datetime.timedelta:
+    return datetime.timedelta(milliseconds=n)
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+def test_advertised_ranges_keep_to_the_clients_and_kafka_30():
+    ranges = {k: v[:2] for k, v in coordinator_api.HANDLERS.items()}
+    assert ranges == {10: (0, 6), 8: (2, 8), 9: (1, 8), 11: (0, 7), 12: (0, 4), 13: (0, 4), 14: (0, 5),
+                      15: (0, 5), 16: (0, 4), 22: (0, 4), 24: (0, 3), 25: (0, 3), 26: (0, 3), 28: (0, 3)}
+    # kafka-python reads JoinGroup 9 as a 3.2 broker; AddPartitionsToTxn 4 (transactions v2) as 3.6.
+    assert ranges[11][1] < 9 and ranges[24][1] < 4 and ranges[26][0] == 0
+
+
+def test_every_registered_version_answers_an_empty_request_with_an_encodable_response():
+    ctx = Ctx(FakeGroups(), FakeTxns())
+    for api_key, (lo, hi, _handler) in coordinator_api.HANDLERS.items():
+        for version in range(lo, hi + 1):
+            call(ctx, api_key, version, {})
+
+
+# ------------------------------------------------------------------------------------- FindCoordinator
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_find_coordinator_single_key_names_the_coordinator_node(version):
+    r = call(Ctx(), 10, version, {"key": "group-a", "key_type": 0})
+    assert (r.error_code, r.node_id, r.host, r.port) == (0, *ENDPOINT)
+
+
+@pytest.mark.parametrize("version", [4, 5, 6])
+def test_find_coordinator_batched_keys_answer_each_key(version):
+    r = call(Ctx(), 10, version, {"key_type": 1, "coordinator_keys": ["tid-1", "tid-2"]})
+    assert [(c.key, c.node_id, c.host, c.port, c.error_code) for c in r.coordinators] == [
+        ("tid-1", *ENDPOINT, 0), ("tid-2", *ENDPOINT, 0)]
+
+
+def test_find_coordinator_errors():
+    r = call(Ctx(endpoint=None), 10, 1, {"key": "g", "key_type": 0})
+    assert (r.error_code, r.node_id) == (E.CoordinatorNotAvailableError.code, -1)
+    r = call(Ctx(), 10, 4, {"key_type": 1, "coordinator_keys": [""]})
+    assert r.coordinators[0].error_code == E.InvalidRequestError.code
+    r = call(Ctx(), 10, 6, {"key_type": 2, "coordinator_keys": ["share"]})
+    assert r.coordinators[0].error_code == E.InvalidRequestError.code
+
+
+# ------------------------------------------------------------------------------------------- JoinGroup
+
+JOIN = {"group_id": "g", "session_timeout": ms(10000), "rebalance_timeout": ms(30000), "member_id": "",
+        "protocol_type": "consumer", "protocols": [{"name": "range", "metadata": b"meta"}]}
+
+
+@pytest.mark.parametrize("version,known_required", [(0, False), (3, False), (4, True), (7, True)])
+def test_join_group_requires_a_known_member_id_from_v4(version, known_required):
+    groups = FakeGroups()
+    r = call(Ctx(groups), 11, version, JOIN)
+    _, req, required = groups.calls[-1]
+    assert required is known_required  # KIP-394: v0-3 clients do not know MEMBER_ID_REQUIRED
+    assert req.client_id == "test-client" and req.session_timeout_ms == 10000
+    # v0 has no rebalance timeout: the session timeout stands in, as in Kafka
+    assert req.rebalance_timeout_ms == (10000 if version == 0 else 30000)
+    assert (r.error_code, r.member_id, r.leader, r.protocol_name) == (0, "m-1", "m-1", "range")
+    assert [(m.member_id, m.metadata) for m in r.members] == [("m-1", b"x")]
+
+
+def test_join_group_static_member_passes_its_instance_id():
+    groups = FakeGroups()
+    call(Ctx(groups), 11, 5, dict(JOIN, group_instance_id="instance-1"))
+    assert groups.calls[-1][1].group_instance_id == "instance-1"
+    call(Ctx(groups), 11, 5, JOIN)
+    assert not groups.calls[-1][1].HasField("group_instance_id")
+
+
+# ---------------------------------------------------------------------------- on a broker / other errors
+
+@pytest.mark.parametrize("api_key,version,body,field", [
+    (11, 5, JOIN, "error_code"), (14, 3, {"group_id": "g"}, "error_code"), (12, 4, {"group_id": "g"}, "error_code"),
+    (13, 4, {"group_id": "g", "members": [{"member_id": "m"}]}, "error_code"),
+    (26, 1, {"transactional_id": "t"}, "error_code"), (25, 1, {"transactional_id": "t"}, "error_code"),
+    (22, 4, {"transactional_id": "t", "transaction_timeout": ms(1000)}, "error_code"),
+])
+def test_coordinator_requests_on_a_broker_answer_not_coordinator(api_key, version, body, field):
+    r = call(Ctx(), api_key, version, body)
+    assert getattr(r, field) == E.NotCoordinatorError.code
+
+
+def test_offset_commit_on_a_broker_answers_not_coordinator_per_partition():
+    r = call(Ctx(), 8, 8, {"group_id": "g", "topics": [{"name": "t", "partitions": [{"partition_index": 0},
+                                                                                     {"partition_index": 1}]}]})
+    assert [p.error_code for p in r.topics[0].partitions] == [E.NotCoordinatorError.code] * 2
+
+
+def test_list_groups_on_a_broker_is_empty_and_on_the_coordinator_filters_by_state():
+    assert call(Ctx(), 16, 4, {}).groups == ()
+    r = call(Ctx(FakeGroups()), 16, 4, {"states_filter": ["stable"]})
+    assert [(g.group_id, g.group_state) for g in r.groups] == [("g-stable", "Stable")]
+
+
+def test_leave_group_v0_answers_the_members_code_and_v3_each_members():
+    groups = FakeGroups()
+    r = call(Ctx(groups), 13, 0, {"group_id": "g", "member_id": "m-9"})
+    assert r.error_code == E.UnknownMemberIdError.code
+    assert [m.member_id for m in groups.calls[-1][1].members] == ["m-9"]
+    r = call(Ctx(groups), 13, 3, {"group_id": "g", "members": [{"member_id": "a"}, {"member_id": "",
+                                                                                      "group_instance_id": "i"}]})
+    assert r.error_code == 0 and [m.member_id for m in r.members] == ["a", ""]
+    assert groups.calls[-1][1].members[1].group_instance_id == "i"
+
+
+# ----------------------------------------------------------------------------------------- OffsetFetch
+
+def test_offset_fetch_v8_answers_each_group():
+    groups = FakeGroups()
+    r = call(Ctx(groups), 9, 8, {"groups": [
+        {"group_id": "g1", "topics": [{"name": "t", "partition_indexes": [0, 1]}]},
+        {"group_id": "g2", "topics": None}]})
+    g1, g2 = r.groups
+    assert [(p.partition_index, p.committed_offset, p.metadata) for p in g1.topics[0].partitions] == [
+        (0, 42, "m"), (1, -1, "")]
+    assert [(t.name, [p.committed_offset for p in t.partitions]) for t in g2.topics] == [("t", [42])]
+    r = call(Ctx(), 9, 8, {"groups": [{"group_id": "g1", "topics": None}]})
+    assert r.groups[0].error_code == E.NotCoordinatorError.code
+
+
+@pytest.mark.parametrize("version", [7, 8])
+def test_offset_fetch_require_stable_answers_unstable_offset_commit_for_pending_transactions(version):
+    groups = FakeGroups()
+    groups.unstable = {TopicPartition("t", 0)}
+    topics = [{"name": "t", "partition_indexes": [0, 1]}]
+    body = {"group_id": "g", "topics": topics} if version < 8 else {"groups": [{"group_id": "g", "topics": topics}]}
+    r = call(Ctx(groups), 9, version, dict(body, require_stable=True))
+    parts = (r.topics if version < 8 else r.groups[0].topics)[0].partitions
+    assert [(p.partition_index, p.error_code) for p in parts] == [(0, E.UnstableOffsetCommitError.code), (1, 0)]
+    # without require_stable the coordinator is not asked and the committed offset is answered
+    r = call(Ctx(groups), 9, version, body)
+    parts = (r.topics if version < 8 else r.groups[0].topics)[0].partitions
+    assert [(p.committed_offset, p.error_code) for p in parts] == [(42, 0), (-1, 0)]
+
+
+def test_offset_fetch_v1_carries_a_coordinator_error_on_every_partition():
+    r = call(Ctx(), 9, 1, {"group_id": "g", "topics": [{"name": "t", "partition_indexes": [0, 3]}]})
+    assert [p.error_code for p in r.topics[0].partitions] == [E.NotCoordinatorError.code] * 2
+
+
+# ---------------------------------------------------------------------------------------- transactions
+
+@pytest.mark.parametrize("api_key,old,new", [(26, 1, 2), (24, 1, 2), (25, 1, 2), (28, 1, 2), (22, 3, 4)])
+def test_producer_fenced_is_invalid_producer_epoch_for_versions_before_kip_588(api_key, old, new):
+    ctx = Ctx(FakeGroups(), FakeTxns(E.ProducerFencedError("fenced")))
+    body = {"transactional_id": "t", "v3_and_below_transactional_id": "t",
+            "v3_and_below_topics": [{"name": "t", "partitions": [0]}],
+            "topics": [{"name": "t", "partitions": [{"partition_index": 0}]}]}
+
+    def code_of(r):
+        if api_key == 24:
+            return r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+        if api_key == 28:
+            return r.topics[0].partitions[0].error_code
+        return r.error_code
+    assert code_of(call(ctx, api_key, old, body)) == E.InvalidProducerEpochError.code
+    assert code_of(call(ctx, api_key, new, body)) == E.ProducerFencedError.code
+
+
+def test_init_producer_id_on_the_coordinator_and_transaction_requests():
+    txns = FakeTxns()
+    ctx = Ctx(FakeGroups(), txns)
+    r = call(ctx, 22, 4, {"transactional_id": None, "transaction_timeout": ms(-1)})
+    assert (r.error_code, r.producer_id, r.producer_epoch) == (0, 7, 3) and txns.calls[-1][1] == ""
+    call(ctx, 22, 1, {"transactional_id": "tid", "transaction_timeout": ms(60000)})
+    assert txns.calls[-1] == ("init", "tid", 60000)
+    call(ctx, 24, 0, {"v3_and_below_transactional_id": "tid", "v3_and_below_producer_id": 7,
+                      "v3_and_below_producer_epoch": 3,
+                      "v3_and_below_topics": [{"name": "a", "partitions": [0, 2]}, {"name": "b", "partitions": [1]}]})
+    assert txns.calls[-1] == ("add_partitions", "tid", 7, 3, [("a", 0), ("a", 2), ("b", 1)])
+    call(ctx, 26, 0, {"transactional_id": "tid", "producer_id": 7, "producer_epoch": 3, "committed": True})
+    assert txns.calls[-1] == ("end", "tid", 7, 3, True)
+    call(ctx, 28, 3, {"transactional_id": "tid", "group_id": "g", "producer_id": 7, "producer_epoch": 3,
+                      "generation_id": 4, "member_id": "m-1",
+                      "topics": [{"name": "a", "partitions": [{"partition_index": 0, "committed_offset": 10}]}]})
+    assert txns.calls[-1] == ("txn_offset_commit", "tid", 7, 3, "g", [("a", 0, 10, "")], "m-1", 4)
+    call(ctx, 28, 0, {"transactional_id": "tid", "group_id": "g", "producer_id": 7, "producer_epoch": 3})
+    assert txns.calls[-1][-2:] == ("", -1)  # before KIP-447 the generation is not checked
