@@ -110,6 +110,8 @@ def encode_response(correlation_id: int, response, *, header_v0: bool = False) -
 # -- building responses from plain values ----------------------------------
 def _entity_of(tp):
     """For a field type: ("entity", cls) / ("entities", cls) / ("value", None)."""
+    if typing.get_origin(_strip_optional(tp)) is tuple:  # a nullable array
+        tp = _strip_optional(tp)
     origin = typing.get_origin(tp)
     if origin is tuple:
         inner = typing.get_args(tp)[0]
@@ -171,7 +173,9 @@ def build(cls, values: dict):
     for name, kafka_type, kind, nested, default, optional in _plan(cls):
         if name in values:
             v = values[name]
-            if kind == "entities":
+            if v is None and optional:
+                pass  # a null array or struct stays null
+            elif kind == "entities":
                 v = tuple(x if dataclasses.is_dataclass(x) else build(nested, x) for x in (v or ()))
             elif kind == "entity" and v is not None and not dataclasses.is_dataclass(v):
                 v = build(nested, v)

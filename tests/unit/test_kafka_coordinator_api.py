@@ -13,7 +13,7 @@ from kio.serial import entity_reader
 from client.common import errors as E
 from client.common.types import TopicPartition
 from node import group as G
-from node.kafka import COORDINATOR_NODE_ID, coordinator_api, group_api, txn_api
+from node.kafka import COORDINATOR_NODE_ID, coordinator_api
 from node.kafka.codec import build, encode_response, request_class, response_class
 
 ENDPOINT = (COORDINATOR_NODE_ID, "127.0.0.1", 19092)
@@ -301,3 +301,13 @@ def test_init_producer_id_on_the_coordinator_and_transaction_requests():
     assert txns.calls[-1] == ("txn_offset_commit", "tid", 7, 3, "g", [("a", 0, 10, "")], "m-1", 4)
     call(ctx, 28, 0, {"transactional_id": "tid", "group_id": "g", "producer_id": 7, "producer_epoch": 3})
     assert txns.calls[-1][-2:] == ("", -1)  # before KIP-447 the generation is not checked
+
+
+# ------------------------------------------------------------------------------------------------ codec
+
+def test_build_keeps_a_null_array_null_and_builds_a_nullable_one_from_dicts():
+    cls = request_class(9, 8)  # OffsetFetch v8: groups[].topics is a nullable array (null: every partition)
+    r = build(cls, {"groups": [{"group_id": "a", "topics": None},
+                               {"group_id": "b", "topics": [{"name": "t", "partition_indexes": [0]}]}]})
+    assert r.groups[0].topics is None
+    assert r.groups[1].topics[0].name == "t" and list(r.groups[1].topics[0].partition_indexes) == [0]
