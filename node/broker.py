@@ -27,7 +27,7 @@ from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.fetcher import FetcherManager
 from node.producer_state import DuplicateBatch, ProducerStateManager, Reject
-from node.replica import LeaderEpochCache, Partition
+from node.replica import LeaderEpochCache, OffsetTruncationState, Partition, truncation_offset
 from node.store import Store
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class AppendResult:
     log_start_offset: int
     duplicate: bool
     batch_base_offsets: list[int]
+    leader_epoch: int  # the epoch the batches were appended at: acks=all waits on exactly this epoch
 
 
 @dataclass(slots=True)
@@ -107,6 +108,10 @@ class Replica:
                                high_watermark=hw, leader_epoch_cache=cache)
         self.producers.rebuild(records.read_header(b) for b in s.iter_batches(t, p))
 
+    def forget_written(self) -> None:
+        """A write carrying checkpoints failed: the next checkpoint writes them again."""
+        self._written = (None, None)
+
     def checkpoint_puts(self) -> list[tuple[bytes, bytes]]:
         m = self.model
         hw, epochs = m.high_watermark, m.leader_epoch_cache.to_json()
@@ -147,6 +152,7 @@ class Broker:
         self.data_cond = threading.Condition()  # long-poll fetches wait here; notified on append and HW moves
         self.metadata: mpb.MetadataResponse = mpb.MetadataResponse()
         self.metadata_lock = threading.Lock()
+        self.broker_epochs: dict[int, int] = {}  # node id -> registered broker epoch, from metadata
         self.broker_epoch = -1
         self.registered = threading.Event()
         self._stop = threading.Event()
@@ -247,6 +253,8 @@ class Broker:
     def apply_metadata(self, md: mpb.MetadataResponse) -> None:
         with self.metadata_lock:
             self.metadata = md
+            # Replica fetches are checked against these (one dict swap: readers take no lock).
+            self.broker_epochs = {b.node_id: b.broker_epoch for b in md.brokers}
         now = self.clock.monotonic_ms()
         present = set()
         for t in md.topics:
@@ -336,11 +344,14 @@ class Broker:
 
     # -- produce ---------------------------------------------------------
     def append_as_leader(self, topic: str, partition: int, data: bytes, acks: int) -> AppendResult:
-        """Validates and appends one produce payload (one or more batches).
+        """Validates and appends one produce payload (one or more batches), all or nothing.
 
-        A batch the idempotence window already holds is not appended again:
-        its original offset is reported, and `duplicate` is set when nothing
-        new was appended (DUPLICATE_SEQUENCE_NUMBER).
+        Every batch is checked first (against the request's own earlier batches too), the
+        request is one RocksDB write, and only after that write succeeded do the log end, epoch
+        cache and producer state move: a rejected batch or a failed write leaves nothing behind.
+        A batch the idempotence window already holds is not appended again: its original offset
+        is reported, and `duplicate` is set when nothing new was appended
+        (DUPLICATE_SEQUENCE_NUMBER).
         """
         r = self.leader_replica(topic, partition)
         min_isr = topic_config(r.configs, "min.insync.replicas")
@@ -360,14 +371,18 @@ class Broker:
             err = m.check_append(acks, min_isr)
             if err is not None:
                 raise err
+            leader_epoch = m.leader_epoch
+            pending = r.producers.begin_append()
+            appended: list[tuple[int, int]] = []
+            puts = []
+            bases: list[int] = []
             base = last = -1
             duplicate = False
-            bases: list[int] = []
-            puts = []
+            next_offset = m.log_end_offset
             for h, raw in batches:
                 if h.producer_id >= 0:
-                    decision = r.producers.check_and_update(h.producer_id, h.producer_epoch, h.base_sequence,
-                                                            h.last_sequence, h.is_transactional)
+                    decision = pending.check_and_update(h.producer_id, h.producer_epoch, h.base_sequence,
+                                                        h.last_sequence, h.is_transactional)
                     if isinstance(decision, Reject):
                         raise decision.error
                     if isinstance(decision, DuplicateBatch):
@@ -376,24 +391,24 @@ class Broker:
                         base = decision.base_offset if base < 0 else base
                         last = max(last, decision.last_offset)
                         continue
-                offset = m.log_end_offset
-                stored = records.set_offset_and_epoch(raw, offset, m.leader_epoch)
-                puts.append(self.store.append_puts(topic, partition, offset, stored))
+                offset = next_offset
                 last_offset = offset + h.last_offset_delta
-                bases.append(offset)
-                m.on_leader_append(offset, last_offset, now)
+                puts.append(self.store.append_puts(topic, partition, offset,
+                                                   records.set_offset_and_epoch(raw, offset, leader_epoch)))
                 if h.producer_id >= 0:
-                    r.producers.on_append(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence,
-                                          offset, last_offset, h.is_transactional)
-                if base < 0:
-                    base = offset
+                    pending.on_append(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence,
+                                      offset, last_offset, h.is_transactional)
+                appended.append((offset, last_offset))
+                bases.append(offset)
+                base = offset if base < 0 else base
                 last = last_offset
-            if puts:
-                puts.extend(r.changed_checkpoint_puts())
-                self.store.write(puts)
+                next_offset = last_offset + 1
+            if appended:
+                self._write_then_apply(r, puts, appended, now)
+                r.producers.commit_append(pending)
             log_start = m.log_start_offset
         self.wake(r)
-        return AppendResult(base, last, log_start, duplicate and not puts, bases)
+        return AppendResult(base, last, log_start, duplicate and not appended, bases, leader_epoch)
 
     def produce(self, parts: list[PartitionProduce], acks: int, timeout_ms: int) -> list[PartitionProduce]:
         """One produce request (gRPC or Kafka): append each partition, then for acks=all wait until
@@ -410,29 +425,48 @@ class Broker:
         for p in waits:
             left_ms = int((deadline - time.monotonic()) * 1000)
             try:
-                self.wait_for_hw(p.topic, p.partition, p.result.last_offset, max(left_ms, 0))
+                self.wait_for_hw(p.topic, p.partition, p.result.last_offset, max(left_ms, 0),
+                                 leader_epoch=p.result.leader_epoch)
             except Exception as e:  # noqa: BLE001
                 p.error = e
         return parts
 
-    def wait_for_hw(self, topic: str, partition: int, last_offset: int, timeout_ms: int) -> None:
-        """acks=all: block until the high watermark passes `last_offset`."""
+    def _write_then_apply(self, r: Replica, puts: list, appended: list[tuple[int, int]], now_ms: int) -> None:
+        """Caller holds r.lock: one write for the request, then the model follows the log."""
+        m = r.model
+        puts.extend(r.changed_checkpoint_puts())
+        try:
+            self.store.write(puts)
+        except Exception:
+            r.forget_written()
+            raise
+        new_epoch_entry = m.leader_epoch_cache.latest_epoch != m.leader_epoch
+        for offset, last_offset in appended:
+            m.on_leader_append(offset, last_offset, now_ms)
+        if new_epoch_entry:  # rare (the entry is made when leadership starts): persist it at once
+            self.store.write(r.changed_checkpoint_puts())
+
+    def wait_for_hw(self, topic: str, partition: int, last_offset: int, timeout_ms: int, *,
+                    leader_epoch: int) -> None:
+        """acks=all: block until the high watermark passes `last_offset`.
+
+        `leader_epoch` is the one the append was made at (AppendResult.leader_epoch): if leadership
+        moved since, the record may have been truncated and the offset reused by another one.
+        """
         r = self.replicas.get((topic, partition))
         deadline = time.monotonic() + timeout_ms / 1000.0
-        leader_epoch = r.model.leader_epoch
         min_isr = topic_config(r.configs, "min.insync.replicas")
         with r.hw_cond:
             while True:
                 m = r.model
-                if m.leader_epoch == leader_epoch:
-                    done, err = m.check_enough_replicas_reach_offset(last_offset + 1, min_isr)
-                    if done:
-                        if err is not None:
-                            raise err  # replicated, but the ISR shrank below min.insync.replicas
-                        return
                 if not m.is_leader or m.leader_epoch != leader_epoch:
                     raise errors.NotLeaderOrFollowerError(
                         f"leadership of {topic}-{partition} changed before the write was replicated")
+                done, err = m.check_enough_replicas_reach_offset(last_offset + 1, min_isr)
+                if done:
+                    if err is not None:
+                        raise err  # replicated, but the ISR shrank below min.insync.replicas
+                    return
                 left = deadline - time.monotonic()
                 if left <= 0 or self._stop.is_set():
                     raise errors.RequestTimedOutError(
@@ -441,9 +475,10 @@ class Broker:
 
     # -- fetch -----------------------------------------------------------
     def fetch(self, parts: list[FetchPartition], *, replica_id: int, isolation_level: int, max_wait_ms: int,
-              min_bytes: int, max_bytes: int, is_active=lambda: True) -> list[FetchedPartition]:
+              min_bytes: int, max_bytes: int, is_active=lambda: True, replica_epoch: int = -1) -> list[FetchedPartition]:
         """One fetch request (gRPC or Kafka), a long poll: answers once `min_bytes` are readable,
-        an error is found, `max_wait_ms` passes or `is_active()` turns false (the caller left)."""
+        an error is found, `max_wait_ms` passes or `is_active()` turns false (the caller left).
+        A follower (`replica_id` >= 0) must give its registered broker epoch as `replica_epoch`."""
         deadline = time.monotonic() + max_wait_ms / 1000.0
         max_bytes = max_bytes or (50 << 20)
         while True:
@@ -460,7 +495,7 @@ class Broker:
                     (res.records, res.high_watermark, res.last_stable_offset, res.log_start_offset,
                      res.log_end_offset, res.leader_epoch, res.aborted) = self.read_partition(
                         p.topic, p.partition, p.fetch_offset, max(budget, 1), replica_id, isolation_level,
-                        p.current_leader_epoch)
+                        p.current_leader_epoch, replica_epoch=replica_epoch)
                     total += len(res.records)
                 except Exception as e:  # noqa: BLE001
                     res.error = e
@@ -510,8 +545,12 @@ class Broker:
             return m.leader_epoch_cache.end_offset_for(leader_epoch, m.log_end_offset)
 
     def read_partition(self, topic: str, partition: int, offset: int, max_bytes: int, replica_id: int,
-                       isolation_level: int, current_leader_epoch: int):
-        """Returns (records bytes, high_watermark, lso, log_start, leo, leader_epoch, aborted)."""
+                       isolation_level: int, current_leader_epoch: int, *, replica_epoch: int):
+        """Returns (records bytes, high_watermark, lso, log_start, leo, leader_epoch, aborted).
+
+        `replica_id` >= 0 is a follower's fetch; `replica_epoch` is then its broker epoch, which
+        must be the one it is registered with (ignored for consumers, replica_id -1).
+        """
         r = self.leader_replica(topic, partition)
         with r.lock:
             m = r.model
@@ -521,6 +560,10 @@ class Broker:
                         f"epoch {current_leader_epoch} is older than {m.leader_epoch}")
                 raise errors.UnknownLeaderEpochError(
                     f"epoch {current_leader_epoch} is newer than {m.leader_epoch}")
+            if replica_id >= 0:
+                err = m.check_replica_fetch(replica_id, replica_epoch, self.broker_epochs.get(replica_id))
+                if err is not None:
+                    raise err
             hw, leo, log_start = m.high_watermark, m.log_end_offset, m.log_start_offset
             lso = self.last_stable_offset(r)
         if offset > leo or offset < log_start:
@@ -602,68 +645,126 @@ class Broker:
                     self._alter_isr(r, change)
 
     def _alter_isr(self, r: Replica, change) -> None:
-        with r.lock:
-            m = r.model
-            req = mpb.AlterPartitionRequest(
-                broker_id=self.broker_id, broker_epoch=self.broker_epoch, topic=r.topic, partition=r.partition,
-                leader_epoch=m.leader_epoch, partition_epoch=m.partition_epoch, new_isr=list(change.new_isr))
-        log.info("%s ISR for %s-%d to %s", "Expanding" if change.added else "Shrinking", r.topic,
-                 r.partition, list(change.new_isr))
+        """Sends one ISR proposal, with the leader and partition epochs it was made at.
+
+        The call may run late (queued behind others, or slow): by then the partition epoch may
+        have moved, e.g. a replica of the proposed ISR was fenced and removed. The controller
+        refuses a proposal whose epoch is not current (INVALID_UPDATE_VERSION), so a stale view
+        never puts a lagging replica back into the ISR.
+        """
+        req = mpb.AlterPartitionRequest(
+            broker_id=self.broker_id, broker_epoch=self.broker_epoch, topic=r.topic, partition=r.partition,
+            leader_epoch=change.leader_epoch, partition_epoch=change.partition_epoch,
+            new_isr=list(change.new_isr))
+        log.info("%s ISR for %s-%d to %s at partition epoch %d", "Expanding" if change.added else "Shrinking",
+                 r.topic, r.partition, list(change.new_isr), change.partition_epoch)
         try:
             resp = self.controller().AlterPartition(req, timeout=5)
         except grpc.RpcError as e:
             log.info("AlterPartition for %s-%d failed: %s", r.topic, r.partition, transport_error(e))
             with r.lock:
-                r.model.on_isr_change_failed()
+                if self._proposal_pending(r, change):
+                    r.model.on_isr_change_failed()
             return
         with r.lock:
-            if resp.error_code:
+            if not self._proposal_pending(r, change):
+                log.info("Ignoring the AlterPartition answer for %s-%d: the partition moved on since the proposal",
+                         r.topic, r.partition)
+            elif resp.error_code:
                 log.info("AlterPartition for %s-%d refused: %s", r.topic, r.partition, resp.error_message)
                 r.model.on_isr_change_failed()
-            elif resp.state.leader_epoch == r.model.leader_epoch:
+            elif resp.state.leader_epoch == change.leader_epoch:
                 r.model.on_isr_change_committed(list(resp.state.isr), resp.state.partition_epoch)
         self.wake(r)
 
+    @staticmethod
+    def _proposal_pending(r: Replica, change) -> bool:
+        """The model still waits for this proposal (Kafka: partitionState == proposedIsrState)."""
+        m = r.model
+        return (m.is_leader and m.partition_state.is_inflight and m.leader_epoch == change.leader_epoch
+                and m.partition_epoch == change.partition_epoch)
+
     # -- follower side (called by the fetcher threads) ----------------------
     def append_as_follower(self, r: Replica, data: bytes, leader_hw: int, leader_epoch: int) -> None:
-        puts = []
+        """Appends what the leader sent, all or nothing: one write, then the model follows."""
         with r.lock:
             m = r.model
             if m.is_leader or m.leader_epoch != leader_epoch:
                 return  # a newer role arrived while the fetch was in flight
+            fetched = []
+            end = m.log_end_offset
             for h, raw in records.iter_batches(data):
-                if h.last_offset < m.log_end_offset:
+                if h.last_offset < end:
                     continue  # already have it
-                if h.base_offset != m.log_end_offset:
-                    log.warning("%s-%d: follower gap, expected %d got %d", r.topic, r.partition,
-                                m.log_end_offset, h.base_offset)
+                if h.base_offset != end:
+                    log.warning("%s-%d: follower gap, expected %d got %d", r.topic, r.partition, end,
+                                h.base_offset)
                     break
-                puts.append(self.store.append_puts(r.topic, r.partition, h.base_offset, raw))
+                fetched.append((h, raw))
+                end = h.last_offset + 1
+            puts = [self.store.append_puts(r.topic, r.partition, h.base_offset, raw) for h, raw in fetched]
+            if puts:
+                self.store.write(puts)
+            for h, _ in fetched:
                 m.on_follower_append(h.base_offset, h.last_offset, h.partition_leader_epoch)
                 if h.producer_id >= 0:
                     r.producers.replay([h])
             m.update_high_watermark_from_leader(leader_hw)
-            puts.extend(r.changed_checkpoint_puts())
-            if puts:
-                self.store.write(puts)
+            checkpoints = r.changed_checkpoint_puts()
+            if checkpoints:
+                try:
+                    self.store.write(checkpoints)
+                except Exception:
+                    r.forget_written()
+                    raise
 
-    def truncate(self, r: Replica, offset: int) -> None:
+    def truncate(self, r: Replica, offset: int, leader_epoch: int) -> bool:
+        """Follower: drop the log from `offset` on, only while still following at `leader_epoch`.
+
+        The fetcher decides where to truncate from an answer it waited for; if meanwhile this
+        replica became leader (and took writes) or follows a newer epoch, that answer is stale
+        and truncating would drop records the new role relies on. Returns False when refused.
+        """
         with r.lock:
+            if not self._still_following(r, leader_epoch, f"truncate to {offset}"):
+                return False
+            self._truncate_locked(r, offset)
+            return True
+
+    def truncate_to_leader_epoch_end(self, r: Replica, leader_epoch: int,
+                                     epoch_end: tuple[int, int]) -> OffsetTruncationState | None:
+        """Follower: truncate where the leader's OffsetForLeaderEpoch answer says the histories
+        diverge (KIP-101/279); computed and applied under the partition lock, only while still
+        following at `leader_epoch`. None when refused."""
+        with r.lock:
+            if not self._still_following(r, leader_epoch, f"truncate to the end of epoch {epoch_end}"):
+                return None
             m = r.model
-            if offset >= m.log_end_offset:
-                return
-            log.info("Truncating %s-%d from %d to %d", r.topic, r.partition, m.log_end_offset, offset)
-            deletes = self.store.truncate_deletes(r.topic, r.partition, offset)
-            # Kafka truncates whole batches: the new end is the first deleted batch's base offset.
-            new_end = offset
-            for key in deletes:
-                raw = self.store._db.get(key)
-                if raw is not None:
-                    new_end = min(new_end, records.read_header(raw).base_offset)
-            m.truncate_to(new_end)
-            self.store.write(r.checkpoint_puts(), deletes)
-            r.producers.rebuild(records.read_header(b) for b in self.store.iter_batches(r.topic, r.partition))
-            self.txn.on_truncate(r)
+            state = truncation_offset(m.leader_epoch_cache, m.log_end_offset, epoch_end, m.high_watermark)
+            self._truncate_locked(r, state.offset)
+            return state
+
+    def _still_following(self, r: Replica, leader_epoch: int, what: str) -> bool:
+        m = r.model
+        if m.is_leader or m.leader_epoch != leader_epoch:
+            log.info("%s-%d: not going to %s for leader epoch %d: now %s at epoch %d", r.topic, r.partition,
+                     what, leader_epoch, "leader" if m.is_leader else "follower", m.leader_epoch)
+            return False
+        return True
+
+    def _truncate_locked(self, r: Replica, offset: int) -> None:
+        m = r.model
+        if offset >= m.log_end_offset:
+            return
+        # Kafka truncates whole batches: the new end is the base of the batch holding `offset`.
+        new_end, deleted = self.store.truncation(r.topic, r.partition, offset)
+        log.info("Truncating %s-%d from %d to %d", r.topic, r.partition, m.log_end_offset, new_end)
+        self.store.write([], delete_ranges=[deleted])  # disk first: if this fails nothing moved
+        m.truncate_to(new_end)
+        r.producers.rebuild(records.read_header(b) for b in self.store.iter_batches(r.topic, r.partition))
+        self.txn.on_truncate(r)
+        # A lost checkpoint is harmless: load() clamps the HW and the epoch cache to the log.
+        self._persist_checkpoints(r)
 
     def _persist_checkpoints(self, r: Replica) -> None:
         self.store.write(r.checkpoint_puts())

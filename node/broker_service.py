@@ -57,7 +57,8 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
                  for p in request.partitions]
         fetched = self.b.fetch(parts, replica_id=request.replica_id, isolation_level=request.isolation_level,
                                max_wait_ms=request.max_wait_ms, min_bytes=request.min_bytes,
-                               max_bytes=request.max_bytes, is_active=context.is_active)
+                               max_bytes=request.max_bytes, is_active=context.is_active,
+                               replica_epoch=request.replica_epoch)
         resp = bpb.FetchResponse()
         for f in fetched:
             out = resp.partitions.add(topic=f.topic, partition=f.partition, high_watermark=f.high_watermark,

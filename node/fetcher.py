@@ -16,7 +16,6 @@ from client.common import errors
 from client.common.network import transport_error
 from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
-from node.replica import truncation_offset
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,10 @@ class FetcherThread:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.run, name=f"fetcher-{leader_id}", daemon=True)
+
+    def start(self) -> FetcherThread:
         self.thread.start()
+        return self
 
     def stub(self):
         return bgrpc.BrokerStub(self.broker.pool.get(self.address))
@@ -73,9 +75,9 @@ class FetcherThread:
             leo = r.model.log_end_offset
             hw = r.model.high_watermark
         if latest is None or latest < 0 or leo == 0:
-            f.needs_truncation = False
-            if leo > 0 and hw < leo:
-                self.broker.truncate(r, hw)
+            # No epochs to compare: keep only what was committed.
+            if leo == 0 or hw >= leo or self.broker.truncate(r, hw, f.leader_epoch):
+                f.needs_truncation = False
             return
         resp = self.stub().OffsetForLeaderEpoch(bpb.OffsetForLeaderEpochRequest(
             replica_id=self.broker.broker_id,
@@ -87,11 +89,11 @@ class FetcherThread:
             log.debug("OffsetForLeaderEpoch %s-%d: %s", r.topic, r.partition, err)
             self.stopped.wait(0.1)
             return
-        with r.lock:
-            m = r.model
-            state = truncation_offset(m.leader_epoch_cache, m.log_end_offset, (p.leader_epoch, p.end_offset),
-                                      m.high_watermark)
-        self.broker.truncate(r, state.offset)
+        # The answer is for f.leader_epoch: the broker applies it only if the replica still
+        # follows at that epoch (it may have become leader while we waited).
+        state = self.broker.truncate_to_leader_epoch_end(r, f.leader_epoch, (p.leader_epoch, p.end_offset))
+        if state is None:
+            return  # stale: the role changed, and with it this partition's fetch state
         # Not completed (KIP-279): ask again with our now lower latest epoch.
         f.needs_truncation = not state.truncation_completed
 
@@ -111,6 +113,10 @@ class FetcherThread:
                                current_leader_epoch=f.leader_epoch)
         resp = self.stub().Fetch(req, timeout=b.config.replica_fetch_wait_max_ms / 1000.0 + 5)
         by_key = {(f.replica.topic, f.replica.partition): f for f in parts}
+        if resp.partitions and all(p.error_code for p in resp.partitions):
+            # Errors answer at once (e.g. STALE_BROKER_EPOCH until the leader sees our registration):
+            # back off instead of spinning.
+            self.stopped.wait(min(b.config.replica_fetch_backoff_ms / 1000.0, 0.2))
         for p in resp.partitions:
             f = by_key.get((p.topic, p.partition))
             if f is None:
@@ -146,7 +152,7 @@ class FetcherManager:
         with self.lock:
             t = self.threads.get((leader_id, address))
             if t is None:
-                t = self.threads[(leader_id, address)] = FetcherThread(self.broker, leader_id, address)
+                t = self.threads[(leader_id, address)] = FetcherThread(self.broker, leader_id, address).start()
         t.add(replica, leader_epoch)
 
     def remove(self, replica) -> None:

@@ -11,6 +11,12 @@ Leader flow, under the partition lock:
 offsets are known. Followers and restarts call `on_append` /
 `on_control_marker` directly (or `rebuild`): replicated data is not re-checked.
 
+A request appends all of its batches or none (Kafka's ProducerAppendInfo):
+    pending = psm.begin_append()       # same API, over copies of the entries it touches
+    ... pending.check_and_update / pending.on_append / pending.on_control_marker per batch ...
+    write the log; only if that succeeded: psm.commit_append(pending)
+A rejected batch or a failed write then leaves `psm` as it was.
+
 Rules (Kafka's ProducerAppendInfo, 2.7+ error codes):
 - Duplicate: same producer epoch and (base_sequence, last_sequence) equal to
   one of the last `MAX_BATCHES_PER_PRODUCER` (5) batches of that producer.
@@ -124,6 +130,11 @@ class ProducerStateEntry:
     batches: deque[BatchMetadata] = field(default_factory=lambda: deque(maxlen=MAX_BATCHES_PER_PRODUCER))
     current_txn_first_offset: int | None = None
 
+    def copy(self) -> ProducerStateEntry:
+        return ProducerStateEntry(self.producer_id, self.producer_epoch,
+                                  deque(self.batches, maxlen=MAX_BATCHES_PER_PRODUCER),
+                                  self.current_txn_first_offset)
+
     @property
     def last_seq(self) -> int:
         return self.batches[-1].last_seq if self.batches else NO_SEQUENCE
@@ -152,12 +163,41 @@ class ProducerStateEntry:
         return e
 
 
+class _CopyOnRead(dict):
+    """Entries of one pending append: a copy of the base entry is taken the first time it is read."""
+
+    def __init__(self, base: dict[int, ProducerStateEntry]) -> None:
+        super().__init__()
+        self._base = base
+
+    def get(self, producer_id, default=None):
+        entry = super().get(producer_id)
+        if entry is None:
+            base = self._base.get(producer_id)
+            if base is None:
+                return default
+            entry = self[producer_id] = base.copy()
+        return entry
+
+
 class ProducerStateManager:
     def __init__(self) -> None:
         self.producers: dict[int, ProducerStateEntry] = {}
 
     def last_entry(self, producer_id: int) -> ProducerStateEntry | None:
         return self.producers.get(producer_id)
+
+    # -- one request's batches, all or nothing ----------------------------
+    def begin_append(self) -> ProducerStateManager:
+        """A scratch manager for one request: checks see the request's earlier batches, and
+        updates go to copies, until `commit_append`."""
+        pending = ProducerStateManager()
+        pending.producers = _CopyOnRead(self.producers)
+        return pending
+
+    def commit_append(self, pending: ProducerStateManager) -> None:
+        """The request's batches are in the log: make their producer state current."""
+        self.producers.update(pending.producers)
 
     # -- leader check ----------------------------------------------------
     def check_and_update(self, producer_id: int, producer_epoch: int, base_sequence: int,

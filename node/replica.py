@@ -26,6 +26,8 @@ Leader side
     The first also takes a newer ISR arriving in metadata for the same leader
     epoch; stale partition epochs are ignored.
 `acks_satisfied(offset)`, `check_enough_replicas_reach_offset(required_offset, min_isr)`
+`check_replica_fetch(follower_id, follower_broker_epoch, registered_broker_epoch) -> KafkaError | None`
+    A replica fetch is served only to a replica with its current broker epoch.
 `end_offset_for_leader_epoch(current_leader_epoch, leader_epoch) -> EpochEndOffset`
     The leader's answer to OffsetForLeaderEpoch.
 
@@ -90,6 +92,7 @@ from client.common.errors import (
     NotEnoughReplicasError,
     NotLeaderOrFollowerError,
     OffsetOutOfRangeError,
+    StaleBrokerEpochError,
     UnknownLeaderEpochError,
 )
 
@@ -604,6 +607,23 @@ class Partition:
         new_hw = self._maybe_increment_high_watermark()
         self._check_state()
         return self._fetch_decision(None, new_hw, isr_change)
+
+    def check_replica_fetch(self, follower_id: int, follower_broker_epoch: int,
+                            registered_broker_epoch: int | None) -> KafkaError | None:
+        """Only a replica of this partition, with the broker epoch it is registered with now, may
+        fetch as a follower: its fetch offset moves the high watermark and acknowledges acks=all
+        writes. NOT_LEADER_OR_FOLLOWER for a non-replica (as Kafka's followerReplicaOrThrow);
+        STALE_BROKER_EPOCH for a missing or old epoch (an old incarnation, or a forged fetch)."""
+        if not self.is_leader:
+            return NotLeaderOrFollowerError(f"{self.broker_id} is not leader of {self._tp}")
+        if follower_id not in self.followers:
+            return NotLeaderOrFollowerError(
+                f"broker {follower_id} is not a replica of {self._tp} (replicas {self.replicas})")
+        if registered_broker_epoch is None or follower_broker_epoch != registered_broker_epoch:
+            return StaleBrokerEpochError(
+                f"replica fetch for {self._tp} from broker {follower_id} with broker epoch "
+                f"{follower_broker_epoch}; its registered epoch is {registered_broker_epoch}")
+        return None
 
     def end_offset_for_leader_epoch(self, current_leader_epoch: int | None,
                                     leader_epoch: int) -> EpochEndOffset:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _PART = struct.Struct(">I")
 _OFF = struct.Struct(">Q")
+ITER_CHUNK = 256  # batches read per hold of the store lock
 
 
 def _tp_prefix(kind: bytes, topic: str, partition: int) -> bytes:
@@ -62,8 +63,12 @@ class Store:
     def put_json(self, name: str, value: Any) -> None:
         self.write([(b"K" + name.encode(), json.dumps(value).encode())])
 
-    def write(self, puts: list[tuple[bytes, bytes]], deletes: list[bytes] = ()) -> None:
+    def write(self, puts: list[tuple[bytes, bytes]], deletes: list[bytes] = (),
+              delete_ranges: list[tuple[bytes, bytes]] = ()) -> None:
+        """One atomic WriteBatch: deletes first, then puts."""
         wb = WriteBatch(raw_mode=True)
+        for begin, end in delete_ranges:
+            wb.delete_range(begin, end)
         for k in deletes:
             wb.delete(k)
         for k, v in puts:
@@ -123,18 +128,34 @@ class Store:
         return b"".join(out)
 
     def iter_batches(self, topic: str, partition: int, start: int = 0) -> Iterator[bytes]:
+        """Batches with a base offset >= `start`, in order, read `ITER_CHUNK` at a time.
+
+        The store-wide lock is held per chunk, never for a whole partition: a scan of a long log
+        (a producer-state rebuild, ListOffsets by timestamp, the aborted index) must not stall
+        every fetch and append of the node. Batches appended during the scan may or may not be seen.
+        """
         prefix = _tp_prefix(b"L", topic, partition)
-        with self._lock:
-            it = self._db.iter()
-            batches = []
-            try:
-                it.seek(prefix + _OFF.pack(start))
-                while it.valid() and it.key().startswith(prefix):
-                    batches.append(it.value())
-                    it.next()
-            finally:
-                del it
-        return iter(batches)
+        key = prefix + _OFF.pack(start)
+        while True:
+            chunk: list[bytes] = []
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("store closed")
+                it = self._db.iter()
+                try:
+                    it.seek(key)
+                    while it.valid() and len(chunk) < ITER_CHUNK:
+                        k = it.key()
+                        if not k.startswith(prefix):
+                            break
+                        chunk.append(it.value())
+                        key = k + b"\x00"  # the next key after this one
+                        it.next()
+                finally:
+                    del it
+            yield from chunk
+            if len(chunk) < ITER_CHUNK:
+                return
 
     def last_batch(self, topic: str, partition: int) -> bytes | None:
         prefix = _tp_prefix(b"L", topic, partition)
@@ -160,22 +181,25 @@ class Store:
             finally:
                 del it
 
-    def truncate_deletes(self, topic: str, partition: int, offset: int) -> list[bytes]:
-        """Keys of every batch holding an offset >= `offset` (Kafka truncates whole batches)."""
+    def truncation(self, topic: str, partition: int, offset: int) -> tuple[int, tuple[bytes, bytes]]:
+        """Where a truncation to `offset` really ends, and the key range it deletes.
+
+        Kafka truncates whole batches: the new end is the base of the batch holding `offset`.
+        One seek, not a scan: every batch from there on is one key range.
+        """
         prefix = _tp_prefix(b"L", topic, partition)
-        keys = []
+        new_end = offset
         with self._lock:
             it = self._db.iter()
             try:
-                _seek_batch(it, prefix, offset)
-                while it.valid() and it.key().startswith(prefix):
+                it.seek_for_prev(prefix + _OFF.pack(offset))
+                if it.valid() and it.key().startswith(prefix):
                     h = records.read_header(it.value())
                     if h.last_offset >= offset:
-                        keys.append(it.key())
-                    it.next()
+                        new_end = h.base_offset
             finally:
                 del it
-        return keys
+        return new_end, (prefix + _OFF.pack(new_end), prefix + b"\xff" * 8)
 
     def delete_partition(self, topic: str, partition: int) -> None:
         for kind in (b"L", b"M"):

@@ -18,6 +18,7 @@ import threading
 from client.common import errors, records
 from client.common.config import topic_config
 from client.common.pb import broker_pb2 as bpb
+from node.broker import AppendResult
 from node.txn import AbortedTxnIndex
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ class TxnBroker:
             for p in m.partitions:
                 out = resp.results.add(producer_id=m.producer_id, topic=m.topic, partition=p)
                 try:
-                    last = self.append_marker(m.topic, p, m.producer_id, m.producer_epoch, m.committed,
-                                              m.coordinator_epoch)
-                    self.b.wait_for_hw(m.topic, p, last, MARKER_TIMEOUT_MS)
+                    res = self.append_marker(m.topic, p, m.producer_id, m.producer_epoch, m.committed,
+                                             m.coordinator_epoch)
+                    self.b.wait_for_hw(m.topic, p, res.last_offset, MARKER_TIMEOUT_MS,
+                                       leader_epoch=res.leader_epoch)
                 except errors.KafkaError as e:
                     out.error_code = e.code
                 except Exception as e:
@@ -53,8 +55,12 @@ class TxnBroker:
         return resp
 
     def append_marker(self, topic: str, partition: int, producer_id: int, producer_epoch: int,
-                      commit: bool, coordinator_epoch: int) -> int:
-        """Appends one control batch as leader; returns its offset."""
+                      commit: bool, coordinator_epoch: int):
+        """Appends one control batch as leader; returns its AppendResult.
+
+        As a produce: checked, written, and only then applied to the log end and producer state,
+        so a failed write leaves the transaction open in memory as it is on disk.
+        """
         b = self.b
         r = b.leader_replica(topic, partition)
         min_isr = topic_config(r.configs, "min.insync.replicas")
@@ -69,20 +75,18 @@ class TxnBroker:
             if entry is not None and producer_epoch < entry.producer_epoch:
                 raise errors.InvalidProducerEpochError(
                     f"marker epoch {producer_epoch} of producer {producer_id} is older than {entry.producer_epoch}")
-            offset = m.log_end_offset
+            offset, leader_epoch = m.log_end_offset, m.leader_epoch
             raw = records.build_control_batch(commit, producer_id, producer_epoch, b.clock.wall_ms(),
                                               coordinator_epoch=coordinator_epoch)
-            stored = records.set_offset_and_epoch(raw, offset, m.leader_epoch)
-            puts = [b.store.append_puts(topic, partition, offset, stored)]
-            m.on_leader_append(offset, offset, b.clock.monotonic_ms())
+            stored = records.set_offset_and_epoch(raw, offset, leader_epoch)
+            b._write_then_apply(r, [b.store.append_puts(topic, partition, offset, stored)], [(offset, offset)],
+                                b.clock.monotonic_ms())
             r.producers.on_control_marker(producer_id, producer_epoch, offset)
-            puts.extend(r.checkpoint_puts())
-            b.store.write(puts)
+            log_start = m.log_start_offset
         log.info("Wrote %s marker for producer %d epoch %d to %s-%d at offset %d",
                  "COMMIT" if commit else "ABORT", producer_id, producer_epoch, topic, partition, offset)
-        with b.data_cond:
-            b.data_cond.notify_all()
-        return offset
+        b.wake(r)
+        return AppendResult(offset, offset, log_start, False, [offset], leader_epoch)
 
     # -- aborted index -----------------------------------------------------
     def aborted_transactions(self, r, start: int, upto: int) -> list[tuple[int, int]]:
