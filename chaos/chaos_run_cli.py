@@ -63,6 +63,51 @@ def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progre
     sys.exit(0 if outcome.behaved else 1)
 
 
+@click.command("campaign")
+@click.argument("experiments", nargs=-1)
+@click.option("--seeds", type=click.IntRange(min=1), required=True, help="Runs per experiment, one seed each.")
+@click.option("--client", default="brokerlab", show_default=True,
+              help="The client library the workloads use (brokerlab; others come later).")
+@click.option("--first-seed", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Seeds are FIRST, FIRST+1, ... (so a campaign can be replayed run by run).")
+@click.option("--duration", type=click.FloatRange(min=1), default=None,
+              help="Seconds of workload per run (default: each experiment's time_limit_s).")
+@click.option("--out", "out_dir", default=None, help="Campaign folder (default runs/campaign-TIME).")
+def chaos_campaign(experiments, seeds, client, first_seed, duration, out_dir) -> None:
+    """Run each EXPERIMENT (default: safe) --seeds times, each on a fresh cluster, and tabulate the verdicts.
+
+    One row per experiment: runs, valid, invalid, unknown, runs that behaved as the experiment
+    expects, the anomalies seen (in how many runs), median ops/s. The campaign folder holds every
+    run's folder, campaign.json and index.html linking the runs' reports. Ctrl-C stops after
+    healing the current run and keeps the finished ones. Exit status: 0 when every run behaved
+    as expected, 1 when one did not, 130 when interrupted.
+    """
+    import logging
+    import shlex
+
+    from chaos.campaign import check_client, format_table, run_campaign
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        check_client(client)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--client") from None
+    command = "brokerlab chaos campaign " + " ".join(shlex.quote(a) for a in sys.argv[3:]) \
+        if sys.argv[1:3] == ["chaos", "campaign"] else "brokerlab chaos campaign"
+    try:
+        folder, rows, runs, interrupted = run_campaign(
+            list(experiments), seeds, client=client, first_seed=first_seed, duration_s=duration, out_dir=out_dir,
+            command=command, echo=lambda s: click.echo(s, err=True))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(format_table(rows))
+    click.echo(f"campaign folder: {folder}")
+    click.echo(f"summary: {os.path.join(folder, 'index.html')}")
+    if interrupted:
+        click.echo(f"interrupted: {sum(not r.interrupted for r in runs)} finished runs kept")
+        sys.exit(130)
+    sys.exit(0 if all(r.behaved for r in runs) else 1)
+
+
 @click.command("report")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 def chaos_report(run_dir: str) -> None:

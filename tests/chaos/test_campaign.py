@@ -1,0 +1,113 @@
+"""`brokerlab chaos campaign`: each experiment over several seeds, a table, a folder of runs."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from chaos.campaign import RunSummary, campaign_rows, format_table, run_campaign
+
+
+def _cli(*args):
+    from brokerlab_cli import main
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_two_seeds_of_safe_give_one_row_and_a_folder_linking_both_reports(tmp_path):
+    out = tmp_path / "camp"
+    r = _cli("chaos", "campaign", "safe", "--seeds", "2", "--duration", "8", "--out", str(out))
+    print(r.output)
+    row = next(cells for line in r.output.splitlines() if (cells := line.split())[:1] == ["safe"]
+               and cells[1].isdigit())
+    assert row[1:3] == ["2", "2"], r.output  # runs, valid
+    assert row[3:6] == ["0", "0", "2/2"], r.output  # invalid, unknown, as expected
+    assert float(row[-1]) > 0  # median ops/s
+    assert r.exit_code == 0
+    for seed in (1, 2):
+        run_dir = out / "safe" / f"seed-{seed}"
+        for fn in ("history.jsonl", "results.json", "report.html", "run.json"):
+            assert (run_dir / fn).exists(), (seed, fn)
+        assert json.loads((run_dir / "run.json").read_text())["seed"] == seed
+    page = (out / "index.html").read_text()
+    assert re.findall(r"href='([^']+)'", page) == ["safe/seed-1/report.html", "safe/seed-2/report.html"]
+    doc = json.loads((out / "campaign.json").read_text())
+    assert doc["state"] == "finished" and [x["seed"] for x in doc["runs"]] == [1, 2]
+
+
+def test_other_clients_are_refused_with_a_clear_message(tmp_path):
+    r = _cli("chaos", "campaign", "safe", "--seeds", "2", "--client", "confluent-kafka", "--out", str(tmp_path / "c"))
+    assert r.exit_code == 2
+    assert "'confluent-kafka' is not supported" in r.output and "brokerlab" in r.output
+    assert not (tmp_path / "c").exists()
+
+
+def _fake_outcome(run_dir: str, seed: int, valid, anomalies=(), interrupted=False, ops=10, duration_s=2.0):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "run.json"), "w") as fh:
+        json.dump({"duration_s": duration_s}, fh)
+    with open(os.path.join(run_dir, "history.jsonl"), "w") as fh:
+        for i in range(ops):  # completions inside the workload phase, and one final read after it
+            fh.write(json.dumps({"process": 0, "type": "ok", "f": "poll", "time": i}) + "\n")
+        fh.write(json.dumps({"process": 0, "type": "ok", "f": "poll", "time": int(duration_s * 2e9)}) + "\n")
+    result = {"valid": valid, "anomaly_types": list(anomalies), "anomalies": {a: [{}] for a in anomalies}}
+    return SimpleNamespace(result=result, seed=seed, run_dir=run_dir, behaved=valid is True,
+                           interrupted=interrupted, notes=["interrupted (Ctrl-C)"] if interrupted else [])
+
+
+def test_ctrl_c_stops_the_campaign_and_keeps_the_finished_runs(tmp_path):
+    calls = []
+
+    def run(exp, *, seed, duration_s, out_dir, progress, echo):
+        calls.append((exp["name"], seed))
+        # the third run is interrupted: run_experiment heals and returns it marked
+        return _fake_outcome(out_dir, seed, True, interrupted=len(calls) == 3)
+
+    folder, rows, runs, interrupted = run_campaign(["safe", "min-isr-2-leader-killed"], 2, out_dir=str(tmp_path),
+                                                   echo=lambda s: None, run=run)
+    assert interrupted
+    assert calls == [("safe", 1), ("safe", 2), ("min-isr-2-leader-killed", 1)]  # nothing after the Ctrl-C
+    assert [(r.experiment, r.runs, r.valid) for r in rows] == [("safe", 2, 2), ("min-isr-2-leader-killed", 0, 0)]
+    doc = json.loads((tmp_path / "campaign.json").read_text())
+    assert doc["state"].startswith("interrupted") and len(doc["runs"]) == 3 and doc["runs"][2]["interrupted"]
+    assert (tmp_path / "index.html").read_text().count("report.html") == 3
+
+
+def test_ctrl_c_between_runs_keeps_the_finished_ones(tmp_path):
+    def run(exp, *, seed, duration_s, out_dir, progress, echo):
+        if seed == 2:
+            raise KeyboardInterrupt
+        return _fake_outcome(out_dir, seed, False, anomalies=["lost-write"])
+
+    _, rows, runs, interrupted = run_campaign(["acks1-leader-isolated"], 3, out_dir=str(tmp_path),
+                                              echo=lambda s: None, run=run)
+    assert interrupted and [r.seed for r in runs] == [1]
+    assert rows[0].runs == 1 and rows[0].invalid == 1 and rows[0].anomalies == {"lost-write": 1}
+
+
+def test_rows_count_verdicts_anomalies_and_the_median_rate():
+    def s(exp, seed, verdict, anomalies=(), ops=1.0, behaved=True, interrupted=False):
+        return RunSummary(exp, seed, f"/r/{exp}/{seed}", verdict, behaved, tuple(anomalies), ops, interrupted)
+    runs = [s("a", 1, "invalid", ["lost-write"], 10), s("a", 2, "invalid", ["lost-write", "inconsistent-offsets"], 30),
+            s("a", 3, "valid", (), 20, behaved=False), s("a", 4, "unknown", (), 1000, interrupted=True),
+            s("b", 1, "unknown", (), 5, behaved=False)]
+    rows = campaign_rows(runs, [("a", "any of lost-write"), ("b", "valid"), ("c", "valid")])
+    a, b, c = rows
+    assert (a.runs, a.valid, a.invalid, a.unknown, a.as_expected) == (3, 1, 2, 0, 2)
+    assert dict(a.anomalies) == {"lost-write": 2, "inconsistent-offsets": 1}
+    assert a.median_ops_per_s == 20
+    assert (b.runs, b.unknown, b.as_expected) == (1, 1, 0) and (c.runs, c.median_ops_per_s) == (0, 0.0)
+    table = format_table(rows).splitlines()
+    assert table[0].split()[:5] == ["experiment", "runs", "valid", "invalid", "unknown"]
+    assert "lost-write (2), inconsistent-offsets (1)" in table[1]
+
+
+def test_bad_seeds_and_unknown_experiments_are_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ValueError, match="--seeds must be at least 1"):
+        run_campaign(["safe"], 0, out_dir=str(tmp_path / "a"), run=lambda *a, **k: None)
+    with pytest.raises(ValueError, match="no experiment 'nope'"):
+        run_campaign(["safe", "nope"], 1, out_dir=str(tmp_path / "b"), run=lambda *a, **k: None)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
