@@ -16,6 +16,7 @@ schedule, a time limit and a seed. Loading validates everything and names the ba
     method:                       # nemesis ops applied once, before the schedule
       - {f: delay, value: {links: ["client:*:broker-1"], ms: 50}}
     nemesis: {interval_s: 10, duration_s: 5, faults: [kill, {f: partition, shape: halves}]}
+                                  # or a list of such schedules, run side by side (faults overlap)
     rollbacks: [heal]             # default; always applied at the end
     workload: {...}               # read by the runner (workloads); kept as given
 """
@@ -64,7 +65,8 @@ class Experiment:
     topics: tuple[TopicSpec, ...] = ()
     probes: tuple[Probe, ...] = ()
     method: tuple[dict, ...] = ()  # nemesis ops
-    nemesis: NemesisSpec = NemesisSpec(faults=())
+    nemesis: NemesisSpec = NemesisSpec(faults=())  # the first of `nemeses`
+    nemeses: tuple[NemesisSpec, ...] = ()
     rollbacks: tuple[dict, ...] = ({"process": "nemesis", "type": "info", "f": "heal", "value": None},)
     extra: dict = field(default_factory=dict)  # workload, checker, ... as given
 
@@ -174,8 +176,14 @@ def parse_experiment(raw, source: str = "experiment") -> Experiment:
     for key, v in (("method", method), ("rollbacks", rollbacks)):
         if not isinstance(v, list):
             raise _err(f"{p}{key}", "expected a list of nemesis ops")
+    raw_nemesis = raw.get("nemesis")
     try:
-        nemesis = parse_nemesis(raw.get("nemesis"), seed, f"{p}nemesis")
+        if isinstance(raw_nemesis, list):
+            if not raw_nemesis:
+                raise ExperimentError(f"{p}nemesis: an empty list (leave it out for no schedule)")
+            nemeses = tuple(parse_nemesis(n, seed, f"{p}nemesis[{i}]") for i, n in enumerate(raw_nemesis))
+        else:
+            nemeses = (parse_nemesis(raw_nemesis, seed, f"{p}nemesis"),)
     except SpecError as e:
         raise ExperimentError(str(e)) from None
     return Experiment(
@@ -183,7 +191,7 @@ def parse_experiment(raw, source: str = "experiment") -> Experiment:
         brokers=brokers, configs=configs, topics=tspecs,
         probes=_probes(raw.get("steady_state_hypothesis"), f"{p}steady_state_hypothesis"),
         method=tuple(_nemesis_op(m, f"{p}method[{i}]") for i, m in enumerate(method)),
-        nemesis=nemesis,
+        nemesis=nemeses[0], nemeses=nemeses,
         rollbacks=tuple(_nemesis_op(m, f"{p}rollbacks[{i}]") for i, m in enumerate(rollbacks)),
         extra={k: raw[k] for k in PASS_THROUGH if k in raw})
 

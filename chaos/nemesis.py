@@ -13,11 +13,16 @@ Op values it understands (what chaos/schedule.py emits, or written by hand):
     loss                            {"target"|"nodes"|"links", "p"}
     heartbeat-delay / heartbeat-drop {"target"|"nodes", "ms"}
     clock                           {"target"|"nodes", "offset_ms", "strobe_ms", "period_ms"}
-    heal                            null (everything)
+    heal                            null (everything), or {"of": fault f, "nodes": [...]} (what one fault did)
+
+A fault op may carry `fault_id` and its recovery op `recovers` (chaos/schedule.py): the recovery
+then undoes exactly what that fault did (the nodes it killed, paused or skewed, the rules of its
+kind), so overlapping schedules do not end each other's faults early.
 """
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 from chaos.controller import ChaosController
 from chaos.targets import grudge_of_groups, partition_shape, resolve_nodes
@@ -29,11 +34,29 @@ class Nemesis:
         self.rng = random.Random(seed)
         self.down: set[str] = set()  # nodes this nemesis killed or stopped
         self.paused: set[str] = set()
+        self.applied: dict[str, dict] = {}  # fault_id -> the fault op as completed
+
+    def _recovery_value(self, op: dict):
+        """The value that undoes exactly the fault `op["recovers"]` names (None: it left nothing to undo)."""
+        fault = self.applied.pop(op["recovers"], None)
+        if fault is None:
+            return None
+        nodes = (fault.get("value") or {}).get("nodes") if isinstance(fault.get("value"), dict) else None
+        if fault.get("error") and not nodes:
+            return None  # it failed before touching a node
+        if op["f"] == "heal":
+            return {"of": fault["f"], **({"nodes": nodes} if nodes else {})}
+        return {"nodes": nodes} if nodes else None
 
     def invoke(self, op: dict) -> dict:
         done = dict(op)
         done["type"] = "info"
         value = op.get("value") or {}
+        if op.get("recovers") is not None:
+            value = self._recovery_value(op)
+            if value is None:
+                done["value"] = {"nodes": []}
+                return done
         try:
             handler = getattr(self, "_" + op["f"].replace("-", "_"), None)
             if handler is None:
@@ -41,6 +64,8 @@ class Nemesis:
             done["value"] = handler(dict(value) if isinstance(value, dict) else value)
         except Exception as e:  # noqa: BLE001 - a nemesis op never raises into the runner; it records the error
             done["error"] = f"{type(e).__name__}: {e}"
+        if op.get("fault_id") is not None:
+            self.applied[op["fault_id"]] = done
         return done
 
     def heal(self) -> dict:
@@ -152,8 +177,26 @@ class Nemesis:
             self.c.clock(n, offset, strobe, period)
         return {"nodes": nodes, "offset_ms": offset, "strobe_ms": strobe, "period_ms": period}
 
+    # tags of the rules each network fault adds (chaos/controller.py)
+    _TAGS: ClassVar[dict[str, str]] = {"partition": "partition", "delay": "delay", "loss": "loss", "heartbeat-delay": "heartbeat",
+             "heartbeat-drop": "heartbeat", "drop-response": "drop-response"}
+
     def _heal(self, value):
+        if isinstance(value, dict) and value.get("of"):
+            return self._heal_one(value)
         out = self.c.heal()
         self.down.clear()
         self.paused.clear()
         return out
+
+    def _heal_one(self, value: dict) -> dict:
+        """Undoes one fault: its kind of rules, or the clock skew of its nodes."""
+        f = value["of"]
+        if f == "clock":
+            for n in value.get("nodes", []):
+                self.c.clock(n, 0, 0, 0)
+        elif f in self._TAGS:
+            self.c.heal_network(self._TAGS[f])
+        else:
+            raise ValueError(f"heal of '{f}': not a network or clock fault")
+        return dict(value)

@@ -29,24 +29,35 @@ _FAULT_COLORS = {"kill": "tab:red", "pause": "tab:purple", "partition": "tab:blu
 
 
 def fault_windows(history: list[dict]) -> list[tuple[float, float, str]]:
-    """(start_s, end_s, label) for each fault: from its op until the op that undoes it, or the end."""
+    """(start_s, end_s, label) for each fault: from its op until the op that undoes it, or the end.
+    Faults may overlap (several schedules): a start / resume closes the windows of its nodes only,
+    a heal of one fault ({"of": f}) closes that kind only, a plain heal closes everything."""
     end_s = history[-1]["time"] / 1e9 if history else 0.0
-    open_: dict[str, tuple[float, str]] = {}
+    open_: dict[tuple[str, str], tuple[float, str, frozenset]] = {}
     out = []
     undo = {"start": ("kill", "stop"), "resume": ("pause",), "restart": ("kill", "stop")}
     for op in history:
         if op.get("process") != "nemesis":
             continue
         f, t = op["f"], op["time"] / 1e9
+        value = op.get("value") if isinstance(op.get("value"), dict) else {}
+        nodes = frozenset(value.get("nodes") or ())
         if f in FAULT_FS or f == "stop":
-            if f not in open_:
-                open_[f] = (t, _label(op))
+            label = _label(op)
+            open_.setdefault((f, label), (t, label, nodes))
         elif f in HEAL_FS:
-            closing = list(open_) if f == "heal" else [x for x in undo.get(f, ()) if x in open_]
-            for x in closing:
-                start, label = open_.pop(x)
+            if f == "heal":
+                kinds = {value["of"]} if value.get("of") else None
+            else:
+                kinds = set(undo.get(f, ()))
+            for key, (start, label, opened) in list(open_.items()):
+                if kinds is not None and key[0] not in kinds:
+                    continue
+                if f != "heal" and nodes and opened and not opened & nodes:
+                    continue
+                del open_[key]
                 out.append((start, t, label))
-    for f, (start, label) in open_.items():
+    for start, label, _ in open_.values():
         out.append((start, end_s, label))
     return sorted(out)
 

@@ -125,9 +125,16 @@ def build_schedule(spec, seed: int, duration_s: float) -> list[tuple[float, dict
     for op in spec.method:
         op = dict(op)
         out.append((float(op.pop("at_s", 0.0)), op))
-    if spec.nemesis.faults:
-        nspec = dataclasses.replace(spec.nemesis, seed=seed)
-        out += [(t.at_ms / 1000.0, t.op) for t in schedule(nspec, int(duration_s * 1000))]
+    heals = []
+    for i, nemesis in enumerate(spec.nemeses or (spec.nemesis,)):
+        if not nemesis.faults:
+            continue
+        # One seed per schedule; the first keeps the run's seed, so single-schedule runs replay as before.
+        nspec = dataclasses.replace(nemesis, seed=seed if i == 0 else seed * 1009 + i)
+        for t in schedule(nspec, int(duration_s * 1000), name=f"n{i}-" if i else ""):
+            (heals if t.op["f"] == "heal" and "recovers" not in t.op else out).append((t.at_ms / 1000.0, t.op))
+    if heals:  # each schedule ends with a heal-everything; with several, only the last one may run
+        out.append(max(heals, key=lambda x: x[0]))
     out.sort(key=lambda x: x[0])
     return out
 

@@ -4,12 +4,15 @@ A spec (an experiment's `nemesis:` section) names the faults to draw from, how o
 (`interval_s`) and how long it lasts (`duration_s`). Each cycle draws one fault with the seeded rng,
 emits its op at `t`, and its recovery op (start / resume / heal) at `t + duration`. Ops are
 HISTORY.md nemesis ops still to be completed: the Nemesis picks the concrete nodes when it runs them.
+A recovery op names its fault (`recovers` = the fault op's `fault_id`), so the Nemesis undoes exactly
+what that fault did: several schedules can overlap (an experiment's `nemesis:` may be a list).
 
     nemesis:
       seed: 7
       interval_s: 10
       duration_s: 5
       start_after_s: 2
+      # or interval_s: [1, 2]: each gap drawn from the range with the seed
       faults:
         - kill                                   # default target: one node
         - {f: pause, target: leader-of, topic: t0, partition: 0}
@@ -60,6 +63,7 @@ class NemesisSpec:
     duration_ms: int = 5_000
     start_after_ms: int = 0
     seed: int = 0
+    interval_max_ms: int = 0  # > interval_ms: each gap drawn from [interval_ms, interval_max_ms]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +119,7 @@ def parse_nemesis(raw: dict | None, seed: int = 0, path: str = "nemesis") -> Nem
     if not isinstance(faults, list):
         raise SpecError(f"{path}.faults: expected a list of faults")
     specs = tuple(parse_fault(x, f"{path}.faults[{i}]") for i, x in enumerate(faults))
-    interval = _num(raw, "interval_s", path, 10, 0.001)
+    interval, interval_max = _interval(raw, path)
     duration = _num(raw, "duration_s", path, min(5, interval), 0)
     if duration > interval:
         raise SpecError(f"{path}.duration_s: {duration} is longer than interval_s {interval}; faults would overlap")
@@ -123,26 +127,43 @@ def parse_nemesis(raw: dict | None, seed: int = 0, path: str = "nemesis") -> Nem
     if isinstance(s, bool) or not isinstance(s, int):
         raise SpecError(f"{path}.seed: expected an integer, got {s!r}")
     return NemesisSpec(specs, int(interval * 1000), int(duration * 1000),
-                       int(_num(raw, "start_after_s", path, 0) * 1000), s)
+                       int(_num(raw, "start_after_s", path, 0) * 1000), s,
+                       int(interval_max * 1000) if interval_max > interval else 0)
+
+
+def _interval(raw: dict, path: str) -> tuple[float, float]:
+    """interval_s: a number, or [low, high] seconds (each gap drawn from the range)."""
+    v = raw.get("interval_s", 10)
+    if isinstance(v, list):
+        if len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) \
+                or not 0.001 <= v[0] <= v[1]:
+            raise SpecError(f"{path}.interval_s: expected seconds or [low, high] with 0 < low <= high, got {v!r}")
+        return float(v[0]), float(v[1])
+    x = _num(raw, "interval_s", path, 10, 0.001)
+    return x, x
 
 
 def nemesis_op(f: str, value=None) -> dict:
     return {"process": "nemesis", "type": "info", "f": f, "value": value}
 
 
-def schedule(spec: NemesisSpec, time_limit_ms: int) -> Iterator[TimedOp]:
-    """Timed ops in time order, every fault recovered before `time_limit_ms`; then one final heal."""
+def schedule(spec: NemesisSpec, time_limit_ms: int, name: str = "") -> Iterator[TimedOp]:
+    """Timed ops in time order, every fault recovered before `time_limit_ms`; then one final heal.
+    Fault ops carry `fault_id` (name + cycle number), their recovery ops `recovers`."""
     rng = random.Random(spec.seed)
     weights = [fs.weight for fs in spec.faults]
-    t = spec.start_after_ms
+    t, last, cycle = spec.start_after_ms, None, 0
     while spec.faults and t + spec.duration_ms < time_limit_ms:
         fs = rng.choices(spec.faults, weights)[0]
-        yield TimedOp(t, nemesis_op(fs.f, dict(fs.params)))
+        fault_id = f"{name}{cycle}"
+        yield TimedOp(t, {**nemesis_op(fs.f, dict(fs.params)), "fault_id": fault_id})
         recovery = FAULTS[fs.f][0]
         if recovery is not None:
-            yield TimedOp(t + spec.duration_ms, nemesis_op(recovery))
-        t += spec.interval_ms
-    yield TimedOp(max(t - spec.interval_ms + spec.duration_ms, 0) if spec.faults else 0, nemesis_op("heal"))
+            yield TimedOp(t + spec.duration_ms, {**nemesis_op(recovery), "recovers": fault_id})
+        last = t
+        t += rng.randint(spec.interval_ms, spec.interval_max_ms) if spec.interval_max_ms else spec.interval_ms
+        cycle += 1
+    yield TimedOp(last + spec.duration_ms if last is not None else 0, nemesis_op("heal"))
 
 
 def final_ops() -> list[dict]:

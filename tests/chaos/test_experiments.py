@@ -58,3 +58,23 @@ def test_txn_aborts_under_coordinator_kills_read_nothing_aborted(tmp_path):
     assert txn.get("ok", 0) > 10 and txn.get("fail", 0) > 0
     assert result["stats"]["values_failed"] > 0
     assert out.behaved, json.dumps(result["anomalies"], default=str)[:2000]
+
+
+def test_leader_churn_with_overlapping_coordinator_kills_is_valid(tmp_path):
+    out = _run("leader-churn", seed=2, duration_s=16, tmp_path=tmp_path)
+    assert out.result["valid"] is True, json.dumps(out.result["anomalies"], default=str)[:2000]
+    assert out.result["stats"]["values_acknowledged"] > 100 and out.result["stats"]["unseen_count"] == 0
+    with open(os.path.join(out.run_dir, "history.jsonl")) as fh:
+        nemesis = [op for op in map(json.loads, fh) if op["process"] == "nemesis" and not op.get("error")]
+    assert {"kill", "pause", "partition"} <= {op["f"] for op in nemesis}
+    # A leader fault lands while the coordinator is down: elections wait for the controller.
+    down, overlapped = False, False
+    for op in nemesis:
+        nodes = (op.get("value") or {}).get("nodes") or []
+        if op["f"] == "kill" and nodes == ["coordinator"]:
+            down = True
+        elif op["f"] == "start" and nodes == ["coordinator"]:
+            down = False
+        elif op["f"] in ("kill", "pause", "partition") and down:
+            overlapped = True
+    assert overlapped

@@ -44,3 +44,61 @@ def test_drop_response_defaults_to_every_broker_and_produce():
 def test_drop_response_bad_node_is_recorded_as_an_error():
     done = Nemesis(FakeController()).invoke({"f": "drop-response", "value": {"nodes": ["broker-9"]}})
     assert "broker-9" in done["error"]
+
+
+class ProcessController(FakeController):
+    """Records process, partition and clock calls, for recoveries of overlapping schedules."""
+
+    def kill(self, *nodes):
+        self.calls.append(("kill", list(nodes)))
+
+    def start(self, *nodes):
+        self.calls.append(("start", list(nodes)))
+
+    def pause(self, *nodes):
+        self.calls.append(("pause", list(nodes)))
+
+    def resume(self, *nodes):
+        self.calls.append(("resume", list(nodes)))
+
+    def partition_grudge(self, grudge):
+        self.calls.append(("partition", grudge))
+
+    def heal_network(self, tag=None):
+        self.calls.append(("heal-network", tag))
+
+    def clock(self, name, offset_ms=0, strobe_ms=0, period_ms=0):
+        self.calls.append(("clock", name, offset_ms))
+
+    def heal(self):
+        self.calls.append(("heal",))
+        return {"healed": list(NODES)}
+
+
+def test_a_recovery_undoes_only_its_own_fault_when_schedules_overlap():
+    c = ProcessController()
+    n = Nemesis(c)
+    n.invoke({"f": "kill", "value": {"target": "coordinator"}, "fault_id": "n1-0"})
+    n.invoke({"f": "kill", "value": {"target": "leader-of", "topic": "t0", "partition": 0}, "fault_id": "0"})
+    n.invoke({"f": "partition", "value": {"shape": "leader-isolated-from-followers", "topic": "t0"},
+              "fault_id": "1"})
+    done = n.invoke({"f": "start", "value": None, "recovers": "0"})
+    assert done["value"] == {"nodes": ["broker-2"]}  # not the coordinator the other schedule killed
+    done = n.invoke({"f": "heal", "value": None, "recovers": "1"})
+    assert done["value"] == {"of": "partition"}
+    assert c.calls[-2:] == [("start", ["broker-2"]), ("heal-network", "partition")]
+    assert ("heal",) not in c.calls and n.down == {"coordinator"}
+    n.invoke({"f": "start", "value": None, "recovers": "n1-0"})
+    assert c.calls[-1] == ("start", ["coordinator"]) and not n.down
+
+
+def test_a_clock_recovery_resets_only_the_skewed_node_and_a_failed_fault_has_nothing_to_undo():
+    c = ProcessController()
+    n = Nemesis(c)
+    n.invoke({"f": "clock", "value": {"nodes": ["broker-1"], "offset_ms": 5000}, "fault_id": "0"})
+    n.invoke({"f": "heal", "value": None, "recovers": "0"})
+    assert c.calls == [("clock", "broker-1", 5000), ("clock", "broker-1", 0)]
+    failed = n.invoke({"f": "kill", "value": {"target": "leader-of", "topic": "nope"}, "fault_id": "1"})
+    assert "nope" in failed["error"]
+    done = n.invoke({"f": "start", "value": None, "recovers": "1"})
+    assert done["value"] == {"nodes": []} and c.calls[-1] == ("clock", "broker-1", 0)

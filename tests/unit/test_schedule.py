@@ -199,3 +199,44 @@ def test_steady_state_probes_judge_cluster_metadata():
     broken = NS(metadata=lambda: md([1], True))
     assert [ok for _, ok in check_probes(exp, healthy)] == [True, True]
     assert [ok for _, ok in check_probes(exp, broken)] == [False, False]
+
+
+def test_an_interval_range_draws_each_gap_from_it_and_recoveries_name_their_fault():
+    spec = parse_nemesis({"interval_s": [1, 2], "duration_s": 1, "faults": ["kill", "pause"]}, seed=5)
+    ops = list(schedule(spec, 30_000, name="a-"))
+    faults = [t for t in ops if "fault_id" in t.op]
+    gaps = {b.at_ms - a.at_ms for a, b in zip(faults, faults[1:])}
+    assert all(1000 <= g <= 2000 for g in gaps) and len(gaps) > 3  # drawn, not fixed
+    for t in faults:
+        rec = next(r for r in ops if r.op.get("recovers") == t.op["fault_id"])
+        assert rec.at_ms == t.at_ms + 1000 and rec.op["f"] == {"kill": "start", "pause": "resume"}[t.op["f"]]
+    assert [t.op["fault_id"] for t in faults][:2] == ["a-0", "a-1"]
+    assert ops == list(schedule(spec, 30_000, name="a-"))
+    with pytest.raises(SpecError, match=r"nemesis.interval_s: expected seconds or \[low, high\]"):
+        parse_nemesis({"interval_s": [2, 1], "faults": ["kill"]})
+    with pytest.raises(SpecError, match="duration_s: 1.5 is longer than interval_s 1"):
+        parse_nemesis({"interval_s": [1, 2], "duration_s": 1.5, "faults": ["kill"]})
+
+
+def test_an_experiment_may_run_several_schedules_side_by_side():
+    import yaml
+
+    from chaos.run import build_schedule
+    exp = parse_experiment(yaml.safe_load("""
+title: two schedules
+nemesis:
+  - {interval_s: [1, 2], duration_s: 1, faults: [{f: kill, target: leader-of}]}
+  - {interval_s: 9, duration_s: 3, start_after_s: 5, faults: [{f: kill, target: coordinator}]}
+"""))
+    assert len(exp.nemeses) == 2 and exp.nemesis == exp.nemeses[0]
+    ops = build_schedule(exp, seed=3, duration_s=30)
+    kills = [op for _, op in ops if op["f"] == "kill"]
+    assert {op["value"]["target"] for op in kills} == {"leader-of", "coordinator"}
+    assert len({op["fault_id"] for op in kills}) == len(kills)  # ids differ across schedules
+    heals = [(t, op) for t, op in ops if op["f"] == "heal" and "recovers" not in op]
+    assert len(heals) == 1 and heals[0] == ops[-1]  # one final heal, after both schedules
+    coord = [t for t, op in ops if op["f"] == "kill" and op["value"]["target"] == "coordinator"]
+    leader = [t for t, op in ops if op["f"] == "kill" and op["value"]["target"] == "leader-of"]
+    assert any(c < t < c + 3 for c in coord for t in leader)  # leader kills while the coordinator is down
+    with pytest.raises(ExperimentError, match=r"nemesis\[1\].faults\[0\].f: unknown fault 'nap'"):
+        parse_experiment({"title": "x", "nemesis": [{"faults": ["kill"]}, {"faults": ["nap"]}]})

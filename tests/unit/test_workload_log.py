@@ -115,3 +115,19 @@ def test_unseen_series_counts_acked_until_first_read():
     xs, ys = unseen_series(h)
     assert xs[:5] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert ys[:5] == [0, 2, 1, 0, 0]
+
+
+def test_overlapping_fault_windows_close_only_on_their_own_undo():
+    h = [
+        _op(1, "nemesis", "info", "kill", {"nodes": ["coordinator"]}),
+        _op(2, "nemesis", "info", "kill", {"nodes": ["broker-2"]}),
+        _op(3, "nemesis", "info", "start", {"nodes": ["broker-2"]}),
+        _op(3.5, "nemesis", "info", "partition", {"groups": [["broker-1"], ["broker-2", "broker-3"]]}),
+        _op(4, "nemesis", "info", "clock", {"nodes": ["coordinator"], "offset_ms": 5000}),
+        _op(4.5, "nemesis", "info", "heal", {"of": "partition"}),
+        _op(5, "nemesis", "info", "start", {"nodes": ["coordinator"]}),
+        _op(7, "nemesis", "info", "heal", None),
+    ]
+    assert fault_windows(h) == [(1.0, 5.0, "kill coordinator"), (2.0, 3.0, "kill broker-2"),
+                                (3.5, 4.5, "partition broker-1 | broker-2,broker-3"),
+                                (4.0, 7.0, "clock coordinator")]
