@@ -1,4 +1,5 @@
-"""`brokerlab bench table | peers`: the patterns document's performance table, and a peer side by side.
+"""`brokerlab bench table | peers | kafka`: the patterns document's performance table, a peer side by
+side, and confluent-kafka over the Kafka listener beside brokerlab's own client.
 
 Every scenario runs `brokerlab perf ...` as a child process against a fresh
 local cluster (3 brokers, RF=3, min.insync.replicas=2) while this process
@@ -226,6 +227,48 @@ def table_cmd(out_path, quick, partitions, only) -> None:
     click.echo(f"\nWrote {out_path} ({result['elapsed_s']:.0f} s). CPU % is of one core "
                f"({os.cpu_count()} cores here); latency is produce send-to-ack p99, or poll() p99 for consumers; consumer throughput is "
                f"fetch.nMsg.sec (group join time excluded).")
+
+
+@bench.command("kafka")
+@click.option("--num-records", default=200_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--partitions", default=PARTITIONS, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_path", default="bench-results/kafka.json", show_default=True,
+              type=click.Path(dir_okay=False))
+def kafka_cmd(num_records, partitions, out_path) -> None:
+    """confluent-kafka (librdkafka) through the Kafka-protocol listener beside brokerlab's own client
+    through gRPC: same cluster, same run, acks=all, RF=3, min.insync.replicas=2, 100-byte records."""
+    from node.cluster import FAST_CONFIGS, Cluster
+    # Each client at its own defaults (an unmodified application's), acks=all; idempotence off in both
+    # (librdkafka's default). The third row gives librdkafka brokerlab's batch.size (Kafka's 16 KB).
+    common = ["acks=all", "enable.idempotence=false", "linger.ms=5"]
+    runs = (("brokerlab client (gRPC)", False, [*common, "batch.size=16384"]),
+            ("confluent-kafka (Kafka protocol)", True, common),
+            ("confluent-kafka, batch.size=16384", True, [*common, "batch.size=16384"]))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="brokerlab-bench-") as tmp, \
+            Cluster(os.path.join(tmp, "cluster"), brokers=3, configs=FAST_CONFIGS) as cluster:
+        _create_topic(cluster.bootstrap_servers, partitions)
+        pids = _broker_pids(cluster)
+        for name, kafka, props in runs:
+            bootstrap = cluster.kafka_bootstrap_servers if kafka else cluster.bootstrap_servers
+            extra = ["--client", "confluent-kafka"] if kafka else []
+            s = Scenario(name, "produce", num_records, num_records, [*extra, "--producer-props", *props])
+            row = run_scenario(s, bootstrap, pids, False, tmp, on_line=lambda ln: None)
+            row["producer_props"] = props
+            rows.append(row)
+            click.echo(f"{name}: " + (f"{row['throughput_msg_s']:,.0f} records/s, p99 {row['p99_ms']:.1f} ms"
+                                      if "error" not in row else row["error"]))
+    ok = all("error" not in r for r in rows)
+    ratio = rows[1]["throughput_msg_s"] / rows[0]["throughput_msg_s"] if ok else None
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump({"record_size": RECORD_SIZE, "partitions": partitions, "replication_factor": 3, "acks": "all",
+                   "rows": rows, "ratio_confluent_to_brokerlab": ratio}, f, indent=2)
+    click.echo(markdown(rows))
+    if ratio is not None:
+        click.echo(f"\nconfluent-kafka / brokerlab client throughput: {ratio:.2f}x (wrote {out_path})")
+    else:
+        sys.exit(1)
 
 
 @bench.command("peers")

@@ -224,6 +224,63 @@ def run_produce(bootstrap: str | None, topic: str, num_records: int, record_size
     return summary
 
 
+def run_produce_confluent(bootstrap: str | None, topic: str, num_records: int, record_size: int, throughput: float,
+                          props: dict[str, Any], *, sync: bool = False, interval_ms: int = REPORT_INTERVAL_MS,
+                          echo: Callable[[str], None] = click.echo) -> dict[str, Any]:
+    """The same workload through confluent-kafka (librdkafka) against the Kafka-protocol listener:
+    props are librdkafka's (Kafka's dotted names); latency is per record, send to delivery report."""
+    try:
+        from confluent_kafka import KafkaException, Producer
+    except ImportError:
+        raise click.UsageError("--client confluent-kafka needs the confluent-kafka package "
+                               "(pip install 'brokerlab[dev]')") from None
+    cfg = {str(k): v for k, v in props.items()}
+    if bootstrap:
+        cfg.setdefault("bootstrap.servers", bootstrap)
+    if "bootstrap.servers" not in cfg:
+        raise click.UsageError("set --bootstrap-server (the Kafka listener) or bootstrap.servers in --producer-props")
+    cfg.setdefault("queue.buffering.max.messages", 1_000_000)
+    rng = random.Random(0)
+    payload = bytes(rng.randrange(65, 91) for _ in range(record_size))
+    stats = ProduceStats(record_size, interval_ms, echo)
+    perf_counter = time.perf_counter
+    producer = Producer(cfg)
+    producer.list_topics(topic, timeout=30)  # metadata first: do not time the topic lookup
+    start = perf_counter()
+    stats.start = stats.w_start = start
+    throttle = _Throttler(throughput, start)
+    on_batch = stats.on_batch
+
+    def report(err, msg, t):
+        on_batch(perf_counter(), [t], KafkaException(err) if err is not None else None)
+
+    produce, poll = producer.produce, producer.poll
+    for i in range(num_records):
+        t = perf_counter()
+        while True:
+            try:
+                produce(topic, payload, on_delivery=lambda err, msg, t=t: report(err, msg, t))
+                break
+            except BufferError:
+                poll(0.05)  # the local queue is full: serve delivery reports, then retry
+        if sync:
+            producer.flush()
+        else:
+            poll(0)
+        if throughput > 0:
+            throttle.maybe_sleep(i + 1, t)
+    left = producer.flush(120)
+    end = perf_counter()
+    summary = stats.summary(end)
+    echo(final_produce_line(summary))
+    if left:
+        echo(f"{left} records were still undelivered after 120 s")
+        summary["errors"] = summary.get("errors", 0) + left
+    if stats.first_error is not None:
+        echo(f"{stats.errors} records failed; first error: {stats.first_error}")
+    return summary
+
+
 def _metrics_table(group: str, metrics: dict[str, float]) -> str:
     names = [f"{group}:{k}" for k in sorted(metrics)]
     width = max((len(n) for n in names), default=10)
@@ -401,15 +458,24 @@ def perf() -> None:
 @click.option("--reporting-interval", type=click.IntRange(min=1), default=REPORT_INTERVAL_MS, show_default=True,
               help="ms between progress lines")
 @click.option("--result-json", type=click.Path(dir_okay=False), default=None, hidden=True)
+@click.option("--client", type=click.Choice(["brokerlab", "confluent-kafka"]), default="brokerlab", show_default=True,
+              help="brokerlab's own client over gRPC, or confluent-kafka (librdkafka) over the Kafka protocol "
+                   "(then --bootstrap-server is a Kafka listener, e.g. 127.0.0.1:9092)")
 def produce_cmd(bootstrap, topic, num_records, record_size, throughput, producer_props, print_metrics, sync,
-                transactional_id, transaction_duration_ms, reporting_interval, result_json) -> None:
+                transactional_id, transaction_duration_ms, reporting_interval, result_json, client) -> None:
     """Send --num-records records of --record-size bytes and print Kafka's throughput/latency lines."""
     props = parse_props(producer_props, "--producer-props")
-    if not bootstrap and "bootstrap.servers" not in props:
-        bootstrap = DEFAULT_BOOTSTRAP
-    s = run_produce(bootstrap, topic, num_records, record_size, throughput, props, sync=sync,
-                    transactional_id=transactional_id, transaction_duration_ms=transaction_duration_ms,
-                    interval_ms=reporting_interval, print_metrics=print_metrics)
+    if client == "confluent-kafka":
+        if transactional_id or print_metrics:
+            raise click.UsageError("--transactional-id and --print-metrics are for --client brokerlab")
+        s = run_produce_confluent(bootstrap, topic, num_records, record_size, throughput, props, sync=sync,
+                                  interval_ms=reporting_interval)
+    else:
+        if not bootstrap and "bootstrap.servers" not in props:
+            bootstrap = DEFAULT_BOOTSTRAP
+        s = run_produce(bootstrap, topic, num_records, record_size, throughput, props, sync=sync,
+                        transactional_id=transactional_id, transaction_duration_ms=transaction_duration_ms,
+                        interval_ms=reporting_interval, print_metrics=print_metrics)
     if result_json:
         with open(result_json, "w") as f:
             json.dump(s, f)
