@@ -199,14 +199,14 @@ def chaos_heal(bootstrap: str, wait_s: float) -> None:
     """Remove every fault, resume paused nodes, start stopped / killed ones."""
     with _controller(bootstrap) as c:
         out = c.heal()
-        click.echo(f"healed {', '.join(out['healed'])}; resumed {', '.join(out['resumed']) or '-'}; "
+        click.echo(f"healed {', '.join(out['healed']) or '-'}; resumed {', '.join(out['resumed']) or '-'}; "
                    f"started {', '.join(out['started']) or '-'}")
-        for e in out.get("errors", []):
-            click.echo(f"Error: {e}", err=True)
+        for node, e in sorted(out.get("failed", {}).items()):
+            click.echo(f"Error: {node} not healed: {e}", err=True)
         if wait_s and not c.wait_healthy(wait_s):
             click.echo(f"Error: the cluster is not fully replicated after {wait_s:g} s", err=True)
             raise SystemExit(1)
-        if out.get("errors"):
+        if out.get("failed"):
             raise SystemExit(1)
 
 

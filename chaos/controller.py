@@ -36,6 +36,17 @@ class ChaosError(RuntimeError):
     pass
 
 
+class PartialFaultError(ChaosError):
+    """A fault that reached some nodes and not others: every node was tried, `applied` took it,
+    `failed` maps each other node to its error."""
+
+    def __init__(self, what: str, applied: list[str], failed: dict[str, str]):
+        self.applied = list(applied)
+        self.failed = dict(failed)
+        super().__init__(f"{what}: failed on {', '.join(f'{n} ({e})' for n, e in sorted(failed.items()))}"
+                         + (f"; applied on {', '.join(applied)}" if applied else "; applied nowhere"))
+
+
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
     name: str
@@ -130,6 +141,9 @@ class ChaosController:
     def _known(self) -> dict[str, NodeInfo]:
         return self.nodes or self.discover()
 
+    def node_names(self) -> list[str]:
+        return sorted(self._known())
+
     def node(self, name: str) -> NodeInfo:
         nodes = self._known()
         if name not in nodes:
@@ -160,15 +174,25 @@ class ChaosController:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise ChaosError(f"{method} {name}: agent {info.agent} refused: {e.details()} "
                                  f"(token from {self.token.source})") from None
-            raise ChaosError(f"{method} {name}: agent {info.agent} did not answer ({e.code().name})") from None
+            details = e.details() if callable(getattr(e, "details", None)) else ""
+            raise ChaosError(f"{method} {name}: agent {info.agent} answered {e.code().name}"
+                             + (f": {details}" if details else "")) from None
 
     def _process(self, method: str, names: list[str], timeout_s: float = 30.0) -> list[dict]:
-        out = []
+        """Every node is tried, also after one fails; PartialFaultError names which did not take it."""
+        out, applied, failed = [], [], {}
         for name in names:
-            st = self._agent_call(name, method, timeout_s=timeout_s)
-            if st.error:
-                raise ChaosError(f"{method} {name}: {st.error}")
+            try:
+                st = self._agent_call(name, method, timeout_s=timeout_s)
+                if st.error:
+                    raise ChaosError(f"{method} {name}: {st.error}")
+            except ChaosError as e:
+                failed[name] = str(e)
+                continue
+            applied.append(name)
             out.append(_status_dict(st))
+        if failed:
+            raise PartialFaultError(method, applied, failed)
         return out
 
     def kill(self, *names: str) -> list[dict]:
@@ -193,23 +217,34 @@ class ChaosController:
     def faults(self, name: str) -> apb.FaultRules:
         return self._agent_call(name, "GetFaults", apb.Empty())
 
-    def _set_rules(self, edit) -> None:
+    def _set_rules(self, edit, what: str = "faults") -> list[str]:
         """Every node holds the whole rule set (it checks requests to it and replies from it):
-        each node's rules become edit(current rules); its clock skew is kept."""
+        each node's rules become edit(current rules); its clock skew is kept. Every node is tried;
+        returns the nodes that took it, else raises PartialFaultError naming the ones that did not."""
+        applied, failed = [], {}
         for name in sorted(self._known()):
-            current = self.faults(name)
-            spec = apb.FaultRules()
-            spec.CopyFrom(current)
-            spec.refused = spec.delayed = 0
-            del spec.rules[:]
-            spec.rules.extend(rules_to_pb(edit(rules_from_pb(current.rules))))
-            self._agent_call(name, "SetFaults", spec)
+            try:
+                current = self.faults(name)
+                spec = apb.FaultRules()
+                spec.CopyFrom(current)
+                spec.refused = spec.delayed = 0
+                del spec.rules[:]
+                spec.rules.extend(rules_to_pb(edit(rules_from_pb(current.rules))))
+                self._agent_call(name, "SetFaults", spec)
+            except ChaosError as e:
+                failed[name] = str(e)
+                continue
+            applied.append(name)
+        if failed:
+            raise PartialFaultError(what, applied, failed)
+        return applied
 
-    def _replace(self, tag: str, rules: list[Rule]) -> None:
-        self._set_rules(lambda cur: [r for r in cur if r.tag != tag] + rules)
+    def _replace(self, tag: str, rules: list[Rule]) -> list[str]:
+        return self._set_rules(lambda cur: [r for r in cur if r.tag != tag] + rules, tag)
 
-    def _add(self, rules: list[Rule]) -> None:
-        self._set_rules(lambda cur: cur + [r for r in rules if r not in cur])
+    def _add(self, rules: list[Rule]) -> list[str]:
+        return self._set_rules(lambda cur: cur + [r for r in rules if r not in cur],
+                               "+".join(sorted({r.tag for r in rules})) or "faults")
 
     def _expand(self, name: str) -> list[str]:
         if name == "*":
@@ -225,12 +260,13 @@ class ChaosController:
         self.partition_grudge(grudge)
         return grudge
 
-    def partition_grudge(self, grudge: dict[str, list[str]]) -> None:
-        """grudge[node] = the nodes whose traffic `node` refuses. Replaces any earlier partition."""
+    def partition_grudge(self, grudge: dict[str, list[str]]) -> list[str]:
+        """grudge[node] = the nodes whose traffic `node` refuses. Replaces any earlier partition.
+        Returns the nodes that took the new rule set."""
         for dst, srcs in grudge.items():
             for n in [dst, *srcs]:
                 self.node(n)
-        self._replace("partition", [Rule("drop", src, dst, tag="partition")
+        return self._replace("partition", [Rule("drop", src, dst, tag="partition")
                                     for dst, srcs in sorted(grudge.items()) for src in srcs])
 
     def isolate(self, name: str) -> dict[str, list[str]]:
@@ -247,42 +283,42 @@ class ChaosController:
                     out.append(make(src, dst))
         return out
 
-    def delay(self, links: list[str], ms: int, jitter_ms: int = 0) -> None:
+    def delay(self, links: list[str], ms: int, jitter_ms: int = 0) -> list[str]:
         """Latency both ways on each link 'A:B' (adds to earlier delays on other links)."""
         rules = self._link_rules(links, lambda s, d: Rule("delay", s, d, ms, jitter_ms, tag="delay"))
-        self._add(rules)
+        return self._add(rules)
 
-    def loss(self, links: list[str], p: float) -> None:
+    def loss(self, links: list[str], p: float) -> list[str]:
         if not 0 < p <= 1:
             raise TargetError(f"loss probability must be in (0, 1], got {p}")
-        self._add(self._link_rules(links, lambda s, d: Rule("loss", s, d, probability=p, tag="loss")))
+        return self._add(self._link_rules(links, lambda s, d: Rule("loss", s, d, probability=p, tag="loss")))
 
     def _sources(self, sources: list[str]) -> list[str]:
         for s in sources:
             self._expand(s)  # validates node names; client ids are free-form
         return list(sources)
 
-    def heartbeat_delay(self, sources: list[str], ms: int) -> None:
+    def heartbeat_delay(self, sources: list[str], ms: int) -> list[str]:
         """Delay only heartbeats from these brokers (or `client:<id>` consumers) at the coordinator."""
         rules = [Rule("delay", s, COORDINATOR, ms, method=HEARTBEATS, tag="heartbeat") for s in self._sources(sources)]
-        self._add(rules)
+        return self._add(rules)
 
-    def heartbeat_drop(self, sources: list[str]) -> None:
+    def heartbeat_drop(self, sources: list[str]) -> list[str]:
         rules = [Rule("drop", s, COORDINATOR, method=HEARTBEATS, tag="heartbeat") for s in self._sources(sources)]
-        self._add(rules)
+        return self._add(rules)
 
-    def cut_clients(self, nodes: list[str], clients: str = "client:*") -> None:
+    def cut_clients(self, nodes: list[str], clients: str = "client:*") -> list[str]:
         """Clients (`client:*` or `client:<id>`) can no longer reach these nodes."""
         for n in nodes:
             self.node(n)
-        self._add([Rule("drop", clients, n, tag="client") for n in nodes])
+        return self._add([Rule("drop", clients, n, tag="client") for n in nodes])
 
     def drop_response(self, nodes: list[str], p: float, method: str = "Produce",
-                      clients: str = "client:*") -> None:
+                      clients: str = "client:*") -> list[str]:
         """These nodes do the work of `method` calls from clients, then drop the reply with probability p."""
         for n in nodes:
             self.node(n)
-        self._add([Rule("drop-response", clients, n, probability=p, method=method, tag="drop-response")
+        return self._add([Rule("drop-response", clients, n, probability=p, method=method, tag="drop-response")
                    for n in nodes])
 
     def clock(self, name: str, offset_ms: int = 0, strobe_ms: int = 0, period_ms: int = 0) -> None:
@@ -294,22 +330,33 @@ class ChaosController:
         spec.clock_offset_ms, spec.clock_strobe_ms, spec.clock_strobe_period_ms = offset_ms, strobe_ms, period_ms
         self._agent_call(name, "SetFaults", spec)
 
-    def heal_network(self, tag: str | None = None) -> None:
-        """Removes the rules of one fault (tag), or every rule and clock skew."""
-        if tag is None:
-            for name in sorted(self._known()):
+    def heal_network(self, tag: str | None = None) -> list[str]:
+        """Removes the rules of one fault (tag), or every rule and clock skew; every node is tried."""
+        if tag is not None:
+            return self._replace(tag, [])
+        applied, failed = [], {}
+        for name in sorted(self._known()):
+            try:
                 self._agent_call(name, "SetFaults", apb.FaultRules())
-        else:
-            self._replace(tag, [])
+            except ChaosError as e:
+                failed[name] = str(e)
+                continue
+            applied.append(name)
+        if failed:
+            raise PartialFaultError("heal-network", applied, failed)
+        return applied
 
     # -- heal and status -------------------------------------------------
-    def heal(self) -> dict:
-        """Every rule and clock skew removed, paused nodes resumed, stopped / killed nodes started."""
+    def heal(self, nodes: list[str] | None = None) -> dict:
+        """Every rule and clock skew removed, paused nodes resumed, stopped / killed nodes started:
+        on every known node (or these). A node is `healed` only when its agent confirmed each step
+        (rules cleared and, for a running node, pushed to it; the node running); any other node is in
+        `failed` with the step's error. Never raises for one node's failure."""
         self.discover_quietly()
         if not self.nodes:
             raise ChaosError(f"no node agents known for {self.bootstrap}")
-        errors, resumed, started = [], [], []
-        for name in sorted(self.nodes):
+        healed, resumed, started, failed = [], [], [], {}
+        for name in sorted(nodes if nodes is not None else self.nodes):
             try:
                 self._agent_call(name, "SetFaults", apb.FaultRules())
                 st = self._agent_call(name, "Status")
@@ -319,11 +366,13 @@ class ChaosController:
                 elif st.state in ("killed", "stopped", "exited"):
                     self.start(name)
                     started.append(name)
-            except ChaosError as e:
-                errors.append(str(e))
-        out = {"healed": sorted(self.nodes), "resumed": resumed, "started": started}
-        if errors:
-            out["errors"] = errors
+            except (ChaosError, TargetError) as e:
+                failed[name] = str(e)
+                continue
+            healed.append(name)
+        out = {"healed": healed, "resumed": resumed, "started": started}
+        if failed:
+            out["failed"] = failed
         return out
 
     def discover_quietly(self) -> None:

@@ -299,8 +299,8 @@ class LocalCluster:
     def restore(self, timeout_s: float = 30.0) -> None:
         """Back to a whole, healthy cluster: network healed, paused nodes resumed, stopped ones started."""
         out = self._controller().heal()
-        if out.get("errors"):
-            raise RuntimeError(f"could not restore the cluster: {out['errors']}")
+        if out.get("failed"):
+            raise RuntimeError(f"could not restore the cluster: {out['failed']}")
         self._c().wait_ready(timeout_s)
 
     @property

@@ -324,14 +324,36 @@ def _steady_state(spec, controller, when: str) -> str:
     return ", ".join(p.name for p, ok in results if not ok)
 
 
-def _heal(runner, controller, notes: list[str]) -> None:
-    """Heals whatever the schedule left behind; recorded as a nemesis op."""
-    for attempt in range(3):
-        done = runner.apply_fault({"f": "heal", "value": None}) if runner is not None else None
-        if done is None or not done.get("error"):
-            return
-        time.sleep(1.0)
-    notes.append(f"heal failed: {done.get('error')}")
+HEAL_ATTEMPTS = 6
+HEAL_BACKOFF_S = 1.0
+
+
+def _heal(runner, controller, notes: list[str], attempts: int = HEAL_ATTEMPTS, sleep=None) -> bool:
+    """Heals whatever the schedule left behind, each attempt recorded as a nemesis op; retries the
+    nodes that did not confirm (bounded: `attempts`, backing off) and notes any that never did.
+    Returns whether every node confirmed."""
+    if runner is None:
+        return True  # no workload ran, so no fault was injected
+    sleep = sleep or time.sleep
+    pending: list[str] | None = None  # every node first, then the ones that did not confirm
+    done: dict = {}
+    for attempt in range(attempts):
+        if attempt:
+            sleep(min(HEAL_BACKOFF_S * 2 ** (attempt - 1), 8.0))
+        done = runner.apply_fault({"f": "heal", "value": {"nodes": pending} if pending else None})
+        if not done.get("error"):
+            return True
+        value = done.get("value")
+        failed = value.get("failed") if isinstance(value, dict) else None
+        pending = sorted(failed) if failed else None
+    value = done.get("value")
+    failed = value.get("failed") if isinstance(value, dict) else None
+    if failed:
+        notes.append(f"heal failed: {', '.join(f'{n} never confirmed ({e})' for n, e in sorted(failed.items()))}"
+                     f" after {attempts} attempts")
+    else:
+        notes.append(f"heal failed after {attempts} attempts: {done.get('error')}")
+    return False
 
 
 def _write_experiment(exp: dict, seed: int, duration_s: float, run_dir: str) -> None:

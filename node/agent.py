@@ -26,6 +26,8 @@ from node.rpc import advertisable_host, create_server
 
 log = logging.getLogger(__name__)
 
+PUSH_TIMEOUT_S = 4.0  # a just-started node may take this long to listen (below the controller's 5 s deadline)
+
 
 def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str = "",
               configs: dict | None = None, agent: str = "", kafka_port: int | None = None) -> list[str]:
@@ -39,6 +41,10 @@ def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, c
     for k, v in (configs or {}).items():
         argv += ["--config", f"{k}={v}"]
     return argv
+
+
+class FaultsNotPushed(RuntimeError):
+    """The agent kept new rules but its running node did not take them."""
 
 
 class Agent:
@@ -66,6 +72,7 @@ class Agent:
         self.restarts = 0
         self.exit_code = 0
         self.faults = apb.FaultRules()
+        self._push_lock = threading.Lock()  # one push to the node at a time
         self._control_token = control_token
         self.pool = ChannelPool(f"agent:{name}", metadata=call_metadata(control_token))
         self.server, self.agent_port = create_server(agent_host, agent_port, self._register,
@@ -158,8 +165,9 @@ class Agent:
 
     def resume(self) -> apb.AgentStatus:
         st = self._signal(signal.SIGCONT, "running")
-        # Rules set while the node was paused were not pushed to it: push them now, off this thread.
-        threading.Thread(target=self._push_faults, name=f"agent-push-{self.name}", daemon=True).start()
+        # Rules set while the node was paused were not pushed to it: push them now, and say so if
+        # that fails (the node runs on with the rules it had when it was paused).
+        self._push_faults()
         return st
 
     def stop(self, timeout_s: float = 10.0) -> apb.AgentStatus:
@@ -206,22 +214,39 @@ class Agent:
 
     # -- faults ----------------------------------------------------------
     def set_faults(self, spec: apb.FaultRules) -> apb.FaultRules:
-        """Keeps the rules for restarts and pushes them to the running node (best effort)."""
+        """Keeps the rules for restarts and pushes them to the node if it runs. Raises FaultsNotPushed
+        when a running node did not take them: the caller must not count them as in force."""
         with self.lock:
             self.faults = spec
         self._push_faults()
         return spec
 
-    def _push_faults(self) -> None:
-        with self.lock:
-            spec = self.faults
-            running = self.proc is not None and self.proc.poll() is None and self.state == "running"
-        if running:
-            try:
-                agrpc.FaultsStub(self.pool.get(self.address)).SetFaults(spec, timeout=5)
-            except grpc.RpcError as e:
-                log.info("could not push faults to %s now (%s); it gets them when it restarts", self.name,
-                         e.code())
+    def _push_faults(self, timeout_s: float = PUSH_TIMEOUT_S) -> None:
+        """Hands the current rules to the running node (a stopped or paused one gets them when it
+        starts or resumes). A node that is still starting is not listening yet: UNAVAILABLE is
+        retried until `timeout_s`. Pushes are serialised and each sends the latest rules, so an
+        older push never lands after a newer one."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        with self._push_lock:
+            while True:
+                with self.lock:
+                    spec = self.faults
+                    running = self.proc is not None and self.proc.poll() is None and self.state == "running"
+                if not running:
+                    return
+                try:
+                    self._send_faults(spec)
+                    return
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > deadline:
+                        raise FaultsNotPushed(f"{self.name} is running but did not take the rules "
+                                              f"({e.code().name}); the agent keeps them for its next start") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    def _send_faults(self, spec: apb.FaultRules) -> None:
+        agrpc.FaultsStub(self.pool.get(self.address)).SetFaults(spec, timeout=5)
 
     def close(self) -> None:
         self._closing = True
@@ -262,7 +287,10 @@ class AgentServicer(agrpc.AgentServicer):
         return self._guard(self.a.restart, context)
 
     def SetFaults(self, request, context):
-        return self.a.set_faults(request)
+        try:
+            return self.a.set_faults(request)
+        except FaultsNotPushed as e:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
 
     def GetFaults(self, request, context):
         return self.a.faults

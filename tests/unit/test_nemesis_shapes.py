@@ -15,6 +15,9 @@ class FakeController:
         return ClusterView(NODES, leaders={"t0/0": "broker-2"},
                            replicas={"t0/0": ("broker-1", "broker-2", "broker-3")})
 
+    def node_names(self) -> list[str]:
+        return list(NODES)
+
     def node(self, name: str):
         if name not in NODES:
             raise ValueError(f"unknown node {name}")
@@ -32,6 +35,7 @@ def test_partition_with_a_target_cuts_those_nodes_off_from_all_others():
     assert "error" not in done
     assert c.calls == [("partition", [["broker-2"], ["broker-1", "broker-3", "coordinator"]], False)]
     assert done["value"]["groups"] == [["broker-2"], ["broker-1", "broker-3", "coordinator"]]
+    assert done["value"]["applied"] == list(NODES)  # every node holds the whole rule set
 
 
 def test_drop_response_defaults_to_every_broker_and_produce():
