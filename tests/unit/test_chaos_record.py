@@ -210,3 +210,13 @@ def test_final_heal_is_bounded_and_notes_the_node_that_never_confirmed(tmp_path,
     assert all(list(op["value"]["failed"]) == ["broker-3"] for op in heals)
     (note,) = notes
     assert note.startswith("heal failed: broker-3 never confirmed") and "did not take the rules" in note
+
+
+def test_the_recovery_of_a_partial_fault_undoes_it_where_it_was_applied(ctl, agents):
+    agents["broker-1"].unreachable = True
+    nem = Nemesis(ctl)
+    nem.invoke({"f": "kill", "value": {"nodes": ["broker-1", "broker-2"]}, "fault_id": "0"})
+    agents["broker-1"].unreachable = False
+    done = nem.invoke({"f": "start", "value": None, "recovers": "0"})
+    assert done["value"] == {"nodes": ["broker-2"], "applied": ["broker-2"]} and "error" not in done
+    assert agents["broker-1"].calls.count("Start") == 0 and agents["broker-2"].state == "running"

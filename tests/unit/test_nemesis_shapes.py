@@ -74,7 +74,7 @@ class ProcessController(FakeController):
     def clock(self, name, offset_ms=0, strobe_ms=0, period_ms=0):
         self.calls.append(("clock", name, offset_ms))
 
-    def heal(self):
+    def heal(self, nodes=None):
         self.calls.append(("heal",))
         return {"healed": list(NODES)}
 
@@ -87,9 +87,10 @@ def test_a_recovery_undoes_only_its_own_fault_when_schedules_overlap():
     n.invoke({"f": "partition", "value": {"shape": "leader-isolated-from-followers", "topic": "t0"},
               "fault_id": "1"})
     done = n.invoke({"f": "start", "value": None, "recovers": "0"})
-    assert done["value"] == {"nodes": ["broker-2"]}  # not the coordinator the other schedule killed
+    # not the coordinator the other schedule killed
+    assert done["value"] == {"nodes": ["broker-2"], "applied": ["broker-2"]}
     done = n.invoke({"f": "heal", "value": None, "recovers": "1"})
-    assert done["value"] == {"of": "partition"}
+    assert done["value"] == {"of": "partition", "applied": list(NODES)}
     assert c.calls[-2:] == [("start", ["broker-2"]), ("heal-network", "partition")]
     assert ("heal",) not in c.calls and n.down == {"coordinator"}
     n.invoke({"f": "start", "value": None, "recovers": "n1-0"})
