@@ -93,6 +93,8 @@ class Replica:
         # of every partition on the broker.
         self.hw_cond = threading.Condition(threading.Lock())
         self._written: tuple = (None, None)  # (hw, epochs) last put in a WriteBatch; owned by self.lock
+        self.aborted_index = None  # node.txn.AbortedTxnIndex, built lazily by TxnBroker; owned by:
+        self.aborted_index_lock = threading.Lock()
 
     def load(self) -> None:
         s, t, p = self.store, self.topic, self.partition

@@ -13,7 +13,6 @@ truncation, without a file of its own.
 from __future__ import annotations
 
 import logging
-import threading
 
 from client.common import errors, records
 from client.common.config import topic_config
@@ -34,7 +33,6 @@ def _control(raw: bytes) -> str:
 class TxnBroker:
     def __init__(self, broker):
         self.b = broker
-        self.lock = threading.Lock()  # guards each replica's `aborted_index` attribute
 
     # -- markers ---------------------------------------------------------
     def write_txn_markers(self, request) -> bpb.WriteTxnMarkersResponse:
@@ -90,8 +88,10 @@ class TxnBroker:
 
     # -- aborted index -----------------------------------------------------
     def aborted_transactions(self, r, start: int, upto: int) -> list[tuple[int, int]]:
-        with self.lock:
-            index = getattr(r, "aborted_index", None)
+        # The replica's own lock, not a broker-wide one: reading a long log forward for one
+        # partition must not hold up read_committed fetches of every other partition.
+        with r.aborted_index_lock:
+            index = r.aborted_index
             if index is None:
                 index = r.aborted_index = AbortedTxnIndex()
             # Read to the log end, not just to `upto`: an ABORT marker above the LSO (appended, not yet
@@ -104,5 +104,5 @@ class TxnBroker:
             return index.collect(start, upto)
 
     def on_truncate(self, r) -> None:
-        with self.lock:
+        with r.aborted_index_lock:
             r.aborted_index = None

@@ -278,3 +278,75 @@ def test_forged_replica_fetch_does_not_move_the_high_watermark(broker, replica_i
     # The registered follower with its current epoch is served and moves the HW.
     out = _replica_fetch(svc, 2, 12, res.last_offset + 1)
     assert out.error_code == 0 and r.model.high_watermark == 1
+
+
+# ---------------------------------------------------------------- item 10: no whole-partition copy under the store lock
+
+class _CountingLock:
+    """Stands in for the store-wide lock: records how many batches each hold of it read."""
+
+    def __init__(self, lock):
+        self._lock, self.reads, self.max_reads = lock, 0, 0
+
+    def __enter__(self):
+        self._lock.__enter__()
+        self.reads = 0
+
+    def __exit__(self, *exc):
+        self.max_reads = max(self.max_reads, self.reads)
+        return self._lock.__exit__(*exc)
+
+
+class _CountingDb:
+    def __init__(self, db, lock: _CountingLock):
+        self._db, self._lock = db, lock
+
+    def iter(self):
+        return _CountingIter(self._db.iter(), self._lock)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+class _CountingIter:
+    def __init__(self, it, lock: _CountingLock):
+        self._it, self._lock = it, lock
+
+    def value(self):
+        self._lock.reads += 1
+        return self._it.value()
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+
+def _count_store_reads(b) -> _CountingLock:
+    lock = _CountingLock(b.store._lock)
+    b.store._lock, b.store._db = lock, _CountingDb(b.store._db, lock)
+    return lock
+
+
+N_BATCHES = 600  # > 2 chunks of node.store.ITER_CHUNK
+
+
+@pytest.mark.parametrize("operation", ["list_offsets_by_timestamp", "read_committed_index", "truncation"])
+def test_partition_scans_hold_the_store_lock_one_chunk_at_a_time(broker, operation):
+    from node.store import ITER_CHUNK
+    b = broker(1)
+    b.apply_metadata(metadata(leader=1, leader_epoch=0, isr=[1], replicas=[1, 2]))
+    payload = b"".join(batch() for _ in range(N_BATCHES // 2))
+    b.append_as_leader(TOPIC, 0, payload, acks=1)
+    b.append_as_leader(TOPIC, 0, payload, acks=1)
+    r = b.replicas[(TOPIC, 0)]
+    assert r.model.log_end_offset == N_BATCHES
+    lock = _count_store_reads(b)
+    if operation == "list_offsets_by_timestamp":
+        assert b.list_offset(TOPIC, 0, 10**15, 0) == (-1, -1)  # after every record: reads the whole log
+    elif operation == "read_committed_index":
+        assert b.txn.aborted_transactions(r, 0, N_BATCHES) == []
+    else:
+        b.apply_metadata(metadata(leader=2, leader_epoch=1, isr=[1, 2], replicas=[1, 2], metadata_epoch=2))
+        assert b.truncate(r, N_BATCHES - 5, 1)
+        assert r.model.log_end_offset == N_BATCHES - 5
+        assert [o for o, _ in stored_values(b)][-1] == N_BATCHES - 6
+    assert 0 < lock.max_reads <= ITER_CHUNK, f"{lock.max_reads} batches read under one hold of the store lock"

@@ -228,3 +228,32 @@ def test_snapshot_restore_round_trip():
     assert restored.check_and_update(PID, 1, 0, 1, False) == DuplicateBatch(15, 16)
     assert restored.first_unstable_offset() == 14
     assert restored.check_and_update(PID, 1, 2, 3, False) == Accept()
+
+
+# -- one request's batches: all or nothing --------------------------------------------------------
+
+def test_pending_append_sees_its_own_batches_and_changes_nothing_until_committed():
+    psm = ProducerStateManager()
+    psm.on_append(PID, 0, 0, 4, 0, 4)
+    pending = psm.begin_append()
+    assert pending.check_and_update(PID, 0, 5, 9) == Accept()
+    pending.on_append(PID, 0, 5, 9, 5, 9)
+    # The request's second batch is checked against its first one ...
+    assert pending.check_and_update(PID, 0, 10, 14) == Accept()
+    assert isinstance(pending.check_and_update(PID, 0, 5, 9), DuplicateBatch)
+    pending.on_append(PID + 1, 0, 0, 0, 10, 10, is_transactional=True)
+    # ... while the manager itself is untouched until the write succeeded.
+    assert psm.last_entry(PID).last_seq == 4 and psm.last_entry(PID + 1) is None
+    assert psm.first_unstable_offset() is None
+    psm.commit_append(pending)
+    assert psm.last_entry(PID).last_seq == 9 and psm.first_unstable_offset() == 10
+
+
+def test_abandoned_pending_append_leaves_the_manager_as_it_was():
+    psm = ProducerStateManager()
+    psm.on_append(PID, 0, 0, 4, 0, 4)
+    before = psm.snapshot()
+    pending = psm.begin_append()
+    pending.on_append(PID, 1, 0, 0, 5, 5)  # a new epoch clears the batches of the copy only
+    pending.on_control_marker(PID, 1, 6)
+    assert psm.snapshot() == before

@@ -526,3 +526,24 @@ def test_invariants_raise(action):
     with pytest.raises(AssertionError):
         action(p)
     check_invariant(True, "no-op")
+
+
+# -- replica fetches: only registered replicas with their current broker epoch -----------------
+
+@pytest.mark.parametrize("follower,broker_epoch,registered,error", [
+    (2, 12, 12, None),
+    (2, 11, 12, errors.StaleBrokerEpochError),      # an old incarnation of broker 2
+    (2, -1, 12, errors.StaleBrokerEpochError),      # no epoch given
+    (2, 12, None, errors.StaleBrokerEpochError),    # not registered (as far as this leader knows)
+    (4, 14, 14, errors.NotLeaderOrFollowerError),   # registered, but not a replica
+    (1, 11, 11, errors.NotLeaderOrFollowerError),   # the leader itself
+])
+def test_check_replica_fetch(follower, broker_epoch, registered, error):
+    p = make_leader()
+    err = p.check_replica_fetch(follower, broker_epoch, registered)
+    assert (type(err) if err is not None else None) is error
+
+
+def test_check_replica_fetch_on_a_follower_is_not_leader():
+    p = make_follower()
+    assert isinstance(p.check_replica_fetch(3, 13, 13), errors.NotLeaderOrFollowerError)
