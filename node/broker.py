@@ -691,7 +691,7 @@ class Broker:
         """Appends what the leader sent, all or nothing: one write, then the model follows."""
         with r.lock:
             m = r.model
-            if m.is_leader or m.leader_epoch != leader_epoch:
+            if not m.is_follower_at(leader_epoch):
                 return  # a newer role arrived while the fetch was in flight
             fetched = []
             end = m.log_end_offset
@@ -748,7 +748,7 @@ class Broker:
 
     def _still_following(self, r: Replica, leader_epoch: int, what: str) -> bool:
         m = r.model
-        if m.is_leader or m.leader_epoch != leader_epoch:
+        if not m.is_follower_at(leader_epoch):
             log.info("%s-%d: not going to %s for leader epoch %d: now %s at epoch %d", r.topic, r.partition,
                      what, leader_epoch, "leader" if m.is_leader else "follower", m.leader_epoch)
             return False

@@ -40,7 +40,9 @@ Follower side
 `update_high_watermark_from_leader(hw)`: follower HW = min(leader HW, own LEO).
     Like Kafka's UnifiedLog.updateHighWatermark this may move back (a newly
     elected leader's HW can lag the old leader's).
-`truncate_to(offset)`, `truncate_fully_and_start_at(offset)`, `maybe_increment_log_start_offset(offset)`
+`is_follower_at(leader_epoch)`: a follower step computed at that epoch still applies.
+`truncate_to(offset)` (never on the leader), `truncate_fully_and_start_at(offset)`,
+`maybe_increment_log_start_offset(offset)`
 
 Loading
 -------
@@ -731,8 +733,17 @@ class Partition:
         self._check_state()
         return self.high_watermark
 
+    def is_follower_at(self, leader_epoch: int) -> bool:
+        """A follower step decided at `leader_epoch` (a truncation point, fetched data) still applies."""
+        return not self.is_leader and self.leader_epoch == leader_epoch
+
     def truncate_to(self, offset: int) -> bool:
-        """Drop everything at and above `offset`; True if anything was dropped."""
+        """Drop everything at and above `offset`; True if anything was dropped.
+
+        Followers only: a leader's log holds what it acknowledged. The driver checks
+        `is_follower_at(epoch)` first, under the same lock, for the epoch the truncation
+        point was computed at."""
+        check_invariant(not self.is_leader, f"{self._tp}: truncation on the leader")
         if offset >= self.log_end_offset:
             return False
         if offset < self.log_start_offset:

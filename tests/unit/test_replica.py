@@ -547,3 +547,13 @@ def test_check_replica_fetch(follower, broker_epoch, registered, error):
 def test_check_replica_fetch_on_a_follower_is_not_leader():
     p = make_follower()
     assert isinstance(p.check_replica_fetch(3, 13, 13), errors.NotLeaderOrFollowerError)
+
+
+def test_truncation_is_for_followers_at_the_epoch_it_was_computed_at():
+    p = make_follower(epoch=3, entries=[(1, 0)], leo=10, hw=5)
+    assert p.is_follower_at(3) and not p.is_follower_at(2)
+    p.become_leader(4, 4, (1, 2, 3), (1, 2, 3), 0)
+    assert not p.is_follower_at(3) and not p.is_follower_at(4)
+    with pytest.raises(AssertionError, match="truncation on the leader"):
+        p.truncate_to(5)
+    assert p.log_end_offset == 10
