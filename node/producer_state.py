@@ -15,7 +15,8 @@ A request appends all of its batches or none (Kafka's ProducerAppendInfo):
     pending = psm.begin_append()       # same API, over copies of the entries it touches
     ... pending.check_and_update / pending.on_append / pending.on_control_marker per batch ...
     write the log; only if that succeeded: psm.commit_append(pending)
-A rejected batch or a failed write then leaves `psm` as it was.
+A rejected batch or a failed write then leaves `psm` as it was. So keep whatever
+a check reads or an append changes inside `ProducerStateEntry` (copied whole).
 
 Rules (Kafka's ProducerAppendInfo, 2.7+ error codes):
 - Duplicate: same producer epoch and (base_sequence, last_sequence) equal to
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from client.common.errors import (
@@ -131,9 +132,8 @@ class ProducerStateEntry:
     current_txn_first_offset: int | None = None
 
     def copy(self) -> ProducerStateEntry:
-        return ProducerStateEntry(self.producer_id, self.producer_epoch,
-                                  deque(self.batches, maxlen=MAX_BATCHES_PER_PRODUCER),
-                                  self.current_txn_first_offset)
+        # replace() carries every field, including ones added later; only the deque is mutable.
+        return replace(self, batches=deque(self.batches, maxlen=MAX_BATCHES_PER_PRODUCER))
 
     @property
     def last_seq(self) -> int:
