@@ -18,9 +18,10 @@ from client.metadata import Metadata
 
 @dataclass(frozen=True, slots=True)
 class NewTopic:
+    """num_partitions / replication_factor -1: the cluster's num.partitions / default.replication.factor."""
     name: str
-    num_partitions: int = 1
-    replication_factor: int = 1
+    num_partitions: int = -1
+    replication_factor: int = -1
     configs: dict[str, str] = field(default_factory=dict)
 
 
@@ -64,7 +65,7 @@ class Admin:
         if wait and not validate_only:
             self._wait_for(lambda: all(self._leaders_ready(t.name) for t in topics))
 
-    def create_topic(self, name: str, num_partitions: int = 1, replication_factor: int = 1,
+    def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
                      configs: dict | None = None) -> None:
         self.create_topics([NewTopic(name, num_partitions, replication_factor, dict(configs or {}))])
 

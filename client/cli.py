@@ -39,8 +39,9 @@ def topics() -> None:
 @topics.command("create")
 @bootstrap_option
 @click.option("--topic", required=True)
-@click.option("--partitions", default=1, show_default=True, type=int)
-@click.option("--replication-factor", default=1, show_default=True, type=int)
+@click.option("--partitions", default=-1, type=int, help="Default: the cluster's num.partitions.")
+@click.option("--replication-factor", default=-1, type=int,
+              help="Default: the cluster's default.replication.factor.")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE")
 @click.option("--if-not-exists", is_flag=True)
 def topics_create(bootstrap, topic, partitions, replication_factor, configs, if_not_exists) -> None:
@@ -124,6 +125,8 @@ def produce(bootstrap, topic, acks, properties, producer_props) -> None:
     first_error = None
     sent = 0
     with Producer(cfg) as producer:
+        # As kafka-console-producer: an unknown topic is auto-created if the cluster allows it, else an error now.
+        producer.metadata.fetch([topic], allow_auto_topic_creation=True)
         producer.metadata.partitions_for(topic)
         futures = []
         for line in sys.stdin:

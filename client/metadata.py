@@ -44,14 +44,18 @@ class Metadata:
                 out.append(a)
         return out
 
-    def fetch(self, topics: list[str] | None = None, timeout_ms: int | None = None) -> mpb.MetadataResponse:
-        """Asks the first node that answers; raises KafkaConnectionError when none does."""
+    def fetch(self, topics: list[str] | None = None, timeout_ms: int | None = None,
+              allow_auto_topic_creation: bool = False) -> mpb.MetadataResponse:
+        """Asks the first node that answers; raises KafkaConnectionError when none does.
+        allow_auto_topic_creation: the cluster creates the named topics that do not exist, if it allows
+        (auto.create.topics.enable), as a Kafka producer's metadata request asks."""
         timeout = (timeout_ms or min(self.request_timeout_ms, 5000)) / 1000.0
         last: Exception | None = None
         for addr in self.candidates():
             try:
                 return mgrpc.MetadataStub(self.pool.get(addr)).GetMetadata(
-                    mpb.MetadataRequest(topics=topics or [], include_internal=True), timeout=timeout)
+                    mpb.MetadataRequest(topics=topics or [], include_internal=True,
+                                        allow_auto_topic_creation=allow_auto_topic_creation), timeout=timeout)
             except grpc.RpcError as e:
                 last = transport_error(e, addr)
         raise errors.KafkaConnectionError(

@@ -301,6 +301,11 @@ class Producer:
     def _wait_for_topic(self, topic: str):
         deadline = time.monotonic() + self.config.max_block_ms / 1000.0
         delay = 0.05
+        try:
+            # As Kafka's producer: the cluster auto-creates a topic it does not know, if it allows.
+            self.metadata.fetch([topic], allow_auto_topic_creation=True)
+        except errors.KafkaConnectionError:
+            pass
         while True:
             try:
                 self.metadata.refresh()

@@ -356,7 +356,7 @@ class Broker:
         (DUPLICATE_SEQUENCE_NUMBER).
         """
         r = self.leader_replica(topic, partition)
-        min_isr = topic_config(r.configs, "min.insync.replicas")
+        min_isr = topic_config(r.configs, "min.insync.replicas", self.config)
         batches = []
         pos = 0
         while pos < len(data):
@@ -457,7 +457,7 @@ class Broker:
         """
         r = self.replicas.get((topic, partition))
         deadline = time.monotonic() + timeout_ms / 1000.0
-        min_isr = topic_config(r.configs, "min.insync.replicas")
+        min_isr = topic_config(r.configs, "min.insync.replicas", self.config)
         with r.hw_cond:
             while True:
                 m = r.model

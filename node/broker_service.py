@@ -20,6 +20,10 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
 
     def GetMetadata(self, request, context):
         md = self.b.metadata
+        if request.allow_auto_topic_creation and set(request.topics) - {t.name for t in md.topics}:
+            forwarded = self._auto_create_at_controller(request)
+            if forwarded is not None:
+                return forwarded
         if request.topics:
             out = type(md)()
             out.CopyFrom(md)
@@ -33,6 +37,16 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
                 out.topics.add(name=name, error_code=errors.UnknownTopicOrPartitionError.code)
             return out
         return md
+
+    def _auto_create_at_controller(self, request):
+        """Unknown topics to auto-create: the controller creates them (Coordinator.auto_create_topics) and
+        answers; None when it cannot be reached (the caller gets this broker's view)."""
+        import grpc
+
+        try:
+            return mgrpc.MetadataStub(self.b.pool.get(self.b.coordinator_addr)).GetMetadata(request, timeout=5)
+        except grpc.RpcError:
+            return None
 
     def Produce(self, request, context):
         parts = self.b.produce([PartitionProduce(p.topic, p.partition, p.records) for p in request.partitions],

@@ -11,6 +11,7 @@ import time
 
 import grpc
 
+from client.common.config import BrokerConfig
 from client.common.network import ChannelPool
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
@@ -45,6 +46,7 @@ class Cluster:
         self.base_port = port
         self.kafka_port = kafka_port
         self.configs = dict(configs or {})
+        BrokerConfig.from_props(self.configs)  # an unknown or bad setting fails here, naming it
         self.env = dict(env or {})
         self.agents: dict[str, Agent] = {}
         self.pool = ChannelPool("cluster")

@@ -74,9 +74,15 @@ class TopicRecord:
 
 
 class ControllerState:
-    def __init__(self, broker_session_timeout_ms: int, default_unclean: bool = False):
+    def __init__(self, broker_session_timeout_ms: int, default_unclean: bool = False, *,
+                 num_partitions: int = 1, default_replication_factor: int = 1):
+        """default_unclean, num_partitions, default_replication_factor: the cluster defaults (Kafka's
+        broker configs unclean.leader.election.enable, num.partitions, default.replication.factor)
+        that a topic's own configs and a CreateTopics request's explicit counts override."""
         self.session_timeout_ms = broker_session_timeout_ms
         self.default_unclean = default_unclean
+        self.num_partitions = num_partitions
+        self.default_replication_factor = default_replication_factor
         self.brokers: dict[int, BrokerRegistration] = {}
         self.topics: dict[str, TopicRecord] = {}
         self.metadata_epoch = 1
@@ -154,11 +160,17 @@ class ControllerState:
             self._bump()
         return expired
 
+    def unclean_enabled(self, t: TopicRecord) -> bool:
+        """The topic's unclean.leader.election.enable, else the cluster's."""
+        if "unclean.leader.election.enable" in t.configs:
+            return topic_config(t.configs, "unclean.leader.election.enable")
+        return self.default_unclean
+
     def _fence(self, broker_id: int) -> None:
         self.brokers[broker_id].fenced = True
         live = self.live_brokers()
         for t in self.topics.values():
-            unclean = topic_config(t.configs, "unclean.leader.election.enable")
+            unclean = self.unclean_enabled(t)
             for p in t.partitions:
                 if broker_id not in p.replicas:
                     continue
@@ -172,7 +184,7 @@ class ControllerState:
     def _elect_offline(self) -> None:
         live = self.live_brokers()
         for t in self.topics.values():
-            unclean = topic_config(t.configs, "unclean.leader.election.enable")
+            unclean = self.unclean_enabled(t)
             for p in t.partitions:
                 if p.leader >= 0 and p.leader in live:
                     continue
@@ -192,6 +204,11 @@ class ControllerState:
     # -- topics ----------------------------------------------------------
     def create_topic(self, name: str, num_partitions: int, replication_factor: int,
                      configs: dict[str, str], validate_only: bool = False) -> TopicRecord:
+        """num_partitions / replication_factor -1: the cluster's num.partitions / default.replication.factor."""
+        if num_partitions == -1:
+            num_partitions = self.num_partitions
+        if replication_factor == -1:
+            replication_factor = self.default_replication_factor
         if not name or len(name) > 249 or any(c not in _LEGAL for c in name) or name in (".", ".."):
             raise errors.InvalidTopicError(f"Topic name '{name}' is illegal: use [a-zA-Z0-9._-], at most 249")
         if name in self.topics:
@@ -222,6 +239,25 @@ class ControllerState:
                  replication_factor)
         self._bump()
         return t
+
+    def auto_create_topics(self, names: list[str]) -> dict[str, errors.KafkaError | None]:
+        """Kafka's auto-creation (a Metadata or Produce request naming an unknown topic), with the cluster's
+        num.partitions and default.replication.factor: None per topic created, else why it was not.
+        Topics that exist are left out; internal topics are their coordinators' to create."""
+        out: dict[str, errors.KafkaError | None] = {}
+        for name in dict.fromkeys(names):
+            if name in self.topics:
+                continue
+            if name in INTERNAL_TOPICS:
+                out[name] = errors.UnknownTopicOrPartitionError(f"internal topic {name} is created by its coordinator")
+                continue
+            try:
+                self.create_topic(name, -1, -1, {})
+                log.info("Auto-created topic %s", name)
+                out[name] = None
+            except errors.KafkaError as e:
+                out[name] = e
+        return out
 
     def delete_topic(self, name: str) -> None:
         if name not in self.topics:

@@ -39,7 +39,9 @@ class Coordinator:
         self.clock = clock or SystemClock()
         self.agent = agent
         self.store = Store(f"{data_dir}/db", sync=config.log_flush_sync)
-        self.state = ControllerState(config.broker_session_timeout_ms, config.unclean_leader_election_enable)
+        self.state = ControllerState(config.broker_session_timeout_ms, config.unclean_leader_election_enable,
+                                     num_partitions=config.num_partitions,
+                                     default_replication_factor=config.default_replication_factor)
         saved = self.store.get_json("controller")
         if saved:
             self.state.load_json(saved, self.clock.monotonic_ms())
@@ -79,7 +81,22 @@ class Coordinator:
                 except Exception:
                     log.exception("tick of %s failed", type(ext).__name__)
 
-    def metadata(self, topics=(), include_internal=True) -> mpb.MetadataResponse:
+    def auto_create_topics(self, names: list[str]) -> dict[str, errors.KafkaError | None]:
+        """The auto-creation entry point (Kafka's auto.create.topics.enable) for Metadata and Produce requests
+        naming unknown topics, from the gRPC Metadata service and the Kafka listener alike. Creates the
+        missing ones with num.partitions and default.replication.factor; per missing topic None (created)
+        or the error (UNKNOWN_TOPIC_OR_PARTITION when auto.create.topics.enable=false). Existing topics
+        are left out."""
+        if not self.config.auto_create_topics_enable:
+            with self.lock:
+                missing = [n for n in dict.fromkeys(names) if n not in self.state.topics]
+            return {n: errors.UnknownTopicOrPartitionError(f"Topic '{n}' does not exist and "
+                                                           f"auto.create.topics.enable=false") for n in missing}
+        return self.mutate(lambda s, now: s.auto_create_topics(list(names)))
+
+    def metadata(self, topics=(), include_internal=True, allow_auto_topic_creation=False) -> mpb.MetadataResponse:
+        if allow_auto_topic_creation and topics:
+            self.auto_create_topics(list(topics))
         with self.lock:
             return self._metadata_locked(topics, include_internal)
 
@@ -146,7 +163,8 @@ class ControllerServicer(mgrpc.MetadataServicer, mgrpc.ControllerServicer):
         self.node = node
 
     def GetMetadata(self, request, context):
-        return self.node.metadata(list(request.topics), request.include_internal)
+        return self.node.metadata(list(request.topics), request.include_internal,
+                                  request.allow_auto_topic_creation)
 
     def WatchMetadata(self, request, context):
         return self.node.watch(request.known_epoch, request.max_wait_ms)

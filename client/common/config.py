@@ -281,9 +281,22 @@ def validate_topic_configs(configs: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def topic_config(configs: dict[str, str], key: str) -> Any:
+# Topic configs whose cluster-wide default is a broker config (Kafka: topic key -> broker key). A topic's
+# own setting overrides it; otherwise the node's broker config decides.
+TOPIC_DEFAULT_FROM_BROKER = {
+    "min.insync.replicas": "min.insync.replicas",
+    "unclean.leader.election.enable": "unclean.leader.election.enable",
+}
+
+
+def topic_config(configs: dict[str, str], key: str, broker: Config | None = None) -> Any:
+    """A topic's config: its own setting, else the broker's default for it (`broker`), else Kafka's."""
     d = TOPIC_CONFIGS[key]
-    return _to_type(key, d.type, configs.get(key, d.default))
+    if key in configs:
+        return _to_type(key, d.type, configs[key])
+    if broker is not None and key in TOPIC_DEFAULT_FROM_BROKER:
+        return broker.get(TOPIC_DEFAULT_FROM_BROKER[key])
+    return _to_type(key, d.type, d.default)
 
 
 class BrokerConfig(Config):
@@ -299,7 +312,7 @@ class BrokerConfig(Config):
         ConfigDef("default.replication.factor", "int", 1, at_least(1)),
         ConfigDef("num.partitions", "int", 1, at_least(1)),
         ConfigDef("unclean.leader.election.enable", "bool", False),
-        ConfigDef("auto.create.topics.enable", "bool", False),
+        ConfigDef("auto.create.topics.enable", "bool", True),
         ConfigDef("offsets.topic.replication.factor", "int", 3, at_least(1)),
         ConfigDef("offsets.topic.num.partitions", "int", 1, at_least(1)),
         ConfigDef("transaction.state.log.replication.factor", "int", 3, at_least(1)),

@@ -184,3 +184,50 @@ def test_heartbeat_after_restart_unfences_without_an_election():
     s.heartbeat(p.leader, s.brokers[p.leader].broker_epoch, 1010)
     assert s.metadata_epoch > epoch and not s.brokers[p.leader].fenced
     assert p.leader_epoch == 0  # kept its leadership: no needless election
+
+
+# -- issue 20 item 11: cluster defaults that topic configs override ------------------------------------------
+
+@pytest.mark.parametrize("cluster_default, topic_setting, expect_unclean", [
+    (False, None, False), (True, None, True), (True, "false", False), (False, "true", True)])
+def test_unclean_election_follows_the_cluster_default_unless_the_topic_sets_it(cluster_default, topic_setting,
+                                                                               expect_unclean):
+    s = ControllerState(100, default_unclean=cluster_default)
+    for b in (1, 2):
+        s.register_broker(b, "127.0.0.1", 9100 + b, "", 0)
+    configs = {} if topic_setting is None else {"unclean.leader.election.enable": topic_setting}
+    p = s.create_topic("t", 1, 2, configs).partitions[0]
+    out_of_sync = next(r for r in p.replicas if r != p.leader)
+    s.alter_partition(p.leader, s.brokers[p.leader].broker_epoch, "t", 0, p.leader_epoch, p.partition_epoch,
+                      [p.leader])
+    s.heartbeat(out_of_sync, s.brokers[out_of_sync].broker_epoch, 150)
+    s.tick(160)  # the only ISR member is gone
+    assert (p.leader == out_of_sync) is expect_unclean
+
+
+def test_create_topic_minus_one_takes_num_partitions_and_default_replication_factor():
+    s = ControllerState(1000, num_partitions=4, default_replication_factor=2)
+    for b in (1, 2, 3):
+        s.register_broker(b, "127.0.0.1", 9100 + b, "", 0)
+    t = s.create_topic("t", -1, -1, {})
+    assert len(t.partitions) == 4 and all(len(p.replicas) == 2 for p in t.partitions)
+    t = s.create_topic("u", 2, 3, {})  # explicit counts override the defaults
+    assert len(t.partitions) == 2 and all(len(p.replicas) == 3 for p in t.partitions)
+    with pytest.raises(errors.InvalidPartitionsError):
+        s.create_topic("v", -2, -1, {})
+
+
+def test_auto_create_topics_uses_the_cluster_defaults():
+    s = ControllerState(1000, num_partitions=3, default_replication_factor=2)
+    for b in (1, 2):
+        s.register_broker(b, "127.0.0.1", 9100 + b, "", 0)
+    s.create_topic("exists", 1, 1, {})
+    out = s.auto_create_topics(["new", "exists", "new", "__consumer_offsets", "bad name"])
+    assert set(out) == {"new", "__consumer_offsets", "bad name"}
+    assert out["new"] is None and len(s.topics["new"].partitions) == 3
+    assert all(len(p.replicas) == 2 for p in s.topics["new"].partitions)
+    assert isinstance(out["__consumer_offsets"], errors.UnknownTopicOrPartitionError)
+    assert isinstance(out["bad name"], errors.InvalidTopicError) and "bad name" not in s.topics
+    s3 = ControllerState(1000, default_replication_factor=3)
+    s3.register_broker(1, "127.0.0.1", 9101, "", 0)
+    assert isinstance(s3.auto_create_topics(["t"])["t"], errors.InvalidReplicationFactorError)
