@@ -14,12 +14,16 @@ the call parks under `result.member_id`). Parked calls are answered by
 `JoinComplete` / `SyncComplete` effects, which may come in the same result's
 `effects` (e.g. the last member to rejoin completes the round) or later from
 another handler or from `tick(now_ms)`. A driver applies effects in order:
-`PersistGroup` / `PersistOffsets` first, then the completions.
+`PersistGroup` / `PersistOffsets` / `PersistAssignment` first, then the
+completions.
 
-Durability is the driver's job: `PersistGroup.record` and
-`PersistOffsets.records` are JSON-able dicts for `__consumer_offsets`, keyed
-by `record_key(record)`; `GroupMetadata.from_records` rebuilds a group by
-replaying them after a coordinator restart.
+Durability is the driver's job: the Persist effects carry JSON-able dicts for
+`__consumer_offsets`, keyed by `record_key(record)`;
+`GroupMetadata.from_records` rebuilds a group by replaying them after a
+coordinator restart. Two changes wait for their write, as in Kafka: a
+commit's offsets become readable only in `on_offsets_stored`, and the
+leader's assignment makes the group Stable only in `on_assignment_stored`
+(a failed write sends the group back into a rebalance).
 """
 from __future__ import annotations
 
@@ -184,7 +188,17 @@ class PersistOffsets:
     records: tuple[dict[str, Any], ...]
 
 
-Effect = JoinComplete | SyncComplete | MemberRemoved | RebalanceStarted | PersistGroup | PersistOffsets
+@dataclass(frozen=True, slots=True)
+class PersistAssignment:
+    """The leader's SyncGroup: write `record` (the group, Stable with these assignments), then report
+    the outcome to `on_assignment_stored(generation_id, assignments, ...)`."""
+    generation_id: int
+    assignments: Mapping[str, bytes]
+    record: dict[str, Any]
+
+
+Effect = (JoinComplete | SyncComplete | MemberRemoved | RebalanceStarted | PersistGroup | PersistOffsets
+          | PersistAssignment)
 
 
 # ------------------------------------------------------------------ results
@@ -495,19 +509,40 @@ class GroupMetadata:
         if self.state is GroupState.STABLE:
             return SyncResult(member_id, self._sync_response(member))
 
-        # CompletingRebalance: park until the leader's assignment arrives.
+        # CompletingRebalance: park until the leader's assignment is stored.
         member.awaiting_sync = True
         fx: list[Effect] = []
         if member_id == self.leader_id and assignments is not None:
-            for m in self.members.values():
-                m.assignment = bytes(assignments.get(m.member_id, b""))
-            self._become_stable()
-            fx.append(PersistGroup(self.to_record()))
-            waiting = [m for m in self.members.values() if m.awaiting_sync]
-            for m in waiting:
-                m.awaiting_sync = False
-            fx.append(SyncComplete(tuple(self._sync_response(m) for m in waiting)))
+            chosen = {mid: bytes(assignments.get(mid, b"")) for mid in self.members}
+            fx.append(PersistAssignment(self.generation_id, chosen, self.to_record(chosen)))
         return SyncResult(member_id, None, tuple(fx))
+
+    def on_assignment_stored(self, generation_id: int, assignments: Mapping[str, bytes], error_code: int,
+                             now_ms: int) -> list[Effect]:
+        """The outcome of a `PersistAssignment` write (Kafka's storeGroup callback in doSyncGroup).
+
+        Ignored when the group has moved on meanwhile. Written: the group becomes Stable and every
+        parked SyncGroup gets its assignment. Failed: they get the error and the group rebalances,
+        so no member holds an assignment that a restart would not bring back.
+        """
+        fx: list[Effect] = []
+        if self.state is not GroupState.COMPLETING_REBALANCE or generation_id != self.generation_id:
+            return fx
+        waiting = [m for m in self.members.values() if m.awaiting_sync]
+        for m in waiting:
+            m.awaiting_sync = False
+        if error_code != NONE:
+            for m in self.members.values():
+                m.assignment = b""
+            fx.append(SyncComplete(tuple(SyncGroupResponse(m.member_id, error_code) for m in waiting)))
+            self._prepare_rebalance(now_ms, "error when storing group assignment during SyncGroup "
+                                            f"({E.class_for_code(error_code).name})", fx)
+            return fx
+        for m in self.members.values():
+            m.assignment = bytes(assignments.get(m.member_id, b""))
+        self._become_stable()
+        fx.append(SyncComplete(tuple(self._sync_response(m) for m in waiting)))
+        return fx
 
     # ------------------------------------------------------------ Heartbeat
 
@@ -797,23 +832,36 @@ class GroupMetadata:
 
     def commit_offsets(self, member_id: str, generation_id: int,
                        offsets: Mapping[TopicPartitionKey, tuple[int, str]], now_ms: int, *,
-                       group_instance_id: str | None = None) -> CommitResult:
-        """Validate and apply an OffsetCommit.
+                       commit_timestamp_ms: int = -1, group_instance_id: str | None = None) -> CommitResult:
+        """Validate an OffsetCommit; the offsets are applied by `on_offsets_stored`.
 
-        Applied at once; the driver must write the `PersistOffsets` records
-        (acks=all) before it answers the client.
+        `now_ms` is the session clock (a commit counts as a heartbeat, as in
+        Kafka); `commit_timestamp_ms` is the wall-clock time stored with the
+        offsets. The driver writes the `PersistOffsets` records (acks=all) and
+        only then applies them and answers: a commit is never readable before
+        it is durable, nor after its write failed.
         """
         code = self._commit_error(member_id, generation_id, group_instance_id)
         if code != NONE:
             return CommitResult(code, {tp: code for tp in offsets})
         if member_id in self.members:
             self.members[member_id].last_heartbeat_ms = now_ms
-        records = []
-        for (topic, partition), (offset, metadata) in offsets.items():
-            om = OffsetAndMetadata(int(offset), metadata or "", now_ms)
-            self.offsets[TopicPartition(topic, partition)] = om
-            records.append(self._offset_record(topic, partition, om))
-        return CommitResult(NONE, {tp: NONE for tp in offsets}, (PersistOffsets(tuple(records)),))
+        records = tuple(self._offset_record(topic, partition,
+                                            OffsetAndMetadata(int(offset), metadata or "", commit_timestamp_ms))
+                        for (topic, partition), (offset, metadata) in offsets.items())
+        return CommitResult(NONE, {tp: NONE for tp in offsets}, (PersistOffsets(records),))
+
+    def on_offsets_stored(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Applies written offset records (commits and tombstones), in log order."""
+        for rec in records:
+            if rec.get("type") != "offset_commit":
+                continue
+            tp = TopicPartition(rec["topic"], int(rec["partition"]))
+            if rec.get("deleted"):
+                self.offsets.pop(tp, None)
+            else:
+                self.offsets[tp] = OffsetAndMetadata(int(rec["offset"]), rec.get("metadata") or "",
+                                                     int(rec.get("commit_timestamp_ms", -1)))
 
     def _commit_error(self, member_id: str, generation_id: int, group_instance_id: str | None) -> int:
         if self.state is GroupState.DEAD:
@@ -860,8 +908,14 @@ class GroupMetadata:
 
     # ------------------------------------------------------------- records
 
-    def to_record(self) -> dict[str, Any]:
-        """The group metadata record (JSON-able), as Kafka's GroupMetadataValue."""
+    def to_record(self, assignments: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+        """The group metadata record (JSON-able), as Kafka's GroupMetadataValue.
+
+        Members are listed when Stable, or when `assignments` (the leader's, not yet stored) are given.
+        """
+        listed = assignments is not None or self.state is GroupState.STABLE
+        if assignments is None:
+            assignments = {m.member_id: m.assignment for m in self.members.values()}
         return {
             "type": "group_metadata",
             "group_id": self.group_id,
@@ -877,8 +931,8 @@ class GroupMetadata:
                 "rebalance_timeout_ms": m.rebalance_timeout_ms,
                 "session_timeout_ms": m.session_timeout_ms,
                 "subscription": _b64(m.metadata(self.protocol_name)),
-                "assignment": _b64(m.assignment),
-            } for m in self.members.values()] if self.state is GroupState.STABLE else [],
+                "assignment": _b64(assignments.get(m.member_id, b"")),
+            } for m in self.members.values()] if listed else [],
         }
 
     def offset_records(self) -> list[dict[str, Any]]:

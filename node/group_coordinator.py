@@ -1,11 +1,13 @@
 """Group coordinator driver: GroupMetadata models behind gRPC, state in `__consumer_offsets`.
 
 Driver per STYLE.md: one lock for every group model (groups are small and
-the handlers are short); no I/O under it. Each handler's effects go, in
-the order the models produced them, to one writer thread that appends the
-Persist records with acks=all and only then answers parked JoinGroup /
-SyncGroup calls and the caller itself. So nothing is acknowledged before
-it is replicated, and records reach the log in model order.
+the handlers are short); no I/O under it. A handler changes a model and
+queues the model's effects as one job in the same critical section, so the
+log order is the order of the changes. One writer thread appends the jobs'
+records with acks=all, in queue order, and only then, per job: applies what
+waits for durability (a commit's offsets, the leader's assignment; a failed
+write applies nothing and rolls an assignment back into a rebalance),
+answers parked JoinGroup / SyncGroup calls and releases the caller.
 
 On start a loader thread creates the topic if needed and replays it;
 until it is done every group RPC answers COORDINATOR_LOAD_IN_PROGRESS.
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 
 OFFSETS_TOPIC = "__consumer_offsets"
 NONE = 0
+MAX_QUEUED_JOBS = 10000
+# Errors about the records themselves: the append surely wrote nothing (Kafka: INVALID_COMMIT_OFFSET_SIZE).
+_RECORD_ERRORS = (E.MessageTooLargeError, E.RecordListTooLargeError, E.InvalidFetchSizeError)
 
 
 class _Parked:
@@ -48,9 +53,28 @@ class _Parked:
 
 @dataclass(slots=True)
 class _Job:
+    group: G.GroupMetadata | None  # the model the effects came from (None: records only)
     effects: list
     done: threading.Event = field(default_factory=threading.Event)
-    error: Exception | None = None
+    error: E.KafkaError | None = None
+
+
+def _records(fx) -> tuple:
+    if isinstance(fx, (G.PersistGroup, G.PersistAssignment)):
+        return (fx.record,)
+    if isinstance(fx, G.PersistOffsets):
+        return fx.records
+    return ()
+
+
+def _write_error(e: Exception) -> E.KafkaError:
+    """What a caller is told about a failed append. Only an error about the records themselves says
+    they were not written; after anything else (a timeout, a lost leader) an attempt may have been
+    appended, so the outcome is unknown: REQUEST_TIMED_OUT, as Kafka answers a timed-out
+    acks=all append, never a definite error the client would record as `fail`."""
+    if isinstance(e, _RECORD_ERRORS):
+        return E.InvalidCommitOffsetSizeError(str(e))
+    return E.RequestTimedOutError(f"the write to {OFFSETS_TOPIC} failed, its outcome is unknown: {e}")
 
 
 class GroupCoordinator:
@@ -65,7 +89,8 @@ class GroupCoordinator:
         self.parked: dict[tuple[str, str, str], _Parked] = {}  # (group, member, "join"|"sync"); lock
         self.rng = random.Random()
         self.loaded = threading.Event()
-        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=10000)
+        # Put only under lock (so queue order is model order); bounded by _check_backlog.
+        self.jobs: queue.Queue[_Job | None] = queue.Queue()
         self._stop = threading.Event()
         # Set by the transaction coordinator: (group_id, [(topic, partition)]) -> the partitions a pending
         # transaction holds offsets for (KIP-447's UNSTABLE_OFFSET_COMMIT).
@@ -85,23 +110,21 @@ class GroupCoordinator:
 
     def stop(self) -> None:
         self._stop.set()
-        try:
-            self.jobs.put_nowait(None)
-        except queue.Full:
-            pass
+        self.jobs.put_nowait(None)
 
     def tick(self) -> None:
         if not self.loaded.is_set():
             return
         now = self.clock.monotonic_ms()
-        fx: list = []
         with self.lock:
-            for gid, g in list(self.groups.items()):
+            if self.jobs.qsize() >= MAX_QUEUED_JOBS:
+                return  # the timers fire on a later tick
+            for g in list(self.groups.values()):
                 deadline = g.next_deadline_ms()
                 if deadline is not None and deadline <= now:
-                    fx.extend(g.tick(now))
-        if fx:
-            self._submit(fx)
+                    fx = g.tick(now)
+                    if fx:
+                        self._submit(g, fx)
 
     def _group_kwargs(self) -> dict:
         c = self.node.config
@@ -147,9 +170,15 @@ class GroupCoordinator:
 
     # --------------------------------------------------------------- writer
 
-    def _submit(self, effects: list) -> _Job:
-        job = _Job(list(effects))
-        self.jobs.put(job, timeout=30)
+    def _check_backlog(self) -> None:
+        """Caller holds the lock, before changing a model: refuse while the writer is far behind."""
+        if self.jobs.qsize() >= MAX_QUEUED_JOBS:
+            raise E.CoordinatorNotAvailableError(f"{MAX_QUEUED_JOBS} writes to {OFFSETS_TOPIC} are queued")
+
+    def _submit(self, group: G.GroupMetadata | None, effects) -> _Job:
+        """Caller holds the lock, in the critical section that produced the effects."""
+        job = _Job(group, list(effects))
+        self.jobs.put_nowait(job)
         return job
 
     def _wait(self, job: _Job, timeout_s: float = 30.0) -> None:
@@ -180,29 +209,45 @@ class GroupCoordinator:
 
     def _write(self, batch: list[_Job]) -> None:
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        touched: list[set[int]] = []
         for job in batch:
+            parts: set[int] = set()
             for fx in job.effects:
-                if isinstance(fx, G.PersistGroup):
-                    recs: tuple = (fx.record,)
-                elif isinstance(fx, G.PersistOffsets):
-                    recs = fx.records
-                else:
-                    continue
-                for rec in recs:
+                for rec in _records(fx):
                     part = self.topic.partition_for(rec["group_id"])
+                    parts.add(part)
                     by_partition.setdefault(part, []).append(
                         (G.record_key(rec).encode(), json.dumps(rec, sort_keys=True).encode()))
-        error: Exception | None = None
+            touched.append(parts)
+        failed: dict[int, E.KafkaError] = {}
         for part, entries in by_partition.items():
             try:
                 self.topic.append(part, entries)
-            except Exception as e:  # noqa: BLE001 - reported to every waiting caller
+            except Exception as e:  # noqa: BLE001 - reported to every job that wrote to the partition
                 log.error("could not write group state to %s-%d: %s", OFFSETS_TOPIC, part, e)
-                error = e if isinstance(e, E.KafkaError) else E.CoordinatorNotAvailableError(str(e))
-        for job in batch:
-            self._complete_parked(job.effects)
-            job.error = error
-            job.done.set()
+                failed[part] = _write_error(e)
+        for job, parts in zip(batch, touched):
+            job.error = next((failed[p] for p in sorted(parts) if p in failed), None)
+            self._after_write(job)
+
+    def _after_write(self, job: _Job) -> None:
+        """Applies what waited for the write (nothing if it failed), then answers."""
+        g = job.group
+        if g is not None:
+            now = self.clock.monotonic_ms()
+            with self.lock:
+                follow: list = []
+                for fx in job.effects:
+                    if isinstance(fx, G.PersistOffsets) and job.error is None:
+                        g.on_offsets_stored(fx.records)
+                    elif isinstance(fx, G.PersistAssignment):
+                        # As Kafka's storeGroup: a failed write reaches the members as COORDINATOR_NOT_AVAILABLE.
+                        code = NONE if job.error is None else E.CoordinatorNotAvailableError.code
+                        follow += g.on_assignment_stored(fx.generation_id, fx.assignments, code, now)
+                if follow:
+                    self._submit(g, follow)
+        self._complete_parked(job.effects)
+        job.done.set()
 
     def _complete_parked(self, effects: list) -> None:
         for fx in effects:
@@ -252,33 +297,38 @@ class GroupCoordinator:
         now = self.clock.monotonic_ms()
         inst = r.group_instance_id if r.HasField("group_instance_id") else None
         with self.lock:
+            self._check_backlog()
             g = self._group(r.group_id, create=True)
             res = g.handle_join_group(r.member_id, inst, r.client_id, client_host, r.session_timeout_ms,
                                       r.rebalance_timeout_ms, r.protocol_type,
                                       [(p.name, p.metadata) for p in r.protocols], now,
                                       require_known_member_id=require_known_member_id)
             parked = self._park(r.group_id, res.member_id, "join") if res.pending else None
-        return self._finish(res, parked, r.rebalance_timeout_ms)
+            job = self._submit(g, res.effects) if res.effects else None
+        return self._finish(res, parked, job, r.rebalance_timeout_ms)
 
     def sync_group(self, r: gpb.SyncGroupRequest) -> G.SyncGroupResponse:
         self._check_loaded()
         now = self.clock.monotonic_ms()
         inst = r.group_instance_id if r.HasField("group_instance_id") else None
         with self.lock:
+            self._check_backlog()
             g = self._group(r.group_id, create=False)
             if g is None:
                 return G.SyncGroupResponse(r.member_id, E.UnknownMemberIdError.code)
             assignments = {a.member_id: a.assignment for a in r.assignments} if r.assignments else None
             res = g.handle_sync_group(r.member_id, r.generation_id, inst, assignments, now)
             parked = self._park(r.group_id, res.member_id, "sync") if res.pending else None
+            job = self._submit(g, res.effects) if res.effects else None
             timeout_ms = max((m.rebalance_timeout_ms for m in g.members.values()), default=30000)
-        return self._finish(res, parked, timeout_ms)
+        return self._finish(res, parked, job, timeout_ms)
 
-    def _finish(self, res, parked: _Parked | None, timeout_ms: int):
-        """Persist the result's effects, then answer: now, or when the parked call completes."""
-        if res.effects:
-            self._wait(self._submit(list(res.effects)))
+    def _finish(self, res, parked: _Parked | None, job: _Job | None, timeout_ms: int):
+        """Answers once the result's records are written: now, or when the parked call completes
+        (its completion comes after the write, carrying the write's error if it failed)."""
         if parked is None:
+            if job is not None:
+                self._wait(job)
             return res.response
         if not parked.event.wait(timeout_ms / 1000.0 + 5) or parked.response is None:
             with self.lock:
@@ -302,27 +352,35 @@ class GroupCoordinator:
         idents = [G.MemberIdentity(m.member_id, m.group_instance_id if m.HasField("group_instance_id") else None)
                   for m in r.members]
         with self.lock:
+            self._check_backlog()
             g = self._group(r.group_id, create=False)
             if g is None:
                 return G.LeaveGroupResult(NONE, tuple(G.LeaveMemberResult(i.member_id, i.group_instance_id,
                                                                           E.UnknownMemberIdError.code)
                                                       for i in idents))
             res = g.handle_leave_group(idents, self.clock.monotonic_ms())
-        if res.effects:
-            self._wait(self._submit(list(res.effects)))
+            job = self._submit(g, res.effects) if res.effects else None
+        if job is not None:
+            self._wait(job)
         return res
 
     def commit(self, r: gpb.OffsetCommitRequest) -> G.CommitResult:
+        """OffsetCommit: readable by OffsetFetch only once written; an answer after a write whose outcome
+        is unknown is REQUEST_TIMED_OUT (indefinite), never a definite error."""
         self._check_loaded()
         inst = r.group_instance_id if r.HasField("group_instance_id") else None
         offsets = {TopicPartition(p.topic, p.partition): (p.committed_offset, p.committed_metadata)
                    for p in r.partitions}
+        # Sessions run on the monotonic clock; the stored commit time is wall-clock time.
+        now, wall_ms = self.clock.monotonic_ms(), self.clock.wall_ms()
         with self.lock:
+            self._check_backlog()
             g = self._group(r.group_id, create=True)
-            res = g.commit_offsets(r.member_id, r.generation_id, offsets, self.clock.wall_ms(),
+            res = g.commit_offsets(r.member_id, r.generation_id, offsets, now, commit_timestamp_ms=wall_ms,
                                    group_instance_id=inst)
-        if res.effects:
-            self._wait(self._submit(list(res.effects)))
+            job = self._submit(g, res.effects) if res.effects else None
+        if job is not None:
+            self._wait(job)
         return res
 
     def unstable_offsets(self, group_id: str, tps: list[TopicPartition]) -> set:
@@ -349,14 +407,12 @@ class GroupCoordinator:
             if txn is not None and self.txn_handed_over.get((group_id, txn[0])) == txn[1]:
                 return
             g = self._group(group_id, create=True)
-            recs = []
-            for (topic, partition), (offset, metadata) in offsets.items():
-                om = G.OffsetAndMetadata(int(offset), metadata or "", now)
-                g.offsets[TopicPartition(topic, partition)] = om
-                recs.append(g._offset_record(topic, partition, om))
+            recs = [g._offset_record(topic, partition, G.OffsetAndMetadata(int(offset), metadata or "", now))
+                    for (topic, partition), (offset, metadata) in offsets.items()]
             if txn is not None:
                 recs.append(G.txn_handed_over_record(group_id, *txn))
-        self._wait(self._submit([G.PersistOffsets(tuple(recs))]))
+            job = self._submit(g, [G.PersistOffsets(tuple(recs))])  # applied once written, in log order
+        self._wait(job)
         if txn is not None:
             with self.lock:  # only once durable: a failed write is retried in full
                 self.txn_handed_over[(group_id, txn[0])] = txn[1]
@@ -392,14 +448,16 @@ class GroupCoordinator:
     def delete(self, group_id: str) -> int:
         self._check_loaded()
         with self.lock:
+            self._check_backlog()
             g = self.groups.get(group_id)
             if g is None:
                 return E.GroupIdNotFoundError.code
             res = g.delete()
             if res.error_code == NONE:
                 del self.groups[group_id]
-        if res.effects:
-            self._wait(self._submit(list(res.effects)))
+            job = self._submit(g, res.effects) if res.effects else None
+        if job is not None:
+            self._wait(job)
         return res.error_code
 
 

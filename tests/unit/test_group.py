@@ -14,6 +14,7 @@ from node.group import (
     JoinGroupResponse,
     MemberIdentity,
     MemberRemoved,
+    PersistAssignment,
     PersistGroup,
     PersistOffsets,
     RebalanceStarted,
@@ -21,6 +22,7 @@ from node.group import (
     SyncGroupResponse,
     counter_member_ids,
     record_key,
+    txn_handed_over_record,
 )
 
 PROTOS = [("range", b"sub-r"), ("roundrobin", b"sub-rr")]
@@ -65,6 +67,25 @@ def syncs(effects) -> dict[str, SyncGroupResponse]:
     return completions(effects, SyncComplete)
 
 
+def stored(g, effects, now: int = 0, error: int = NONE) -> list:
+    """What a driver does once the effects' records are written (or failed with `error`): apply the
+    commits, report the assignment; returns the effects plus what the outcome produced."""
+    out = list(effects)
+    for fx in effects:
+        if isinstance(fx, PersistOffsets) and error == NONE:
+            g.on_offsets_stored(fx.records)
+        elif isinstance(fx, PersistAssignment):
+            out += g.on_assignment_stored(fx.generation_id, fx.assignments, error, now)
+    return out
+
+
+def commit(g, member_id, generation_id, offsets, now, **kw):
+    """A commit whose records were written."""
+    res = g.commit_offsets(member_id, generation_id, offsets, now, **kw)
+    stored(g, res.effects, now)
+    return res
+
+
 def settle(g, t: int) -> list:
     """Fire the initial-delay timer twice: it is extended once when members kept arriving."""
     return g.tick(t - 100) + g.tick(t)
@@ -85,7 +106,8 @@ def stable_group(n: int, now: int = 0, delay: int = 100) -> tuple[GroupMetadata,
         assert g.handle_sync_group(mid, g.generation_id, None, None, now + 1_000).pending
     res = g.handle_sync_group(ids[0], g.generation_id, None,
                               {mid: f"a{i}".encode() for i, mid in enumerate(ids)}, now + 1_000)
-    assert set(syncs(res.effects)) == set(ids)
+    assert syncs(res.effects) == {} and g.state is GroupState.COMPLETING_REBALANCE  # not yet written
+    assert set(syncs(stored(g, res.effects, now + 1_000))) == set(ids)
     assert g.state is GroupState.STABLE
     return g, ids
 
@@ -112,8 +134,9 @@ def test_single_member_becomes_leader_then_stable():
 
     s = g.handle_sync_group("c-1", 1, None, {"c-1": b"assign"}, 6)
     assert s.pending
-    assert syncs(s.effects)["c-1"].assignment == b"assign"
-    assert any(isinstance(fx, PersistGroup) for fx in s.effects)
+    (persist,) = [fx for fx in s.effects if isinstance(fx, PersistAssignment)]
+    assert persist.record["generation_id"] == 1 and persist.record["members"][0]["member_id"] == "c-1"
+    assert syncs(stored(g, s.effects, 6))["c-1"].assignment == b"assign"
     assert g.state is GroupState.STABLE
     assert g.handle_heartbeat("c-1", 1, None, 7).error_code == NONE
 
@@ -137,7 +160,7 @@ def test_three_members_in_one_round_with_initial_delay():
     assert g.handle_sync_group(b, 1, None, None, 210).pending
     assert g.handle_sync_group(c, 1, None, None, 210).pending
     s = g.handle_sync_group(a, 1, None, {a: b"A", b: b"B"}, 220)
-    got = syncs(s.effects)
+    got = syncs(stored(g, s.effects, 220))
     assert {m: r.assignment for m, r in got.items()} == {a: b"A", b: b"B", c: b""}
     # A follower syncing after the leader gets its answer at once.
     assert g.handle_sync_group(b, 1, None, None, 230).response.assignment == b"B"
@@ -321,7 +344,7 @@ def static_stable_group():
     b = join(g, "", 0, instance="i-b").member_id
     settle(g, 1_000)
     g.handle_sync_group(b, 1, "i-b", None, 1_000)
-    g.handle_sync_group(a, 1, "i-a", {a: b"A", b: b"B"}, 1_000)
+    stored(g, g.handle_sync_group(a, 1, "i-a", {a: b"A", b: b"B"}, 1_000).effects, 1_000)
     assert g.state is GroupState.STABLE
     return g, a, b
 
@@ -418,10 +441,12 @@ def test_batch_leave_by_instance_id():
 
 def test_simple_commit_only_when_empty():
     g = make_group()
-    res = g.commit_offsets("", -1, {("t", 0): (10, "m")}, 50)
+    res = g.commit_offsets("", -1, {("t", 0): (10, "m")}, 50, commit_timestamp_ms=1_700_000_000_050)
     assert res.error_code == NONE and res.partitions == {("t", 0): NONE}
     (persist,) = [e for e in res.effects if isinstance(e, PersistOffsets)]
-    assert persist.records[0]["offset"] == 10
+    assert (persist.records[0]["offset"], persist.records[0]["commit_timestamp_ms"]) == (10, 1_700_000_000_050)
+    assert g.committed([("t", 0)]) == {("t", 0): None}  # readable only once written
+    stored(g, res.effects, 50)
     assert g.committed([("t", 0), ("t", 1)]) == {("t", 0): g.offsets[("t", 0)], ("t", 1): None}
     assert g.committed([("t", 0)])[("t", 0)].metadata == "m"
 
@@ -434,10 +459,10 @@ def test_simple_commit_only_when_empty():
 
 def test_member_commit_validation_by_state():
     g, (a, b) = stable_group(2)
-    assert g.commit_offsets(a, 1, {("t", 0): (7, "")}, 10).error_code == NONE
+    assert commit(g, a, 1, {("t", 0): (7, "")}, 10).error_code == NONE
     assert g.committed([("t", 0)])[("t", 0)].offset == 7
     join_new(g, 20)  # PreparingRebalance: eager members commit while revoking
-    assert g.commit_offsets(a, 1, {("t", 0): (8, "")}, 30).error_code == NONE
+    assert commit(g, a, 1, {("t", 0): (8, "")}, 30).error_code == NONE
     join(g, a, 40)
     join(g, b, 40)  # round completes: CompletingRebalance, generation 2
     assert g.state is GroupState.COMPLETING_REBALANCE
@@ -447,7 +472,7 @@ def test_member_commit_validation_by_state():
 
 def test_delete_only_when_empty():
     g, (a,) = stable_group(1)
-    g.commit_offsets(a, 1, {("t", 0): (3, "")}, 10)
+    commit(g, a, 1, {("t", 0): (3, "")}, 10)
     assert g.delete().error_code == E.NonEmptyGroupError.code
     g.handle_leave_group(a, 20)
     assert g.state is GroupState.EMPTY
@@ -481,8 +506,8 @@ def test_describe():
 
 def test_records_round_trip_through_json():
     g, (a, b) = stable_group(2)
-    g.commit_offsets(a, 1, {("t", 0): (11, "x"), ("t", 1): (12, "")}, 10)
-    g.commit_offsets(b, 1, {("t", 0): (13, "y")}, 20)
+    commit(g, a, 1, {("t", 0): (11, "x"), ("t", 1): (12, "")}, 10)
+    commit(g, b, 1, {("t", 0): (13, "y")}, 20)
     log = [json.loads(json.dumps(r)) for r in [g.to_record(), *g.offset_records()]]
     assert len({record_key(r) for r in log}) == 3
     g2 = GroupMetadata.from_records("g", log, now_ms=100_000, member_id_generator=counter_member_ids(50))
@@ -497,7 +522,7 @@ def test_records_round_trip_through_json():
 
 def test_from_records_replays_tombstones():
     g, (a,) = stable_group(1)
-    g.commit_offsets(a, 1, {("t", 0): (1, "")}, 1)
+    commit(g, a, 1, {("t", 0): (1, "")}, 1)
     log = [g.to_record(), *g.offset_records()]
     g.handle_leave_group(a, 2)
     log.append(g.to_record())
@@ -507,3 +532,40 @@ def test_from_records_replays_tombstones():
             if isinstance(e, PersistOffsets) for r in e.records]
     assert GroupMetadata.from_records("g", log, 10) is None
     assert GroupMetadata.from_records("other", log, 10) is None
+
+
+# ------------------------------------------- the assignment waits for its write
+
+
+def test_assignment_applies_only_once_written_and_a_failed_write_rebalances():
+    g = make_group(delay=100)
+    a = join_new(g, 0).member_id
+    b = join_new(g, 0).member_id
+    settle(g, 1_000)
+    assert g.handle_sync_group(b, 1, None, None, 1_000).pending
+    s = g.handle_sync_group(a, 1, None, {a: b"A", b: b"B"}, 1_000)
+    (persist,) = [fx for fx in s.effects if isinstance(fx, PersistAssignment)]
+    assert [(m["member_id"], m["assignment"]) for m in persist.record["members"]] == [(a, "QQ=="), (b, "Qg==")]
+    assert g.state is GroupState.COMPLETING_REBALANCE and syncs(s.effects) == {}
+    assert g.handle_heartbeat(b, 1, None, 1_001).error_code == NONE
+    fx = g.on_assignment_stored(1, persist.assignments, E.CoordinatorNotAvailableError.code, 1_002)
+    assert {m: r.error_code for m, r in syncs(fx).items()} == {a: E.CoordinatorNotAvailableError.code,
+                                                               b: E.CoordinatorNotAvailableError.code}
+    assert any(isinstance(e, RebalanceStarted) for e in fx)
+    assert g.state is GroupState.PREPARING_REBALANCE and g.generation_id == 1
+    assert [m.assignment for m in g.members.values()] == [b"", b""]
+    assert g.handle_heartbeat(b, 1, None, 1_003).error_code == E.RebalanceInProgressError.code
+    # A late outcome of a round the group has left is ignored.
+    assert g.on_assignment_stored(1, persist.assignments, NONE, 1_004) == []
+    assert g.state is GroupState.PREPARING_REBALANCE
+
+
+def test_offsets_stored_apply_commits_and_tombstones_in_log_order():
+    g = make_group()
+    oc = {"type": "offset_commit", "group_id": "g", "topic": "t"}
+    g.on_offsets_stored([{**oc, "partition": 0, "offset": 4, "metadata": "m", "commit_timestamp_ms": 9},
+                         {**oc, "partition": 1, "offset": 5},
+                         {**oc, "partition": 1, "deleted": True},
+                         txn_handed_over_record("g", "tx", "7")])
+    assert g.committed([("t", 0), ("t", 1)]) == {("t", 0): g.offsets[("t", 0)], ("t", 1): None}
+    assert (g.offsets[("t", 0)].offset, g.offsets[("t", 0)].metadata) == (4, "m")
