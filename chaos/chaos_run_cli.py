@@ -42,7 +42,8 @@ def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progre
             outcome = run_experiment(exp, seed=seed, duration_s=duration, bootstrap=None, out_dir=sub,
                                      progress=not no_progress, echo=lambda s: click.echo(s, err=True))
             line = (f"{name:32} expected {describe_expect(exp['expect']):40} got {outcome.verdict:28} "
-                    f"{'OK' if outcome.behaved else 'NOT AS EXPECTED'}  {outcome.run_dir}")
+                    f"{'OK' if outcome.behaved else 'NOT AS EXPECTED'}  {outcome.run_dir}"
+                    + "".join(f"  [{c}]" for c in outcome.caveats))
             rows.append(line)
             click.echo(line)
             ok = ok and outcome.behaved
@@ -50,8 +51,7 @@ def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progre
     exp = load_experiment(experiment)
     outcome = run_experiment(exp, seed=seed, duration_s=duration, bootstrap=bootstrap, out_dir=out_dir,
                              progress=not no_progress, **control_settings())
-    verdict = {True: "VALID", False: "INVALID"}.get(outcome.result["valid"], "UNKNOWN")
-    click.echo(f"verdict: {verdict} ({outcome.verdict}); expected {describe_expect(exp['expect'])}: "
+    click.echo(f"verdict: {outcome.verdict_line()}; expected {describe_expect(exp['expect'])}: "
                f"{'as expected' if outcome.behaved else 'NOT as expected'}")
     for n in outcome.notes:
         click.echo(f"note: {n}")

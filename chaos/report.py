@@ -322,6 +322,11 @@ def _html(result, run, windows, plots, key_plots) -> str:
         "code,pre{background:#f6f8fa}.verdict{font-size:2.2em;font-weight:bold}</style></head><body>",
         f"<div class='verdict' style='color:{color}'>{verdict}</div>",
     ]
+    if result.get("unknown_reason"):
+        parts.append(f"<p><b>Unknown because</b> {esc(str(result['unknown_reason']))}</p>")
+    for c in result.get("caveats", []):
+        # A failed heal or an incomplete final read limits what the verdict can say: said first.
+        parts.append(f"<p style='color:#cf222e'><b>caveat:</b> {esc(str(c))}</p>")
     if run:
         beh = run.get("behaved")
         parts.append(f"<p>experiment <b>{esc(str(run.get('name')))}</b>, seed <b>{run.get('seed')}</b>, "

@@ -160,6 +160,18 @@ class RunOutcome:
     def behaved(self) -> bool:
         return behaved(self.expect, self.result)
 
+    @property
+    def caveats(self) -> list[str]:
+        """What limits the verdict (a failed heal, an incomplete final read); [] for a clean run."""
+        return list(self.result.get("caveats", []))
+
+    def verdict_line(self) -> str:
+        """VALID / INVALID / UNKNOWN, the verdict, why unknown, and the caveats: one line."""
+        word = {True: "VALID", False: "INVALID"}.get(self.result["valid"], "UNKNOWN")
+        why = self.result.get("unknown_reason")
+        caveats = "" if why else "".join(f"; {c}" for c in self.caveats)
+        return f"{word} ({self.verdict}{': ' + why if why else ''}){caveats}"
+
     def replay_command(self) -> str:
         return f"brokerlab chaos run {self.result.get('_experiment_path', self.name)} --seed {self.seed}"
 
@@ -247,17 +259,13 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
             _heal(runner, controller, notes)
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+    final = None
     try:
-        if runner is not None and not interrupted and not notes:
-            if not controller.wait_healthy(final_read_s):
-                notes.append("cluster not fully healthy (ISR not full) before the final read")
-            failed = _steady_state(spec, controller, "after the heal")
-            if failed:
-                notes.append(f"steady state not restored after the heal: {failed}")
-            runner.final_reads(timeout_s=final_read_s)
+        final = _final_read(runner, controller, spec, notes, interrupted, final_read_s)
     except KeyboardInterrupt:
         interrupted = True
         notes.append("interrupted during the final read")
+        final = {"complete": False, "reason": "interrupted during the final read"}
     finally:
         writer.close()
         if controller is not None:
@@ -267,6 +275,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     history = h.read_history(writer.path)
     result = check(history)
     _workload_check(workload, history, result, notes)
+    _excuse_unread(result, _caveats(notes, final))
     if runner is not None and runner.errors:
         notes += runner.errors
     result["_experiment_path"] = exp["path"]
@@ -278,11 +287,58 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as fh:
         json.dump({"name": name, "seed": seed, "duration_s": duration_s, "elapsed_s": outcome.elapsed_s,
                    "expect": outcome.expect, "verdict": outcome.verdict, "behaved": outcome.behaved,
-                   "interrupted": interrupted, "notes": notes, "replay": outcome.replay_command()},
+                   "interrupted": interrupted, "notes": notes, "caveats": outcome.caveats,
+                   "final_read": final, "replay": outcome.replay_command()},
                   fh, indent=1, default=str)
     from chaos.report import write_report
     write_report(run_dir)
     return outcome
+
+
+# Anomalies a run cannot tell from values it did not read back (no complete final read, failed heal).
+UNSURE_WITHOUT_FINAL_READ = frozenset({"unseen", "eos-missing"})
+
+
+def _final_read(runner, controller, spec, notes: list[str], interrupted: bool, final_read_s: float) -> dict | None:
+    """The final read, after the heal, whatever the run's notes say (a failed heal included): only
+    an interrupted run skips it. Returns the runner's {"complete", "reason", "ends"} (None: no
+    workload ran); a read that did not reach the end is noted."""
+    if runner is None:
+        return None
+    if interrupted:
+        return {"complete": False, "reason": "interrupted: no final read"}
+    if not controller.wait_healthy(final_read_s):
+        notes.append("cluster not fully healthy (ISR not full) before the final read")
+    failed = _steady_state(spec, controller, "after the heal")
+    if failed:
+        notes.append(f"steady state not restored after the heal: {failed}")
+    final = runner.final_reads(timeout_s=final_read_s)
+    if not final["complete"]:
+        notes.append(final["reason"])
+    return final
+
+
+def _caveats(notes: list[str], final: dict | None) -> list[str]:
+    """What limits the verdict: a failed heal, a final read that did not reach the end."""
+    out = [n for n in notes if n.startswith("heal failed")]
+    if final is not None and not final["complete"]:
+        out.append(final["reason"])
+    return out
+
+
+def _excuse_unread(result: dict, caveats: list[str]) -> None:
+    """With caveats, a value no poll returned may be lost or only unread: when every fatal anomaly is
+    of that kind, the verdict is unknown and says why. Any other fatal anomaly keeps it invalid."""
+    if not caveats:
+        return
+    result["caveats"] = list(caveats)
+    if result["valid"] is not False:
+        return
+    fatal = sorted(n for n in result["anomaly_types"] if not _allowed(n, result["anomalies"].get(n, [])))
+    if fatal and set(fatal) <= UNSURE_WITHOUT_FINAL_READ:
+        result["valid"] = "unknown"
+        result["unknown_reason"] = (f"only {', '.join(fatal)}, which may be values never read back: "
+                                    + "; ".join(caveats))
 
 
 def _workload_check(workload, history, result: dict, notes: list[str]) -> None:

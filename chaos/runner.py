@@ -206,78 +206,101 @@ class Runner:
                 self.faults.pop("pause", None)
 
     # -- final reads ---------------------------------------------------------
-    def final_reads(self, timeout_s: float = 30.0, empty_polls: int = 20) -> dict[str, int]:
-        """After heal: one fresh process assigns every key from the beginning and reads to the end.
+    def final_reads(self, timeout_s: float = 30.0, max_polls: int = 100_000) -> dict:
+        """After heal: a fresh process assigns every key from the beginning and reads until every
+        key's position reaches its high watermark, measured again each time it seems caught up (so
+        a transaction acknowledged committed whose markers were still pending is read too, once its
+        LSO catches up). An `info` ends that process: the next one starts over under a new process
+        number with a new client. Bounded by `timeout_s` and `max_polls`.
 
-        Returns the end offsets it aimed for. Bounded by `timeout_s`; keys it
-        cannot reach stay unread (their writes then show as unseen).
-        """
+        Returns {"complete": bool, "reason": why not (None when complete), "ends": {key: offset}}."""
         keys = list(self.workload.keys)
+        deadline = time.monotonic() + timeout_s
+        budget = [max_polls]
+        reason, ends, last, reached = "no final-read client could be opened", {}, None, False
+        while not reached and time.monotonic() < deadline and budget[0] > 0:
+            process = self._fresh_process()
+            client = self._final_client(deadline)
+            if client is None:
+                break
+            reached, reason, ends, usable = self._read_to_end(client, process, keys, deadline, budget)
+            if usable:  # kept for the workload's closing reads
+                if last is not None:
+                    last[1].close()
+                last = (process, client)
+            else:
+                client.close()
+        if last is not None:
+            try:
+                self._final_ops(last[1], last[0])
+            finally:
+                last[1].close()
+        if reached:
+            return {"complete": True, "reason": None, "ends": ends}
+        return {"complete": False, "ends": ends,
+                "reason": f"the final read did not reach the end (within {timeout_s:g} s, {max_polls} polls): {reason}"}
+
+    def _fresh_process(self) -> int:
         with self._lock:
             self._max_process += 1
-            process = self._max_process
-        deadline = time.monotonic() + timeout_s
-        client = None
-        while client is None and time.monotonic() < deadline:
+            return self._max_process
+
+    def _final_client(self, deadline: float):
+        while time.monotonic() < deadline:
             try:
-                client = self.workload.client(self.bootstrap, self.producer_props, self.consumer_props,
-                                              self.concurrency)
+                return self.workload.client(self.bootstrap, self.producer_props, self.consumer_props,
+                                            self.concurrency)
             except Exception as e:  # noqa: BLE001 -- the cluster may still be recovering
                 log.info("final read: client not ready (%s)", e)
                 time.sleep(0.5)
-        if client is None:
-            return {}
+        return None
+
+    def _final_invoke(self, client, process: int, f: str, value, extra: dict):
+        inv = self.record(h.invoke(process, f, value, self.now_ns(), **extra))
         try:
-            ends: dict[str, int] = {}
-            while time.monotonic() < deadline:
-                try:
-                    ends = client.end_offsets(keys)
-                    break
-                except Exception as e:  # noqa: BLE001 -- leaders may still be moving
-                    log.info("final read: end offsets not ready (%s)", e)
-                    time.sleep(0.5)
-            inv = self.record(h.invoke(process, "assign", keys, self.now_ns(), seek_to_beginning=True))
-            out = client.invoke("assign", keys, {"seek_to_beginning": True})
-            self.record(h.complete(inv, out.type, keys, self.now_ns(), out.error))
-            if out.type != "ok":
-                return ends
-            streak = 0
-            while time.monotonic() < deadline and streak < empty_polls:
-                inv = self.record(h.invoke(process, "poll", [["poll"]], self.now_ns()))
-                out = client.invoke("poll", [["poll"]], {})
-                self.record(h.complete(inv, out.type, out.value, self.now_ns(), out.error))
-                if out.type == "info":
-                    break
-                got = out.type == "ok" and any(out.value[0][1].values())
-                streak = 0 if got else streak + 1
-                if not got and ends and self._caught_up(client, ends):
-                    break
-            self._final_ops(client, process)
-            return ends
-        finally:
-            client.close()
+            out = client.invoke(f, value, extra)
+        except Exception as e:  # noqa: BLE001 -- unknown outcome, recorded
+            from chaos.workloads import Outcome
+            out = Outcome("info", value, _name(e))
+        self.record(h.complete(inv, out.type, value if out.value is None else out.value, self.now_ns(), out.error))
+        return out
+
+    def _read_to_end(self, client, process: int, keys: list[str], deadline: float,
+                     budget: list[int]) -> tuple[bool, str, dict, bool]:
+        """(reached the end, why not, the ends it last measured, whether the client is still usable)."""
+        out = self._final_invoke(client, process, "assign", keys, {"seek_to_beginning": True})
+        if out.type != "ok":
+            return False, f"assign {out.type} ({out.error})", {}, False
+        ends: dict[str, int] = {}
+        why = "no poll finished"
+        while time.monotonic() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            out = self._final_invoke(client, process, "poll", [["poll"]], {})
+            if out.type == "info":
+                return False, f"poll info ({out.error})", ends, False
+            if out.type == "fail":
+                why = f"poll failed ({out.error})"
+                time.sleep(0.1)
+                continue
+            if any(out.value[0][1].values()):
+                continue
+            try:
+                ends = client.high_watermarks(keys)
+                pos = client.positions(list(ends))
+            except Exception as e:  # noqa: BLE001 -- leaders may still be moving: keep reading
+                why = f"end offsets unknown ({_name(e)})"
+                continue
+            behind = {k: (pos.get(k, -1), end) for k, end in sorted(ends.items()) if pos.get(k, -1) < end}
+            if not behind and set(ends) >= set(keys):
+                return True, "", ends, True
+            why = "behind on " + ", ".join(f"{k} (at {p} of {e})" for k, (p, e) in list(behind.items())[:5])
+        return False, why, ends, True
 
     def _final_ops(self, client, process: int) -> None:
         """The workload's own closing reads (e.g. the group's committed offsets), after the final read."""
-        for f, value, extra in getattr(self.workload, "final_ops", lambda: [])():
-            inv = self.record(h.invoke(process, f, value, self.now_ns(), **extra))
-            try:
-                out = client.invoke(f, value, extra)
-            except Exception as e:  # noqa: BLE001 -- unknown outcome, recorded
-                from chaos.workloads import Outcome
-                out = Outcome("info", value, _name(e))
-            done = h.complete(inv, out.type, value if out.value is None else out.value, self.now_ns(), out.error)
-            self.record(done)
-            if out.type == "info":
+        for f, value, extra in getattr(self.workload, "final_ops", list)():
+            if self._final_invoke(client, process, f, value, extra).type == "info":
                 return
-
-    @staticmethod
-    def _caught_up(client, ends: dict[str, int]) -> bool:
-        try:
-            pos = client.positions(list(ends))
-        except Exception:  # noqa: BLE001 -- not known yet: keep reading
-            return False
-        return all(pos.get(k, -1) >= end for k, end in ends.items())
 
     def snapshot(self) -> dict:
         """For the progress display: elapsed, op counts by (f, type), open faults."""

@@ -96,6 +96,7 @@ class LogClient:
         self.send_wait_s = int(self.producer_props.get("delivery.timeout.ms", 120000)) / 1000.0 + 2.0
         self.producer = None
         self.consumer = None
+        self._hw_reader = None  # a read_uncommitted consumer for high_watermarks, made when first asked
 
     def open(self) -> "LogClient":
         from client import Consumer, Producer
@@ -104,14 +105,14 @@ class LogClient:
         return self
 
     def close(self) -> None:
-        for c in (self.producer, self.consumer):
+        for c in (self.producer, self.consumer, self._hw_reader):
             if c is None:
                 continue
             try:
                 c.close(0) if c is self.producer else c.close()
             except Exception:  # noqa: BLE001 -- closing a client under faults may fail; it is gone either way
                 pass
-        self.producer = self.consumer = None
+        self.producer = self.consumer = self._hw_reader = None
 
     def invoke(self, f: str, value: Any, extra: dict) -> Outcome:
         if f == "send":
@@ -174,6 +175,15 @@ class LogClient:
         from client import TopicPartition
         tps = [TopicPartition(*key_tp(k)) for k in keys]
         ends = self.consumer.end_offsets(tps)
+        return {tp_key(tp.topic, tp.partition): off for tp, off in ends.items()}
+
+    def high_watermarks(self, keys: list[str]) -> dict[str, int]:
+        """Each key's high watermark (its read_uncommitted end): where a final read is done, past
+        every committed transaction's records and markers, whatever this client's isolation level."""
+        from client import Consumer, TopicPartition
+        if self._hw_reader is None:
+            self._hw_reader = Consumer({**self.consumer_props, "isolation.level": "read_uncommitted"})
+        ends = self._hw_reader.end_offsets([TopicPartition(*key_tp(k)) for k in keys])
         return {tp_key(tp.topic, tp.partition): off for tp, off in ends.items()}
 
     def positions(self, keys: list[str]) -> dict[str, int]:
