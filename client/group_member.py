@@ -520,17 +520,20 @@ class ConsumerCoordinator:
         else:
             self.commit_async(offsets, lambda o, exc: exc and log.warning("Auto-commit failed: %s", exc))
 
-    def _commit_request(self, offsets: dict) -> gpb.OffsetCommitRequest:
+    def _commit_generation(self) -> tuple[int, str]:
+        """(generation_id, member_id) a commit taken now is sent with, on every attempt."""
         with self.lock:
-            if self.subscribed():
-                if self.generation_id < 0:
-                    raise E.RebalanceInProgressError(
-                        "Offset commit cannot be completed since the consumer is not part of an active "
-                        "group for auto partition assignment; it is likely that the consumer was kicked "
-                        "out of the group.")
-                gen, mid = self.generation_id, self.member_id
-            else:
-                gen, mid = -1, ""
+            if not self.subscribed():
+                return -1, ""
+            if self.generation_id < 0:
+                raise E.RebalanceInProgressError(
+                    "Offset commit cannot be completed since the consumer is not part of an active "
+                    "group for auto partition assignment; it is likely that the consumer was kicked "
+                    "out of the group.")
+            return self.generation_id, self.member_id
+
+    def _commit_request(self, offsets: dict, generation: tuple[int, str]) -> gpb.OffsetCommitRequest:
+        gen, mid = generation
         req = gpb.OffsetCommitRequest(group_id=self.group_id, generation_id=gen, member_id=mid)
         if self.group_instance_id is not None and gen >= 0:
             req.group_instance_id = self.group_instance_id
@@ -544,12 +547,20 @@ class ConsumerCoordinator:
                                committed_metadata=om.metadata or "")
         return req
 
-    def commit_sync(self, offsets: dict, timeout: float | None = None) -> None:
+    def commit_sync(self, offsets: dict, timeout: float | None = None, *,
+                    generation: tuple[int, str] | None = None) -> None:
+        """Commits under the generation it was taken in (`generation`, else the current one), retrying
+        retriable errors; a rebalance meanwhile makes it fail with Kafka's error, never re-sent under
+        the new generation. When an earlier attempt's outcome is unknown, the error raised is marked
+        indefinite (`definite = False`): that attempt may have committed."""
         if not offsets:
             return
         deadline = time.monotonic() + (timeout if timeout is not None else 60.0)
+        if generation is None:
+            generation = self._commit_generation()
+        req = self._commit_request(offsets, generation)
+        maybe_landed = False
         while True:
-            req = self._commit_request(offsets)
             try:
                 resp = self._rpc("OffsetCommit", req, max(0.1, min(30.0, deadline - time.monotonic())))
                 code = resp.error_code or next((p.error_code for p in resp.partitions if p.error_code), 0)
@@ -560,33 +571,47 @@ class ConsumerCoordinator:
                 err = e
             if isinstance(err, (E.UnknownMemberIdError, E.IllegalGenerationError, E.FencedInstanceIdError)):
                 with self.lock:
-                    self.rejoin_needed = True
-                raise type(err)("Commit cannot be completed since the group has already rebalanced and "
+                    if self.generation_id == generation[0]:  # not when a rebalance already moved us on
+                        self.rejoin_needed = True
+                err = type(err)("Commit cannot be completed since the group has already rebalanced and "
                                 "assigned the partitions to another member")
-            if isinstance(err, (E.CoordinatorNotAvailableError, E.NotCoordinatorError)):
+            elif isinstance(err, (E.CoordinatorNotAvailableError, E.NotCoordinatorError, E.RequestTimedOutError)):
                 self._mark_coordinator_unknown()
-            if not err.retriable or time.monotonic() >= deadline or self._closed.is_set():
-                raise err
-            time.sleep(RETRY_BACKOFF_S)
+            if err.retriable and time.monotonic() < deadline and not self._closed.is_set():
+                maybe_landed = maybe_landed or not err.definite
+                time.sleep(RETRY_BACKOFF_S)
+                continue
+            if maybe_landed and err.definite:
+                err.definite = False  # the history records `info`: an earlier attempt may have committed
+                err.message = f"{err.message} (an earlier attempt's outcome is unknown)"
+            raise err
 
     def commit_async(self, offsets: dict, callback: Callable[[dict, Any], Any] | None = None) -> None:
         """Runs the commit on a single background worker (so commits stay in order); the callback
-        runs there with (offsets, exception or None)."""
+        runs there with (offsets, exception or None). The generation is taken now, not when the
+        worker gets to it."""
         if not offsets:
             if callback:
                 callback(offsets, None)
             return
         offsets = dict(offsets)
+        generation: tuple[int, str] | None = None
+        exc: E.KafkaError | None = None
+        try:
+            generation = self._commit_generation()
+        except E.KafkaError as e:
+            exc = e
 
         def run():
-            exc = None
-            try:
-                self.commit_sync(offsets, 30.0)
-            except E.KafkaError as e:
-                exc = e
+            err = exc
+            if generation is not None:
+                try:
+                    self.commit_sync(offsets, 30.0, generation=generation)
+                except E.KafkaError as e:
+                    err = e
             if callback is not None:
                 try:
-                    callback(offsets, exc)
+                    callback(offsets, err)
                 except Exception:
                     log.exception("offset commit callback failed")
         self._async.submit(run)
