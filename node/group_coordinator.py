@@ -67,14 +67,20 @@ def _records(fx) -> tuple:
     return ()
 
 
-def _write_error(e: Exception) -> E.KafkaError:
-    """What a caller is told about a failed append. Only an error about the records themselves says
-    they were not written; after anything else (a timeout, a lost leader) an attempt may have been
-    appended, so the outcome is unknown: REQUEST_TIMED_OUT, as Kafka answers a timed-out
-    acks=all append, never a definite error the client would record as `fail`."""
+def _write_error(e: Exception, offsets: bool) -> E.KafkaError:
+    """What a caller is told about a failed append, as Kafka's storeOffsets / storeGroup map it.
+
+    Offsets: only an error about the records themselves says they were not written; after anything
+    else (a timeout, a lost leader) an attempt may have been appended, so the outcome is unknown:
+    REQUEST_TIMED_OUT, as Kafka answers a timed-out acks=all append, never a definite error the
+    client would record as `fail`. Group records (JoinGroup, SyncGroup, LeaveGroup, DeleteGroups):
+    COORDINATOR_NOT_AVAILABLE, which Kafka's clients answer by finding the coordinator and rejoining.
+    """
     if isinstance(e, _RECORD_ERRORS):
-        return E.InvalidCommitOffsetSizeError(str(e))
-    return E.RequestTimedOutError(f"the write to {OFFSETS_TOPIC} failed, its outcome is unknown: {e}")
+        return E.InvalidCommitOffsetSizeError(str(e)) if offsets else E.UnknownServerError(str(e))
+    if offsets:
+        return E.RequestTimedOutError(f"the write to {OFFSETS_TOPIC} failed, its outcome is unknown: {e}")
+    return E.CoordinatorNotAvailableError(f"the write to {OFFSETS_TOPIC} failed: {e}")
 
 
 class GroupCoordinator:
@@ -219,15 +225,17 @@ class GroupCoordinator:
                     by_partition.setdefault(part, []).append(
                         (G.record_key(rec).encode(), json.dumps(rec, sort_keys=True).encode()))
             touched.append(parts)
-        failed: dict[int, E.KafkaError] = {}
+        failed: dict[int, Exception] = {}
         for part, entries in by_partition.items():
             try:
                 self.topic.append(part, entries)
             except Exception as e:  # noqa: BLE001 - reported to every job that wrote to the partition
                 log.error("could not write group state to %s-%d: %s", OFFSETS_TOPIC, part, e)
-                failed[part] = _write_error(e)
+                failed[part] = e
         for job, parts in zip(batch, touched):
-            job.error = next((failed[p] for p in sorted(parts) if p in failed), None)
+            cause = next((failed[p] for p in sorted(parts) if p in failed), None)
+            if cause is not None:
+                job.error = _write_error(cause, any(isinstance(fx, G.PersistOffsets) for fx in job.effects))
             self._after_write(job)
 
     def _after_write(self, job: _Job) -> None:

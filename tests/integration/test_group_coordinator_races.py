@@ -166,6 +166,18 @@ def test_commit_too_large_to_write_is_a_definite_failure(h):
     assert h.committed("g") == {}
 
 
+def test_failed_group_record_write_is_coordinator_not_available(h):
+    """Kafka's storeGroup mapping: clients find the coordinator again and rejoin (REQUEST_TIMED_OUT on a
+    JoinGroup would be fatal to a Kafka client)."""
+    h.stable_member("g", instance="i-a")
+    h.topic.fail = lambda _p: E.NotEnoughReplicasError("ISR too small")
+    with pytest.raises(E.CoordinatorNotAvailableError):
+        h.join("g", instance="i-a")  # a static member's restart writes the group with its new member id
+    resp = GroupServicer(h.gc).LeaveGroup(gpb.LeaveGroupRequest(
+        group_id="g", members=[gpb.LeaveGroupMember(group_instance_id="i-a")]), None)
+    assert resp.error_code == E.CoordinatorNotAvailableError.code
+
+
 def test_failed_write_on_one_partition_fails_only_its_groups(h):
     others = [gid for gid in (f"g{i}" for i in range(50))
               if h.topic.partition_for(gid) != h.topic.partition_for("g")]
