@@ -957,23 +957,16 @@ class GroupMetadata:
         as Kafka does when a coordinator loads a group.
         """
         group_rec: Mapping[str, Any] | None = None
-        offsets: dict[TopicPartitionKey, OffsetAndMetadata] = {}
+        group = cls(group_id, **kwargs)
         for rec in records:
             if rec.get("group_id") != group_id:
                 continue
             if rec["type"] == "group_metadata":
                 group_rec = None if rec.get("deleted") else rec
-            elif rec["type"] == "offset_commit":
-                tp = TopicPartition(rec["topic"], int(rec["partition"]))
-                if rec.get("deleted"):
-                    offsets.pop(tp, None)
-                else:
-                    offsets[tp] = OffsetAndMetadata(int(rec["offset"]), rec.get("metadata") or "",
-                                                    int(rec.get("commit_timestamp_ms", -1)))
-        if group_rec is None and not offsets:
+            else:
+                group.on_offsets_stored((rec,))
+        if group_rec is None and not group.offsets:
             return None
-        group = cls(group_id, **kwargs)
-        group.offsets = offsets
         if group_rec is None:
             return group
         group.generation_id = int(group_rec.get("generation_id", 0))
