@@ -670,8 +670,11 @@ class Broker:
             return
         with r.lock:
             if not self._proposal_pending(r, change):
-                log.info("Ignoring the AlterPartition answer for %s-%d: the partition moved on since the proposal",
-                         r.topic, r.partition)
+                # Usually metadata already brought this very change (the controller wakes watchers
+                # before it answers); otherwise the partition moved on and metadata will say how.
+                if resp.error_code or r.model.partition_epoch < resp.state.partition_epoch:
+                    log.info("Ignoring the AlterPartition answer for %s-%d: the partition moved on since "
+                             "the proposal", r.topic, r.partition)
             elif resp.error_code:
                 log.info("AlterPartition for %s-%d refused: %s", r.topic, r.partition, resp.error_message)
                 r.model.on_isr_change_failed()
