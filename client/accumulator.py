@@ -41,6 +41,7 @@ class ProducerBatch:
     attempts: int = 0
     retry_after_ms: int = 0
     base_sequence: int = -1
+    producer_epoch: int = -1   # the epoch it was (last) sent under
     reserved_bytes: int = 0
     sent_ms: int = 0
     result: object = None   # the driver's ProduceRequestResult, read by the records' futures

@@ -80,6 +80,7 @@ class Producer:
         self.producer_id, self.producer_epoch = -1, -1
         self._sequences = SequenceNumbers()  # sender thread
         self._fatal: errors.KafkaError | None = None
+        self._aborting = False   # set by the transaction manager while it aborts: no retries (read by the sender)
         self.txn = None
         if c.transactional_id:
             from client.transactions import TransactionManager
@@ -211,6 +212,30 @@ class Producer:
         finally:
             with self._lock:
                 self.accumulator.flushes_in_progress -= 1
+
+    def abort_undrained(self, err: errors.KafkaError) -> bool:
+        """Kafka's abortUndrainedBatches: fails every batch not in flight. True when one of them had
+        been sent before (a retry waiting its turn): it may still reach the broker."""
+        with self._lock:
+            left = self.accumulator.abort_all()
+        for b in left:
+            self._fail_batch(b, err)
+        return any(b.attempts > 0 for b in left)
+
+    def wait_incomplete(self, deadline: float) -> bool:
+        """Waits (until `deadline`, time.monotonic()) for every batch to be acknowledged or failed,
+        failing any that comes back to the queue meanwhile; True when none is left."""
+        while True:
+            with self._lock:
+                results = [b.result for b in self.accumulator.incomplete if b.result is not None]
+            if not results:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            results[0].wait(min(left, 0.1))
+            if self.abort_undrained(errors.TransactionAbortedError("its transaction is aborting")):
+                return False
 
     def close(self, timeout: float | None = None) -> None:
         """Delivers what is buffered (waiting up to timeout s), then stops the sender; records still
@@ -443,6 +468,7 @@ class Producer:
         for b in batches:
             if self.idempotent and self.producer_id >= 0:
                 self._sequences.assign(b)
+                b.producer_epoch = self.producer_epoch
                 b.builder.set_producer_state(self.producer_id, self.producer_epoch, b.base_sequence,
                                              is_transactional=self.txn is not None)
             data = b.builder.build()
@@ -529,6 +555,8 @@ class Producer:
         # With one request in flight per partition an out-of-order sequence means the broker lost
         # our state; retrying cannot fix it.
         retriable = err.retriable and not isinstance(err, errors.OutOfOrderSequenceNumberError)
+        if self.txn is not None and (self._aborting or batches[0].producer_epoch != self.producer_epoch):
+            retriable = False   # its transaction is aborting or over: a resend would land in the next one
         keep, fail = [], []
         for b in batches:
             if now - b.created_ms >= self.config.delivery_timeout_ms:
@@ -553,7 +581,7 @@ class Producer:
             with self._lock:
                 self.accumulator.unmute(tp)
         if self.txn is not None and fail:
-            self.txn.on_send_failed(err)
+            self.txn.on_send_failed(err, fail[0][0].producer_epoch)
 
     def _refresh_metadata(self) -> None:
         try:

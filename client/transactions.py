@@ -9,8 +9,9 @@ transport) until max.block.ms.
 
 AddPartitionsToTxn runs in send() before a partition's first record, so the
 coordinator knows every partition before any data reaches it. After an
-abortable error the abort is followed by an epoch bump (InitProducerId again,
-as KIP-360), so the partitions' sequence numbers start over.
+abortable error the abort is an epoch bump (InitProducerId again, as KIP-360):
+the partitions' sequence numbers start over, and the coordinator aborts under
+the bumped epoch, so a late batch of the aborted transaction is refused.
 """
 from __future__ import annotations
 
@@ -85,12 +86,16 @@ class TransactionManager:
     def producer_id_ready(self) -> bool:
         return self.p.producer_id >= 0
 
-    def on_send_failed(self, err: Exception) -> None:
+    def on_send_failed(self, err: Exception, producer_epoch: int | None = None) -> None:
+        """A batch failed for good. One sent under an earlier epoch belongs to a transaction that is
+        over (aborted by an epoch bump): it says nothing about the current one."""
         with self.lock:
+            if producer_epoch is not None and producer_epoch != self.p.producer_epoch:
+                return
             self.bump_epoch = True
             if isinstance(err, errors.KafkaError) and isinstance(_fenced(err), errors.ProducerFencedError):
                 self._to_fatal(_fenced(err))
-            elif self.state is not St.FATAL_ERROR:
+            elif self.state not in (St.FATAL_ERROR, St.ABORTING_TRANSACTION):
                 self.error = err if isinstance(err, errors.KafkaError) else errors.KafkaError(str(err))
                 self.state = St.ABORTABLE_ERROR
                 log.info("Transaction of %s must abort: a send failed (%s)", self.transactional_id, err)
@@ -224,20 +229,36 @@ class TransactionManager:
             self._end(True, deadline)
 
     def abort_transaction(self, timeout: float | None = None) -> None:
+        """Kafka's abort: records not yet sent fail (TransactionAbortedError), and the ABORT markers
+        are written only once no batch of the transaction can still reach a partition. A batch
+        whose outcome is unknown (its request timed out, or still unanswered at the deadline) could
+        be appended after an ABORT marker of this epoch and open a transaction nobody ends; so then
+        the abort fences instead of EndTxn: InitProducerId makes the coordinator abort under
+        epoch + 1, whose markers make every broker refuse the old epoch's late batches."""
         with self.lock:
             self._check(St.IN_TRANSACTION, St.ABORTING_TRANSACTION, St.ABORTABLE_ERROR, what="abort_transaction")
             deadline = self._deadline(timeout)
+            self.state = St.ABORTING_TRANSACTION
+            self.p._aborting = True
         try:
-            self.p.flush(max(0.0, deadline - time.monotonic()))
-        except errors.KafkaError:
-            pass  # failed records are aborted anyway
+            # Outside the lock: the sender reports the in-flight batches' failures meanwhile.
+            unsent_were_sent = self.p.abort_undrained(errors.TransactionAbortedError(
+                "Failing batch since transaction was aborted"))
+            settled = self.p.wait_incomplete(deadline)
+        finally:
+            self.p._aborting = False
         with self.lock:
             if self.state is St.FATAL_ERROR:
                 raise self.error
-            self.state = St.ABORTING_TRANSACTION
-            self._end(False, deadline)
+            if unsent_were_sent or not settled:
+                self.bump_epoch = True
             if self.bump_epoch:
+                log.info("Aborting the transaction of %s by bumping its epoch: a batch's outcome is unknown",
+                         self.transactional_id)
                 self._init_pid(deadline)
+                self._done()
+            else:
+                self._end(False, deadline)
 
     def _end(self, commit: bool, deadline: float) -> None:
         if self.partitions or self.groups:
@@ -247,6 +268,9 @@ class TransactionManager:
             if isinstance(err, errors.KafkaTimeoutError):
                 raise err  # state kept: the application may retry commit / abort
             self._raise(err)
+        self._done()
+
+    def _done(self) -> None:
         self.partitions.clear()
         self.groups.clear()
         self.state, self.error = St.READY, None

@@ -163,6 +163,12 @@ class IllegalStateError(KafkaError):
     name = "ILLEGAL_STATE"
 
 
+class TransactionAbortedError(KafkaError):
+    """Kafka's TransactionAbortedException: the record was not sent because its transaction aborted."""
+    code = -106
+    name = "TRANSACTION_ABORTED"
+
+
 def for_code(code: int, message: str = "") -> KafkaError:
     """The exception for a wire error code; unknown codes keep their number."""
     cls = _BY_CODE.get(code)

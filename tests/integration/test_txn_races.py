@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import threading
 
+import grpc
 import pytest
 
+from client.common import errors, records
 from client.common.clock import ManualClock, SkewedClock
 from client.common.config import BrokerConfig
+from client.common.pb import metadata_pb2 as mpb
 from client.common.types import TopicPartition
+from client.producer import Producer
+from client.transactions import TxnClientState
+from node.broker import Broker
+from node.broker_service import BrokerServicer
 from node.cluster import FAST_CONFIGS
 from node.group_coordinator import GroupCoordinator
 from node.txn import TxnState
-from node.txn_coordinator import TxnCoordinator
+from node.txn_coordinator import TxnCoordinator, TxnCoordinatorServicer
+from tests.helpers import wait_until
 
 
 class MemoryTopic:
@@ -243,3 +251,232 @@ def test_transaction_timeout_carries_over_a_coordinator_restart(coordinator_topi
         assert second.tc.txns["t"].state is TxnState.PREPARE_ABORT
     finally:
         second.stop()
+
+
+# -- issue 20 item 5: a late batch of an aborted transaction ----------------------------------------
+# The real Producer, TxnCoordinator and Broker talk through `FakeNetwork`, an in-process stand-in for
+# gRPC channels: every call goes straight to the real servicer, except that produce requests can be
+# held "in the network" and delivered (or timed out on the client side) when the test says so.
+
+class DeadlineExceeded(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self):
+        return "Deadline Exceeded"
+
+
+class FakeCall:
+    """A grpc.Future whose outcome the network sets."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._callbacks: list = []
+        self._lock = threading.Lock()
+        self._response = None
+        self._exception: Exception | None = None
+
+    def finish(self, response=None, exception: Exception | None = None) -> None:
+        with self._lock:
+            self._response, self._exception = response, exception
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+    def add_done_callback(self, fn) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def result(self, timeout=None):
+        assert self._done.wait(timeout if timeout is not None else 30)
+        if self._exception is not None:
+            raise self._exception
+        return self._response
+
+
+class _Ctx:
+    def is_active(self) -> bool:
+        return True
+
+
+class FakeNetwork:
+    def __init__(self):
+        self.services: dict[str, object] = {}   # gRPC service name -> servicer
+        self.hold_produce = False
+        self.held: list[tuple[FakeCall, object]] = []   # produce requests in the network
+
+    def call(self, service: str, method: str, request):
+        return getattr(self.services[service], method)(request, _Ctx())
+
+    def future(self, service: str, method: str, request) -> FakeCall:
+        f = FakeCall()
+        if method == "Produce" and self.hold_produce:
+            self.held.append((f, request))
+        else:
+            f.finish(self.call(service, method, request))
+        return f
+
+    def deliver(self, request):
+        """A held produce request reaches the broker now."""
+        return self.call("Broker", "Produce", request)
+
+
+class _MultiCallable:
+    def __init__(self, net: FakeNetwork, service: str, method: str):
+        self.net, self.service, self.method = net, service, method
+
+    def __call__(self, request, timeout=None, metadata=None, **kwargs):
+        return self.net.call(self.service, self.method, request)
+
+    def future(self, request, timeout=None, metadata=None, **kwargs):
+        return self.net.future(self.service, self.method, request)
+
+
+class FakeChannel:
+    def __init__(self, net: FakeNetwork):
+        self.net = net
+
+    def _method(self, path, *args, **kwargs):
+        _, service, method = path.split("/")
+        return _MultiCallable(self.net, service.split(".")[-1], method)
+
+    unary_unary = unary_stream = stream_unary = stream_stream = _method
+
+    def close(self) -> None:
+        pass
+
+
+class FakePool:
+    def __init__(self, net: FakeNetwork):
+        self.channel = FakeChannel(net)
+
+    def get(self, address: str):
+        return self.channel
+
+    def reset(self, address: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+BROKER_ADDR, COORDINATOR_ADDR = "broker:1", "coordinator:1"
+
+
+def _metadata(topic: str) -> mpb.MetadataResponse:
+    md = mpb.MetadataResponse(controller=COORDINATOR_ADDR, metadata_epoch=1)
+    md.brokers.add(node_id=1, host="broker", port=1)
+    t = md.topics.add(name=topic)
+    t.partitions.add(partition=0, leader=1, leader_epoch=0, partition_epoch=0, replicas=[1], isr=[1])
+    return md
+
+
+class TxnLab:
+    """A one-broker cluster in one process: real Broker (leader of t-0), real coordinator drivers,
+    real producers, all over one FakeNetwork."""
+
+    def __init__(self, tmp_path, topics: tuple):
+        self.net = FakeNetwork()
+        self.pool = FakePool(self.net)
+        cfg = BrokerConfig.from_props(dict(FAST_CONFIGS))
+        self.broker = Broker(str(tmp_path / "broker-1"), "broker", 1, 1, COORDINATOR_ADDR, cfg, clock=ManualClock())
+        self.broker.pool = self.pool
+        self.broker.apply_metadata(_metadata("t"))
+        self.coordinator = CoordinatorProcess(*topics)
+        self.coordinator.node.pool = self.pool
+        self.coordinator.tc._leader_address = lambda topic, partition: BROKER_ADDR
+        self.coordinator.tc.start()   # the real worker: markers, completion, timeouts
+        broker_svc = BrokerServicer(self.broker)
+        self.net.services.update(Broker=broker_svc, Metadata=broker_svc,
+                                 TxnCoordinator=TxnCoordinatorServicer(self.coordinator.tc))
+        self.producers: list[Producer] = []
+
+    def producer(self, **props) -> Producer:
+        p = Producer({"bootstrap.servers": BROKER_ADDR, "acks": "all", "linger.ms": 0, **props})
+        p.pool.close()
+        p.pool = p.metadata.pool = self.pool
+        self.producers.append(p)
+        return p
+
+    def partition(self):
+        return self.broker.replicas[("t", 0)]
+
+    def open_transaction_blocks_lso(self) -> bool:
+        r = self.partition()
+        with r.lock:
+            return self.broker.last_stable_offset(r) < r.model.high_watermark
+
+    def values(self) -> list[bytes]:
+        return _values(self.broker.store, "t", 0)
+
+    def stop(self) -> None:
+        for p in self.producers:
+            p.close(5)
+        self.coordinator.stop()
+        self.broker.stop()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = TxnLab(tmp_path, (MemoryTopic(), MemoryTopic(), FakeStore(), ManualClock()))
+    yield lab
+    lab.stop()
+
+
+def _in_thread(fn, *args):
+    out: list = []
+
+    def run():
+        try:
+            fn(*args)
+            out.append(None)
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            out.append(e)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def test_abort_with_a_batch_in_flight_leaves_no_transaction_open(lab):
+    """Issue 20 item 5, client side: the application aborts while a batch is in flight (its flush
+    timed out). The client's request then times out, so the batch's outcome is unknown, and the
+    request reaches the broker only after the abort. Aborting with EndTxn at the batch's epoch
+    let it open a transaction after the ABORT marker that nobody ends: the LSO stuck there."""
+    p = lab.producer(**{"transactional.id": "tx"})
+    p.init_transactions(10)
+    p.begin_transaction()
+    lab.net.hold_produce = True
+    fut = p.send("t", b"doomed", partition=0)
+    wait_until(lambda: lab.net.held, 10, what="the batch in flight")
+    call, request = lab.net.held[0]
+    queued = p.send("t", b"queued", partition=0)   # behind it: one request in flight per partition
+    t, out = _in_thread(p.abort_transaction, 10)
+    wait_until(lambda: p.txn.state is not TxnClientState.IN_TRANSACTION, 20, what="the abort to begin")
+    call.finish(exception=DeadlineExceeded())   # the client gives up on the request
+    t.join(30)
+    assert out == [None]
+    late = lab.net.deliver(request).partitions[0]   # ... which reaches the broker only now
+    assert not lab.open_transaction_blocks_lso(), "a transaction nobody will end holds the LSO"
+    assert late.error_code == errors.InvalidProducerEpochError.code
+    assert isinstance(fut.exception(5), errors.TransactionAbortedError | errors.KafkaTimeoutError)
+    assert isinstance(queued.exception(5), errors.TransactionAbortedError)   # never sent
+
+    lab.net.hold_produce = False   # the producer goes on with its next transaction
+    p.begin_transaction()
+    ok = p.send("t", b"kept", partition=0)
+    p.commit_transaction(10)
+    assert ok.get(5).offset >= 0
+    wait_until(lambda: not lab.open_transaction_blocks_lso(), 20, what="the COMMIT marker")
+    assert lab.values() == [b"kept"]   # nothing of the aborted transaction leaked into the next one
+
+
+def _values(store, topic: str, partition: int) -> list[bytes]:
+    out = []
+    for raw in store.iter_batches(topic, partition):
+        if not records.read_header(raw).is_control:
+            out.extend(r.value for r in records.decode_records(raw))
+    return out
