@@ -25,6 +25,7 @@ from client.common.config import BrokerConfig, topic_config
 from client.common.network import ChannelPool, transport_error
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
+from node import limits
 from node.fetcher import FetcherManager
 from node.producer_state import DuplicateBatch, ProducerStateManager, Reject
 from node.replica import LeaderEpochCache, OffsetTruncationState, Partition, truncation_offset
@@ -414,10 +415,13 @@ class Broker:
 
     def produce(self, parts: list[PartitionProduce], acks: int, timeout_ms: int) -> list[PartitionProduce]:
         """One produce request (gRPC or Kafka): append each partition, then for acks=all wait until
-        every appended partition is replicated or `timeout_ms` passes. Fills result / error in place."""
+        every appended partition is replicated or `timeout_ms` passes. Fills result / error in place.
+        The timeout is clamped (emu.produce.purgatory.max.ms), batch sizes checked (message.max.bytes)."""
+        timeout_ms = limits.produce_timeout_ms(self.config, timeout_ms)
         waits = []
         for p in parts:
             try:
+                self._check_batch_sizes(p)
                 p.result = self.append_as_leader(p.topic, p.partition, p.records, acks)
                 if acks == -1:
                     waits.append(p)
@@ -432,6 +436,14 @@ class Broker:
             except Exception as e:  # noqa: BLE001
                 p.error = e
         return parts
+
+    def _check_batch_sizes(self, p: PartitionProduce) -> None:
+        r = self.replicas.get((p.topic, p.partition))
+        limit = limits.max_message_bytes(self.config, r.configs if r is not None else {})
+        size = limits.oversized_batch(p.records, limit)
+        if size is not None:
+            raise errors.MessageTooLargeError(
+                f"a record batch of {size} bytes is larger than max.message.bytes={limit} of {p.topic}")
 
     def _write_then_apply(self, r: Replica, puts: list, appended: list[tuple[int, int]], now_ms: int) -> None:
         """Caller holds r.lock: one write for the request, then the model follows the log."""
@@ -480,9 +492,11 @@ class Broker:
               min_bytes: int, max_bytes: int, is_active=lambda: True, replica_epoch: int = -1) -> list[FetchedPartition]:
         """One fetch request (gRPC or Kafka), a long poll: answers once `min_bytes` are readable,
         an error is found, `max_wait_ms` passes or `is_active()` turns false (the caller left).
-        A follower (`replica_id` >= 0) must give its registered broker epoch as `replica_epoch`."""
-        deadline = time.monotonic() + max_wait_ms / 1000.0
-        max_bytes = max_bytes or (50 << 20)
+        A follower (`replica_id` >= 0) must give its registered broker epoch as `replica_epoch`.
+        The wait and sizes are clamped to this broker's ceilings (node/limits.py)."""
+        lim = limits.fetch_limits(self.config, replica=replica_id >= 0, max_wait_ms=max_wait_ms, max_bytes=max_bytes)
+        deadline = time.monotonic() + lim.max_wait_ms / 1000.0
+        max_bytes = lim.max_bytes
         while True:
             seen = self._fetch_ends(parts, replica_id, isolation_level)  # a move during the read re-reads
             out: list[FetchedPartition] = []
@@ -490,7 +504,7 @@ class Broker:
             for p in parts:
                 res = FetchedPartition(p.topic, p.partition, aborted=[])
                 out.append(res)
-                budget = min(p.partition_max_bytes or max_bytes, max(max_bytes - total, 0))
+                budget = limits.partition_budget(lim, p.partition_max_bytes, max(max_bytes - total, 0))
                 if budget <= 0 and total > 0:
                     continue
                 try:

@@ -18,6 +18,7 @@ from client.common.network import ChannelPool
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.controller import ControllerState
+from node.limits import watch_max_wait_ms
 from node.store import Store
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class Coordinator:
         return resp
 
     def watch(self, known_epoch: int, max_wait_ms: int) -> mpb.MetadataResponse:
-        deadline = self.clock.monotonic_ms() + max_wait_ms
+        deadline = self.clock.monotonic_ms() + watch_max_wait_ms(self.config, max_wait_ms)
         with self.lock:
             while self.state.metadata_epoch <= known_epoch and not self._stop.is_set():
                 left = deadline - self.clock.monotonic_ms()

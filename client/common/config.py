@@ -286,6 +286,7 @@ def validate_topic_configs(configs: dict[str, Any]) -> dict[str, str]:
 TOPIC_DEFAULT_FROM_BROKER = {
     "min.insync.replicas": "min.insync.replicas",
     "unclean.leader.election.enable": "unclean.leader.election.enable",
+    "max.message.bytes": "message.max.bytes",
 }
 
 
@@ -306,7 +307,14 @@ class BrokerConfig(Config):
         ConfigDef("broker.session.timeout.ms", "int", 9000, at_least(1)),
         ConfigDef("replica.lag.time.max.ms", "int", 30000, at_least(1)),
         ConfigDef("replica.fetch.wait.max.ms", "int", 500, at_least(0)),
-        ConfigDef("replica.fetch.max.bytes", "int", 1048576, at_least(1)),
+        ConfigDef("replica.fetch.max.bytes", "int", 1048576, at_least(1),
+                  doc="per partition of a replica fetch (the leader caps a follower's request at it)"),
+        ConfigDef("replica.fetch.response.max.bytes", "int", 10485760, at_least(0),
+                  doc="the whole response to a replica fetch"),
+        ConfigDef("fetch.max.bytes", "int", 57671680, at_least(1024),
+                  doc="the whole response to a consumer fetch (Kafka's broker default, 55 MiB)"),
+        ConfigDef("message.max.bytes", "int", 1048588, at_least(0),
+                  doc="the largest record batch accepted; topic max.message.bytes overrides it"),
         ConfigDef("replica.fetch.backoff.ms", "int", 1000, at_least(0)),
         ConfigDef("min.insync.replicas", "int", 1, at_least(1)),
         ConfigDef("default.replication.factor", "int", 1, at_least(1)),
@@ -323,7 +331,10 @@ class BrokerConfig(Config):
         ConfigDef("group.min.session.timeout.ms", "int", 6000, at_least(0)),
         ConfigDef("group.max.session.timeout.ms", "int", 1800000, at_least(0)),
         ConfigDef("log.flush.sync", "bool", False, doc="emu: fsync appends (group-committed)"),
-        ConfigDef("emu.fetch.purgatory.max.ms", "int", 1000, at_least(0)),
+        ConfigDef("emu.fetch.purgatory.max.ms", "int", 1000, at_least(0),
+                  doc="emu: the longest a fetch long-polls, whatever its max_wait_ms (node/limits.py)"),
+        ConfigDef("emu.produce.purgatory.max.ms", "int", 30000, at_least(0),
+                  doc="emu: the longest an acks=all produce waits for replication, whatever its timeout"),
     )
 
     def validate(self) -> None:
