@@ -45,8 +45,6 @@ def handle_metadata(ctx, header, request):
                         e, errors.TopicAlreadyExistsError) else e.code
                 topics.append({"error_code": err, "name": t.name, "topic_id": ZERO_UUID, "partitions": []})
                 continue
-            if wanted is None and t.internal and t.name.startswith("__") and not t.partitions:
-                continue
             parts = []
             for p in t.partitions:
                 parts.append({

@@ -126,9 +126,19 @@ class KafkaContext:
         return out
 
     def auto_create(self, names: list[str]) -> dict[str, Exception | None]:
-        """Kafka's auto.create.topics.enable: num.partitions, default.replication.factor."""
-        made = self.create_topics([NewTopic(n, -1, -1) for n in names])
-        for name, err in made.items():
-            if err is None:
-                log.info("Auto-created topic %s", name)
-        return made
+        """Kafka's auto.create.topics.enable through the controller's one entry point
+        (Coordinator.auto_create_topics; from a broker, a GetMetadata that allows auto-creation):
+        per unknown topic None (created) or the Kafka error."""
+        import grpc
+        if self.coordinator is not None:
+            return self.coordinator.auto_create_topics(list(names))
+        req = mpb.MetadataRequest(topics=list(names), allow_auto_topic_creation=True)
+        try:
+            from client.common.pb import metadata_pb2_grpc as mgrpc
+            stub = mgrpc.MetadataStub(self.broker.pool.get(self.broker.coordinator_addr))
+            md = stub.GetMetadata(req, timeout=5)
+        except grpc.RpcError as e:
+            err = errors.NotControllerError(f"the controller is unreachable: {e.code()}")
+            return {n: err for n in names}
+        return {t.name: errors.for_code(t.error_code, f"auto-creating {t.name}") if t.error_code else None
+                for t in md.topics if t.name in names}

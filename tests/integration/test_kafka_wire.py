@@ -147,6 +147,13 @@ def test_auto_create_from_metadata_and_produce_unless_disallowed(shared_cluster)
     finally:
         p.close()
     assert meta.offset == 0 and _leaders(bs, produced, 1)
+    # A broker asks the controller to create it (the same entry point).
+    broker = next(f"{b.host}:{b.port}" for b in _metadata(bs).brokers if b.node_id == 3)
+    via_broker = _name("auto-broker")
+    with WireClient(broker) as c:
+        r = c.call(METADATA, 12, {"topics": [{"name": via_broker}], "allow_auto_topic_creation": True})
+        assert r.topics[0].error_code == 5
+    wait_until(lambda: _leaders(bs, via_broker, 1), 30, what="the topic auto-created through a broker")
 
 
 # ---------------------------------------------------------------- Produce and Fetch semantics
