@@ -1,0 +1,58 @@
+# The Kafka patterns document's "Python Consumer with Manual Offset Management", run unchanged
+# (kafka-python against brokerlab's Kafka listener: `brokerlab up` serves localhost:9092) except for
+# the corrections marked CORRECTION, which the document's own mistakes force:
+#  1. kafka-python has no `commitSync` (that is the Java client's name); it is `commit`.
+#  2. kafka-python 3's OffsetAndMetadata is (offset, metadata, leader_epoch): the leader epoch of
+#     the record is passed too (the document's two-argument call relies on kafka-python 2).
+#
+#     brokerlab up &
+#     python examples/kafka_python/producer.py
+#     python examples/kafka_python/consumer.py      # Ctrl-C stops it
+from kafka import KafkaConsumer, TopicPartition, OffsetAndMetadata
+import json
+
+consumer = KafkaConsumer(
+    'order-events',
+    bootstrap_servers=['localhost:9092'],
+    group_id='order-processor',
+    auto_offset_reset='earliest',
+    enable_auto_commit=False,
+    isolation_level='read_committed',
+    max_poll_records=500,
+    max_poll_interval_ms=300000,
+    session_timeout_ms=45000,
+)
+
+
+def process_record(record):
+    """Process a single record. Raise exception to trigger retry."""
+    print(f"Processing: topic={record.topic}, partition={record.partition}, "
+          f"offset={record.offset}, key={record.key}")
+    # Business logic here
+    return True
+
+
+try:
+    while True:
+        records = consumer.poll(timeout_ms=100)
+        offsets_to_commit = {}
+        for tp, records_list in records.items():
+            for record in records_list:
+                try:
+                    process_record(record)
+                    # Track successful offset
+                    offsets_to_commit[tp] = OffsetAndMetadata(
+                        record.offset + 1,  # Next offset to read
+                        metadata='processed',
+                        leader_epoch=record.leader_epoch,  # CORRECTION 2: kafka-python 3 takes the leader epoch
+                    )
+                except Exception as e:
+                    print(f"Failed to process offset {record.offset}: {e}")
+                    # Don't commit this offset; will be retried on next poll
+                    break
+        # Commit only successful offsets
+        if offsets_to_commit:
+            consumer.commit(offsets_to_commit)  # CORRECTION 1: commitSync -> commit
+            print(f"Committed offsets: {offsets_to_commit}")
+except KeyboardInterrupt:
+    consumer.close()
