@@ -2,10 +2,10 @@
 # (kafka-python against brokerlab's Kafka listener: `brokerlab up` serves localhost:9092) except for
 # the corrections marked CORRECTION, which the document's own mistakes force:
 #  1. A transactional producer refuses a send outside a transaction (every Kafka client does:
-#     kafka-python raises "Cannot call send on a transactional producer without an active
-#     transaction"), so the last, callback-based send gets its own transaction.
+#     kafka-python raises IllegalStateError "Cannot call send in state READY"), so the last,
+#     callback-based send gets its own transaction.
 #  2. compression_type='lz4' needs the `lz4` package installed (kafka-python raises
-#     "Libraries for lz4 compression codec not found" without it); no code change.
+#     RuntimeError "Libraries for lz4 compression codec not found" without it); no code change.
 #
 #     brokerlab up &
 #     python examples/kafka_python/producer.py

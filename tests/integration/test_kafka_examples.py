@@ -32,7 +32,7 @@ def _copy_with_port(name: str, dst_dir, port: int) -> str:
 def _committed_total(bootstrap: str, group: str) -> int:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="example-check")
     try:
-        offsets = admin.list_consumer_group_offsets(group)
+        offsets = admin.list_group_offsets({group: None})[group]  # OffsetFetch v8 (KIP-709)
     finally:
         admin.close()
     return sum(om.offset for tp, om in offsets.items() if tp.topic == "order-events" and om.offset >= 0)
