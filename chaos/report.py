@@ -307,6 +307,36 @@ def write_report(run_dir: str) -> str:
     return path
 
 
+def _reassignment_view(stats: dict) -> list[str]:
+    """The group-members workload's table: per partition of a SIGKILLed member, when another member
+    owned it (a poll whose assignment has it) and returned records of it, against the bound."""
+    g = stats.get("group-members") or {}
+    rows = g.get("reassignments")
+    if rows is None:
+        return []
+    esc = html.escape
+    intro = (f"<h2>Partitions reassigned after member kills</h2><p>{g.get('member_kills', 0)} members SIGKILLed "
+             f"right after a commit; bound = session.timeout.ms {g.get('session_timeout_ms')} + rebalance allowance "
+             f"{g.get('rebalance_allowance_ms')} ms, extended while the coordinator was down and by later kills. "
+             f"Slowest reassignment: {g.get('reassigned_ms_max')} ms; late: {g.get('not_reassigned', 0)}.</p>")
+    head = ("<table><tr><th>kill at (s)</th><th>op</th><th>member</th><th>partition</th>"
+            "<th>reassigned after (ms)</th><th>records after (ms)</th><th>bound (ms)</th><th></th></tr>")
+    out = [intro, head]
+    for r in rows:
+        member = r.get("group_instance_id") or (r.get("member_id") or "")[-12:]
+        kind = "static" if r.get("group_instance_id") else "dynamic"
+        verdict = "LATE" if r.get("late") else ("ok" if r.get("reassigned_ms") is not None else "run ended")
+        out.append(f"<tr><td>{r['time_s']:.1f}</td><td>{r['kill_index']}</td><td>{esc(member)} ({kind})</td>"
+                   f"<td>{esc(r['key'])}</td><td>{_ms(r.get('reassigned_ms'))}</td><td>{_ms(r.get('records_ms'))}</td>"
+                   f"<td>{r['bound_ms']}</td><td>{verdict}</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _ms(v) -> str:
+    return "-" if v is None else str(v)
+
+
 def _html(result, run, windows, plots, key_plots) -> str:
     from chaos.checker import _allowed
     from chaos.workloads import WORKLOAD_ANOMALIES
@@ -366,6 +396,7 @@ def _html(result, run, windows, plots, key_plots) -> str:
             parts.append(f"<h3>{esc(key)}</h3><img src='plots/{esc(fn)}' alt='key {esc(key)}' width='100%'>")
     for title, fn in plots:
         parts.append(f"<h2>{esc(title)}</h2><img src='plots/{esc(fn)}' alt='{esc(title)}' width='100%'>")
+    parts.extend(_reassignment_view(stats))
     parts.append("<h2>Faults</h2><table><tr><th>from (s)</th><th>to (s)</th><th>fault</th></tr>")
     for start, end, label in windows:
         parts.append(f"<tr><td>{start:.1f}</td><td>{end:.1f}</td><td>{esc(label)}</td></tr>")

@@ -208,6 +208,11 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     workload = make_workload(workload_spec.pop("name", "log"), workload_spec,
                              [(t["name"], int(t["partitions"])) for t in topics], concurrency)
     schedule = build_schedule(spec, seed, duration_s)
+    if hasattr(workload, "set_clients"):  # workloads whose checks depend on the client configs
+        workload.set_clients(clients.get("producer") or {}, clients.get("consumer") or {})
+    if getattr(workload, "log_dir", False) is None:
+        workload.log_dir = os.path.join(run_dir, "member-logs")
+        os.makedirs(workload.log_dir, exist_ok=True)
 
     cluster, cluster_tmp = None, None
     notes: list[str] = []
@@ -236,7 +241,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         runner = Runner(workload, writer, client_bootstrap, producer_props=clients.get("producer") or {},
                         consumer_props=clients.get("consumer") or {}, concurrency=concurrency,
                         ops_limit=int(workload_spec.get("ops_limit", 1_000_000)), time_limit_s=duration_s, seed=seed,
-                        nemesis=Nemesis(controller, seed).invoke, schedule=schedule)
+                        nemesis=_nemesis(Nemesis(controller, seed), workload), schedule=schedule)
         if _main_thread():
             # SIGTERM behaves like Ctrl-C: stop, heal, report.
             signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -360,6 +365,15 @@ def _workload_check(workload, history, result: dict, notes: list[str]) -> None:
     if found:
         result["anomaly_types"] = sorted(result["anomalies"])
         result["valid"] = False
+
+
+def _nemesis(nemesis, workload):
+    """Cluster faults go to the Nemesis; faults the workload owns (e.g. kill-member) to the workload."""
+    own = getattr(workload, "NEMESIS_FS", ())
+
+    def invoke(op: dict) -> dict:
+        return workload.nemesis(op) if op.get("f") in own else nemesis.invoke(op)
+    return invoke
 
 
 def _raise_interrupt(*_):

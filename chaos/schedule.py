@@ -40,6 +40,7 @@ FAULTS: dict[str, tuple[str | None, dict]] = {
     "heartbeat-delay": ("heal", {"target": "broker", "ms": 5000}),
     "heartbeat-drop": ("heal", {"target": "broker"}),
     "clock": ("heal", {"target": "one", "offset_ms": 60000}),
+    "kill-member": (None, {}),  # a workload's fault: SIGKILL a consumer-group member process
 }
 PARAMS = {"target", "shape", "topic", "partition", "ms", "jitter_ms", "p", "offset_ms", "strobe_ms",
           "period_ms", "groups", "nodes", "links"}

@@ -92,6 +92,7 @@ WORKLOADS = {
     "log": "chaos.workloads.log:LogWorkload",
     "txn": "chaos.workloads.txn:TxnWorkload",
     "group": "chaos.workloads.group:GroupWorkload",
+    "group-members": "chaos.workloads.group_members:GroupMembersWorkload",
     "eos": "chaos.workloads.eos:EosWorkload",
 }
 
@@ -101,4 +102,6 @@ WORKLOAD_ANOMALIES = {
     "eos-duplicate": "one input at two or more output offsets",
     "eos-beyond-committed": "an input at or past the committed offset is in the output",
     "group-skip": "the group committed past offsets of a key that no member of it had read",
+    "not-reassigned": "a SIGKILLed member's partition was not owned and polled by another member within "
+                      "session.timeout.ms plus a rebalance",
 }
