@@ -196,7 +196,9 @@ class Runner:
     def _track_fault(self, rec: dict) -> None:
         f = rec["f"]
         with self._lock:
-            if f == "heal":
+            if f == "heal" and rec.get("error"):
+                pass  # some node did not heal: its faults are still on
+            elif f == "heal":
                 self.faults.clear()
             elif f in FAULT_FS:
                 self.faults[f] = rec.get("value")

@@ -52,3 +52,21 @@ def test_per_key_marks_sit_at_the_op_that_revealed_them(tmp_path):
     marks = _affected(result)["t0/0"]["lost-write"]
     # lost value 2 at offset 1, revealed by the poll's completion (index 11), not placed at the run's end
     assert marks == [(1, 2, 11)]
+
+
+def test_report_says_first_why_a_run_is_unknown_and_that_its_heal_failed(tmp_path):
+    from chaos.run import _caveats, _excuse_unread
+    run_dir = str(tmp_path)
+    path = os.path.join(run_dir, "history.jsonl")
+    with HistoryWriter(path) as w:
+        for i, (p, ty, f, v) in enumerate([
+                (0, "invoke", "send", [["send", "t0/0", 1]]), (0, "ok", "send", [["send", "t0/0", [0, 1]]]),
+                ("nemesis", "info", "heal", {"healed": ["broker-1"], "failed": {"broker-2": "no answer"}})]):
+            w.append({"time": i * 300_000_000, "process": p, "type": ty, "f": f, "value": v})
+    result = check(read_history(path))
+    _excuse_unread(result, _caveats(["heal failed: broker-2 never confirmed (no answer) after 6 attempts"], None))
+    with open(os.path.join(run_dir, "results.json"), "w") as fh:
+        json.dump(result, fh)
+    head = open(write_report(run_dir), encoding="utf-8").read().split("<h2>", 1)[0]
+    assert "UNKNOWN" in head and "Unknown because</b> only unseen" in head
+    assert "caveat:</b> heal failed: broker-2 never confirmed" in head
