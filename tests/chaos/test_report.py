@@ -67,6 +67,7 @@ def test_report_says_first_why_a_run_is_unknown_and_that_its_heal_failed(tmp_pat
     _excuse_unread(result, _caveats(["heal failed: broker-2 never confirmed (no answer) after 6 attempts"], None))
     with open(os.path.join(run_dir, "results.json"), "w") as fh:
         json.dump(result, fh)
-    head = open(write_report(run_dir), encoding="utf-8").read().split("<h2>", 1)[0]
+    with open(write_report(run_dir), encoding="utf-8") as fh:
+        head = fh.read().split("<h2>", 1)[0]
     assert "UNKNOWN" in head and "Unknown because</b> only unseen" in head
     assert "caveat:</b> heal failed: broker-2 never confirmed" in head
