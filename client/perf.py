@@ -251,21 +251,24 @@ def run_produce_confluent(bootstrap: str | None, topic: str, num_records: int, r
     throttle = _Throttler(throughput, start)
     on_batch = stats.on_batch
 
-    def report(err, msg, t):
-        on_batch(perf_counter(), [t], KafkaException(err) if err is not None else None)
+    def report(err, msg):
+        # librdkafka times each message from produce() to its delivery report (Message.latency()).
+        done = perf_counter()
+        lat = msg.latency()
+        on_batch(done, [done - (lat if lat is not None else 0.0)], KafkaException(err) if err is not None else None)
 
     produce, poll = producer.produce, producer.poll
     for i in range(num_records):
         t = perf_counter()
         while True:
             try:
-                produce(topic, payload, on_delivery=lambda err, msg, t=t: report(err, msg, t))
+                produce(topic, payload, on_delivery=report)
                 break
             except BufferError:
                 poll(0.05)  # the local queue is full: serve delivery reports, then retry
         if sync:
             producer.flush()
-        else:
+        elif i % 64 == 0:
             poll(0)
         if throughput > 0:
             throttle.maybe_sleep(i + 1, t)

@@ -48,6 +48,21 @@ def test_perf_produce_then_consume(shared_cluster):
     assert m and int(m.group(1)) == 3000, c.stdout
 
 
+def test_perf_produce_with_confluent_kafka_through_the_kafka_listener(shared_cluster, tmp_path):
+    with Admin({"bootstrap.servers": shared_cluster.bootstrap_servers}) as admin:
+        admin.create_topics([NewTopic("perf-smoke-ck", 2, 3, {"min.insync.replicas": "2"})])
+    out = tmp_path / "ck.json"
+    p = brokerlab("perf", "produce", "--client", "confluent-kafka", "--bootstrap-server",
+                  shared_cluster.kafka_bootstrap_servers, "--topic", "perf-smoke-ck", "--num-records", "3000",
+                  "--record-size", "100", "--throughput", "-1", "--result-json", str(out),
+                  "--producer-props", "acks=all", "linger.ms=5")
+    assert p.returncode == 0, p.stdout + p.stderr
+    m = FINAL.search(p.stdout)
+    assert m and int(m.group(1)) == 3000, p.stdout
+    res = json.loads(out.read_text())
+    assert res["records"] == 3000 and res["errors"] == 0 and res["p99_ms"] > 0
+
+
 def test_perf_rejects_bad_props(shared_cluster):
     p = brokerlab("perf", "produce", "--bootstrap-server", shared_cluster.bootstrap_servers, "--topic", "x",
                   "--num-records", "1", "--record-size", "1", "--throughput", "-1", "--producer-props", "acks")
