@@ -13,6 +13,10 @@ import uuid
 import aiokafka
 import confluent_kafka as ck
 import kafka
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import NewTopic as CkNewTopic
+from kafka.admin import KafkaAdminClient, NewTopic
 
 from tests.helpers import wait_until
 
@@ -42,7 +46,6 @@ def _expected(isolation: str) -> list[bytes]:
 # ---------------------------------------------------------------- kafka-python
 
 def _kp_create(bs: str, topic: str) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
     admin = KafkaAdminClient(bootstrap_servers=bs, client_id="kp-admin")
     try:
         admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=3)])
@@ -102,6 +105,14 @@ def test_kafka_python_group_consume_and_commit(shared_cluster):
         c.commit()
         committed = {tp.partition: c.committed(tp) for tp in c.assignment()}
         assert sum(committed.values()) == len(first)
+        admin = KafkaAdminClient(bootstrap_servers=bs, client_id="kp-admin")
+        try:  # DescribeGroups / ListGroups while the member is in the group
+            d = admin.describe_groups([group])[group]
+            assert d["group_state"] == "Stable" and d["protocol_type"] == "consumer", d
+            assert [m["client_id"] for m in d["members"]] == ["kp-consumer-1"], d
+            assert group in [g[0] if isinstance(g, tuple) else g["group_id"] for g in admin.list_groups()]
+        finally:
+            admin.close()
     finally:
         c.close()
 
@@ -141,12 +152,43 @@ def test_kafka_python_transactions_committed_and_aborted(shared_cluster):
         assert _values(_kp_read_to_sentinels(bs, topic, isolation)) == _expected(isolation), isolation
 
 
+def test_kafka_python_consume_transform_produce_moves_offsets_only_on_commit(shared_cluster):
+    """send_offsets_to_transaction with the consumer's group metadata (AddOffsetsToTxn, TxnOffsetCommit v3
+    with member and generation): an aborted transaction leaves the group's offsets, a committed one moves
+    them."""
+    bs = shared_cluster.kafka_bootstrap_servers
+    src, dst, group = _name("kp-src"), _name("kp-dst"), _name("kp-eos")
+    _kp_create(bs, src)
+    _kp_create(bs, dst)
+    _kp_produce(bs, src, [b"v%d" % i for i in range(6)])
+    c = kafka.KafkaConsumer(src, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
+                            enable_auto_commit=False, isolation_level="read_committed")
+    p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=_name("kp-eos-tid"))
+    try:
+        got = _kp_poll_until(c, 6, "the source records")
+        offsets = {tp: kafka.OffsetAndMetadata(c.position(tp), "", -1) for tp in c.assignment()}
+        p.init_transactions()
+        for commit in (False, True):
+            p.begin_transaction()
+            for r in got:
+                p.send(dst, value=r.value.upper())
+            p.send_offsets_to_transaction(offsets, c.group_metadata())
+            if commit:
+                p.commit_transaction()
+            else:
+                p.abort_transaction()
+                assert all(c.committed(tp) is None for tp in offsets), "offsets of an aborted transaction"
+        assert sum(c.committed(tp) for tp in offsets) == 6
+    finally:
+        p.close()
+        c.close()
+
+
 # -------------------------------------------------------------- confluent-kafka
 
 def _ck_create(bs: str, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
     admin = AdminClient({"bootstrap.servers": bs})
-    for f in admin.create_topics([NewTopic(topic, PARTITIONS, 3)]).values():
+    for f in admin.create_topics([CkNewTopic(topic, PARTITIONS, 3)]).values():
         f.result(30)
 
 
@@ -205,6 +247,12 @@ def test_confluent_kafka_group_consume_and_commit(shared_cluster):
         c.commit(asynchronous=False)
         committed = c.committed([ck.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=30)
         assert sum(tp.offset for tp in committed) == len(first)
+        admin = AdminClient({"bootstrap.servers": bs})
+        d = admin.describe_consumer_groups([group])[group].result(30)
+        assert d.state == ck.ConsumerGroupState.STABLE and len(d.members) == 1
+        assert {tp.partition for tp in d.members[0].assignment.topic_partitions} == set(range(PARTITIONS))
+        listed = admin.list_consumer_groups().result(30)
+        assert group in {g.group_id for g in listed.valid}
     finally:
         c.close()
 
@@ -289,6 +337,37 @@ def test_confluent_kafka_consume_transform_produce(shared_cluster):
         assert sum(tp.offset for tp in committed if tp.offset >= 0) == 6
     finally:
         c.close()
+
+
+def test_confluent_kafka_read_committed_offset_fetch_waits_for_a_pending_transaction(shared_cluster):
+    """KIP-447: while a transaction holds offsets for the group, a read_committed consumer's OffsetFetch
+    (require_stable) gets UNSTABLE_OFFSET_COMMIT and retries; a read_uncommitted one reads the old offsets.
+    After the commit both read the new offsets."""
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = _name("ck-stable"), _name("ck-stable-g")
+    _ck_create(bs, topic)
+    tps = [ck.TopicPartition(topic, p) for p in range(PARTITIONS)]
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("ck-stable-tid")})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"x", partition=0)
+    member = ck.Consumer({"bootstrap.servers": bs, "group.id": group})
+    p.send_offsets_to_transaction([ck.TopicPartition(topic, 0, 5)], member.consumer_group_metadata(), 30)
+    member.close()
+
+    def committed(isolation: str, timeout_s: float):
+        c = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "isolation.level": isolation})
+        try:
+            return {tp.partition: tp.offset for tp in c.committed(tps, timeout=timeout_s)}
+        finally:
+            c.close()
+    assert committed("read_uncommitted", 30)[0] == ck.OFFSET_INVALID  # nothing committed yet
+    with pytest.raises(ck.KafkaException) as e:  # retried on UNSTABLE_OFFSET_COMMIT until its timeout
+        committed("read_committed", 3)
+    assert e.value.args[0].code() in (ck.KafkaError.UNSTABLE_OFFSET_COMMIT, ck.KafkaError._TIMED_OUT)
+    p.commit_transaction(30)
+    assert committed("read_committed", 30)[0] == 5
+    assert committed("read_uncommitted", 30)[0] == 5
 
 
 # ----------------------------------------------------------------------- aiokafka
@@ -398,5 +477,39 @@ def test_aiokafka_transactions_committed_and_aborted(shared_cluster):
             await p.stop()
         for isolation in ("read_committed", "read_uncommitted"):
             assert _values(await read(isolation)) == _expected(isolation), isolation
+
+    asyncio.run(run())
+
+
+def test_aiokafka_consume_transform_produce_moves_offsets_only_on_commit(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    src, dst, group = _name("aio-src"), _name("aio-dst"), _name("aio-eos")
+
+    async def run():
+        await _aio_create(bs, src)
+        await _aio_create(bs, dst)
+        await _aio_produce(bs, src, [b"v%d" % i for i in range(6)])
+        c = aiokafka.AIOKafkaConsumer(src, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
+                                      enable_auto_commit=False, isolation_level="read_committed")
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=bs, transactional_id=_name("aio-eos-tid"))
+        await c.start()
+        await p.start()
+        try:
+            got = await _aio_poll_until(c, 6, "the source records")
+            offsets = {tp: await c.position(tp) for tp in c.assignment()}
+            for commit in (False, True):
+                await p.begin_transaction()
+                for r in got:
+                    await p.send(dst, value=r.value.upper())
+                await p.send_offsets_to_transaction(offsets, group)
+                if commit:
+                    await p.commit_transaction()
+                else:
+                    await p.abort_transaction()
+                    assert [await c.committed(tp) for tp in offsets] == [None] * len(offsets)
+            assert sum([await c.committed(tp) for tp in offsets]) == 6
+        finally:
+            await p.stop()
+            await c.stop()
 
     asyncio.run(run())
