@@ -31,16 +31,17 @@ def handle_metadata(ctx, header, request):
     topics = []
     if wanted != []:
         missing = [t.name for t in md.topics if t.error_code == errors.UnknownTopicOrPartitionError.code]
-        created: dict = {}
+        created: dict | None = None
         allow = getattr(request, "allow_auto_topic_creation", True)
         if missing and wanted is not None and allow and ctx.config.auto_create_topics_enable:
             created = ctx.auto_create(missing)
         for t in md.topics:
             if t.error_code:
                 err = t.error_code
-                if t.name in created:
-                    e = created[t.name]
-                    # Kafka answers LEADER_NOT_AVAILABLE while a new topic's leaders are elected.
+                if created is not None and t.name in missing:
+                    # Kafka answers LEADER_NOT_AVAILABLE while a new topic's leaders are elected; a name
+                    # the controller left out already exists there (this broker's copy is behind).
+                    e = created.get(t.name)
                     err = errors.LeaderNotAvailableError.code if e is None or isinstance(
                         e, errors.TopicAlreadyExistsError) else e.code
                 topics.append({"error_code": err, "name": t.name, "topic_id": ZERO_UUID, "partitions": []})

@@ -179,6 +179,8 @@ def build(cls, values: dict):
                 v = tuple(x if dataclasses.is_dataclass(x) else build(nested, x) for x in (v or ()))
             elif kind == "entity" and v is not None and not dataclasses.is_dataclass(v):
                 v = build(nested, v)
+            elif isinstance(v, list | tuple):
+                v = tuple(_value(kafka_type, x, False) for x in v)  # an array of primitives
             else:
                 v = _value(kafka_type, v, optional)
         elif default is not dataclasses.MISSING:

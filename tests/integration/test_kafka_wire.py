@@ -25,7 +25,7 @@ from node.kafka import COORDINATOR_NODE_ID
 from tests.helpers import wait_until
 from tests.kafka_wire import WireClient
 
-PRODUCE, FETCH, METADATA = 0, 1, 3
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_FOR_LEADER_EPOCH = 0, 1, 2, 3, 23
 
 
 def _name(prefix: str) -> str:
@@ -194,6 +194,36 @@ def test_fetch_returns_the_batch_holding_the_offset_bytes_untouched(shared_clust
     # The served bytes are the produced ones but for the leader epoch (bytes 12-15), which the CRC skips.
     assert raw[:12] == sent[:12] and raw[16:] == sent[16:]
     assert _fetch(leader, topic, 0, 11).error_code == 1  # OFFSET_OUT_OF_RANGE
+
+
+def test_list_offsets_and_offset_for_leader_epoch(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic = _name("offsets")
+    _create(bs, topic, partitions=1)
+    leader = _leaders(bs, topic, 1)[0]
+    t0 = int(time.time() * 1000)
+    batch = records.build_batch([(t0 + i * 10, None, b"%d" % i) for i in range(5)])
+    assert _produce(leader, topic, 0, batch).base_offset == 0
+
+    def list_offset(ts: int):
+        with WireClient(leader) as c:
+            r = c.call(LIST_OFFSETS, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+                {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": ts}]}]})
+        p = r.topics[0].partitions[0]
+        return p.error_code, p.offset, p.timestamp
+    assert list_offset(-2) == (0, 0, -1)  # earliest
+    assert list_offset(-1) == (0, 5, -1)  # latest: the high watermark
+    assert list_offset(t0 + 25) == (0, 3, t0 + 30)  # the first record at or after the timestamp
+    with WireClient(leader) as c:
+        r = c.call(OFFSET_FOR_LEADER_EPOCH, 4, {"replica_id": -1, "topics": [{"topic": topic, "partitions": [
+            {"partition": 0, "current_leader_epoch": -1, "leader_epoch": 0}]}]})
+    p = r.topics[0].partitions[0]
+    assert (p.error_code, p.leader_epoch, p.end_offset) == (0, 0, 5)
+    # The coordinator leads nothing: it says so rather than failing the connection.
+    with WireClient(bs) as c:
+        r = c.call(LIST_OFFSETS, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+            {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]})
+    assert r.topics[0].partitions[0].error_code == 6  # NOT_LEADER_OR_FOLLOWER
 
 
 def test_aborted_transactions_are_listed_only_for_read_committed(shared_cluster):
