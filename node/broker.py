@@ -27,7 +27,7 @@ from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node import limits
 from node.fetcher import FetcherManager
-from node.producer_state import DuplicateBatch, ProducerStateManager, Reject
+from node.producer_state import UNCHECKED, DuplicateBatch, ProducerStateManager, Reject
 from node.replica import LeaderEpochCache, OffsetTruncationState, Partition, truncation_offset
 from node.store import Store
 
@@ -346,7 +346,8 @@ class Broker:
         return r
 
     # -- produce ---------------------------------------------------------
-    def append_as_leader(self, topic: str, partition: int, data: bytes, acks: int) -> AppendResult:
+    def append_as_leader(self, topic: str, partition: int, data: bytes, acks: int,
+                         verification: object = UNCHECKED) -> AppendResult:
         """Validates and appends one produce payload (one or more batches), all or nothing.
 
         Every batch is checked first (against the request's own earlier batches too), the
@@ -355,6 +356,10 @@ class Broker:
         A batch the idempotence window already holds is not appended again: its original offset
         is reported, and `duplicate` is set when nothing new was appended
         (DUPLICATE_SEQUENCE_NUMBER).
+
+        `verification` (from `produce`): the guard of the transaction verification made for this
+        request, or None; a transactional batch that would begin a transaction here is refused
+        (INVALID_TXN_STATE) unless that guard is still current (no marker since).
         """
         r = self.leader_replica(topic, partition)
         min_isr = topic_config(r.configs, "min.insync.replicas", self.config)
@@ -394,6 +399,11 @@ class Broker:
                         base = decision.base_offset if base < 0 else base
                         last = max(last, decision.last_offset)
                         continue
+                    if verification is not UNCHECKED and pending.needs_verification(h.producer_id,
+                                                                                     h.is_transactional):
+                        refused = r.producers.check_verification(h.producer_id, h.producer_epoch, verification)
+                        if refused is not None:
+                            raise refused.error
                 offset = next_offset
                 last_offset = offset + h.last_offset_delta
                 puts.append(self.store.append_puts(topic, partition, offset,
@@ -413,16 +423,22 @@ class Broker:
         self.wake(r)
         return AppendResult(base, last, log_start, duplicate and not appended, bases, leader_epoch)
 
-    def produce(self, parts: list[PartitionProduce], acks: int, timeout_ms: int) -> list[PartitionProduce]:
+    def produce(self, parts: list[PartitionProduce], acks: int, timeout_ms: int,
+                transactional_id: str = "") -> list[PartitionProduce]:
         """One produce request (gRPC or Kafka): append each partition, then for acks=all wait until
         every appended partition is replicated or `timeout_ms` passes. Fills result / error in place.
-        The timeout is clamped (emu.produce.purgatory.max.ms), batch sizes checked (message.max.bytes)."""
+        The timeout is clamped (emu.produce.purgatory.max.ms), batch sizes checked (message.max.bytes).
+        Transactional batches are verified with the transaction coordinator first (KIP-890)."""
         timeout_ms = limits.produce_timeout_ms(self.config, timeout_ms)
         waits = []
         for p in parts:
             try:
                 self._check_batch_sizes(p)
-                p.result = self.append_as_leader(p.topic, p.partition, p.records, acks)
+                guard = self.txn.maybe_verify(p.topic, p.partition, p.records, transactional_id)
+                if guard is UNCHECKED:
+                    p.result = self.append_as_leader(p.topic, p.partition, p.records, acks)
+                else:
+                    p.result = self.append_as_leader(p.topic, p.partition, p.records, acks, verification=guard)
                 if acks == -1:
                     waits.append(p)
             except Exception as e:  # noqa: BLE001 - every failure becomes a per-partition error

@@ -50,7 +50,7 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
 
     def Produce(self, request, context):
         parts = self.b.produce([PartitionProduce(p.topic, p.partition, p.records) for p in request.partitions],
-                               request.acks, request.timeout_ms)
+                               request.acks, request.timeout_ms, request.transactional_id)
         resp = bpb.ProduceResponse()
         for p in parts:
             out = resp.partitions.add(topic=p.topic, partition=p.partition, base_offset=-1, log_append_time=-1)

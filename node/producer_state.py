@@ -58,6 +58,7 @@ from client.common.errors import (
 )
 
 MAX_BATCHES_PER_PRODUCER = 5
+UNCHECKED = object()  # a leader append's verification guard when the caller asks for no KIP-890 check
 INT32_MAX = 2**31 - 1
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
@@ -183,6 +184,10 @@ class _CopyOnRead(dict):
 class ProducerStateManager:
     def __init__(self) -> None:
         self.producers: dict[int, ProducerStateEntry] = {}
+        # KIP-890 verification guards: pid -> the guard of the last verification begun for a transaction
+        # on this partition. A marker drops it, so a verification answered before a marker cannot admit
+        # a batch after it.
+        self.verifications: dict[int, object] = {}
 
     def last_entry(self, producer_id: int) -> ProducerStateEntry | None:
         return self.producers.get(producer_id)
@@ -198,6 +203,29 @@ class ProducerStateManager:
     def commit_append(self, pending: ProducerStateManager) -> None:
         """The request's batches are in the log: make their producer state current."""
         self.producers.update(pending.producers)
+
+    # -- transaction verification (KIP-890) ------------------------------
+    def needs_verification(self, producer_id: int, is_transactional: bool) -> bool:
+        """A transactional batch that would begin a transaction on this partition: the leader must
+        first ask the transaction coordinator whether the partition is in an ongoing transaction."""
+        if not is_transactional or producer_id == NO_PRODUCER_ID:
+            return False
+        entry = self.producers.get(producer_id)
+        return entry is None or entry.current_txn_first_offset is None
+
+    def begin_verification(self, producer_id: int) -> object:
+        guard = object()
+        self.verifications[producer_id] = guard
+        return guard
+
+    def check_verification(self, producer_id: int, producer_epoch: int, guard: object | None) -> Reject | None:
+        """Refuses a batch that begins a transaction without a verification still current (none was
+        made, or a marker came after it)."""
+        if guard is not None and self.verifications.get(producer_id) is guard:
+            return None
+        return Reject(InvalidTxnStateError(
+            f"producer {producer_id} epoch {producer_epoch} has no verified ongoing transaction on this "
+            f"partition (a late batch of a transaction that ended here?)"))
 
     # -- leader check ----------------------------------------------------
     def check_and_update(self, producer_id: int, producer_epoch: int, base_sequence: int,
@@ -251,6 +279,7 @@ class ProducerStateManager:
 
     def on_control_marker(self, producer_id: int, producer_epoch: int, offset: int) -> CompletedTxn | None:
         """A COMMIT or ABORT marker at `offset`; returns the transaction it closed, if one was open."""
+        self.verifications.pop(producer_id, None)
         entry = self.producers.get(producer_id)
         if entry is None:
             entry = self.producers[producer_id] = ProducerStateEntry(producer_id)

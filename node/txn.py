@@ -241,6 +241,26 @@ class TransactionMetadata:
         merged = tuple(sorted((g, t, p, o, m) for (g, t, p), (o, m) in latest.items()))
         return Outcome(self._transit(S.ONGOING, now_ms, offsets=merged))
 
+    def handle_verify_partitions(self, producer_id: int, producer_epoch: int, partitions: Iterable) -> Outcome:
+        """KIP-890's AddPartitionsToTxn(verify_only), asked by a partition leader before it accepts the
+        first transactional batch of a transaction: is that partition in this producer's ongoing
+        transaction? A late batch of a transaction that has ended is refused this way."""
+        c = self.current
+        if producer_id != c.producer_id:
+            return _fail(errors.InvalidProducerIdMappingError,
+                         f"producer id {producer_id} does not own transactional.id {c.transactional_id}")
+        if producer_epoch != c.producer_epoch:
+            return _fail(errors.InvalidProducerEpochError,
+                         f"producer epoch {producer_epoch} of {c.transactional_id} is not the current "
+                         f"{c.producer_epoch}")
+        missing = sorted(frozenset(partitions) - c.partitions)
+        if c.state is not S.ONGOING or missing or (self.pending is not None and self.pending.state in PREPARE_STATES):
+            what = f"{missing[0][0]}-{missing[0][1]} is not" if missing else "nothing is"
+            return _fail(errors.InvalidTxnStateError,
+                         f"{c.transactional_id}: {what} in an ongoing transaction of epoch {producer_epoch} "
+                         f"(state {c.state.value})")
+        return Outcome()
+
     def handle_end_txn(self, producer_id: int, producer_epoch: int, commit: bool, now_ms: int) -> Outcome:
         bad = self._check(producer_id, producer_epoch)
         if bad is not None:

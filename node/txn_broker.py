@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import logging
 
+import grpc
+
 from client.common import errors, records
 from client.common.config import topic_config
+from client.common.network import transport_error
 from client.common.pb import broker_pb2 as bpb
+from client.common.pb import txn_pb2 as tpb
+from client.common.pb import txn_pb2_grpc as tgrpc
 from node.broker import AppendResult
+from node.producer_state import UNCHECKED
 from node.txn import AbortedTxnIndex
 
 log = logging.getLogger(__name__)
 
 MARKER_TIMEOUT_MS = 5000
+VERIFY_TIMEOUT_S = 5.0
 
 
 def _control(raw: bytes) -> str:
@@ -85,6 +92,50 @@ class TxnBroker:
                  "COMMIT" if commit else "ABORT", producer_id, producer_epoch, topic, partition, offset)
         b.wake(r)
         return AppendResult(offset, offset, log_start, False, [offset], leader_epoch)
+
+    # -- verification (KIP-890) --------------------------------------------
+    def maybe_verify(self, topic: str, partition: int, data: bytes, transactional_id: str) -> object:
+        """Before a produce: if its transactional batch would begin a transaction on this partition,
+        asks the coordinator whether the partition is in the producer's ongoing transaction
+        (AddPartitionsToTxn with verify_only) and returns the guard the append checks; UNCHECKED for
+        data that needs no verification. A late batch of a transaction that already ended here, or
+        of an older epoch, is refused (INVALID_TXN_STATE / INVALID_PRODUCER_EPOCH) instead of
+        opening a transaction no marker will close."""
+        if len(data) < records.HEADER_SIZE:
+            return UNCHECKED   # the append reports the bad payload
+        h = records.read_header(data)
+        if not h.is_transactional or h.producer_id < 0:
+            return UNCHECKED
+        r = self.b.leader_replica(topic, partition)
+        with r.lock:
+            if not r.producers.needs_verification(h.producer_id, True):
+                return None   # a transaction is open here: a marker before the append makes it need one
+            if not transactional_id:
+                raise errors.InvalidTxnStateError(
+                    f"transactional records for {topic}-{partition} without the request's transactional_id")
+            guard = r.producers.begin_verification(h.producer_id)
+        err = self.verify(transactional_id, h.producer_id, h.producer_epoch, topic, partition)
+        if err is not None:
+            raise err
+        return guard
+
+    def verify(self, transactional_id: str, producer_id: int, producer_epoch: int, topic: str,
+               partition: int) -> errors.KafkaError | None:
+        req = tpb.AddPartitionsToTxnRequest(transactional_id=transactional_id, producer_id=producer_id,
+                                            producer_epoch=producer_epoch, verify_only=True)
+        req.topics.add(topic=topic, partitions=[partition])
+        try:
+            resp = tgrpc.TxnCoordinatorStub(self.b.pool.get(self.b.coordinator_addr)).AddPartitionsToTxn(
+                req, timeout=VERIFY_TIMEOUT_S)
+        except grpc.RpcError as e:
+            return errors.NotEnoughReplicasError(   # retriable, as Kafka answers a verification it could not make
+                f"could not verify the transaction of {transactional_id}: {transport_error(e)}")
+        if not resp.error_code:
+            return None
+        err = errors.for_code(resp.error_code, resp.error_message)
+        if err.retriable:
+            return errors.NotEnoughReplicasError(f"could not verify the transaction of {transactional_id}: {err}")
+        return err
 
     # -- aborted index -----------------------------------------------------
     def aborted_transactions(self, r, start: int, upto: int) -> list[tuple[int, int]]:

@@ -205,6 +205,19 @@ class TxnCoordinator:
     def add_partitions(self, tid, pid, epoch, partitions):
         return self._request(tid, lambda m, now: m.handle_add_partitions(pid, epoch, partitions, now))[0]
 
+    def verify_partitions(self, tid, pid, epoch, partitions) -> errors.KafkaError | None:
+        """KIP-890: asked by a partition leader before it accepts a transaction's first batch there;
+        None when every partition is in the ongoing transaction of (pid, epoch). Changes nothing."""
+        if not tid:
+            return errors.InvalidRequestError("transactional.id is empty")
+        if not self.loaded.is_set():
+            return errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading")
+        with self.lock:
+            meta = self.txns.get(tid)
+            if meta is None:
+                return errors.InvalidProducerIdMappingError(f"unknown transactional.id '{tid}'")
+            return meta.handle_verify_partitions(pid, epoch, partitions).error
+
     def add_offsets(self, tid, pid, epoch, group_id):
         return self._request(tid, lambda m, now: m.handle_add_offsets(pid, epoch, group_id, now))[0]
 
@@ -396,7 +409,8 @@ class TxnCoordinatorServicer(tgrpc.TxnCoordinatorServicer):
 
     def AddPartitionsToTxn(self, request, context):
         parts = [(t.topic, p) for t in request.topics for p in t.partitions]
-        err = self.tc.add_partitions(request.transactional_id, request.producer_id, request.producer_epoch, parts)
+        call = self.tc.verify_partitions if request.verify_only else self.tc.add_partitions
+        err = call(request.transactional_id, request.producer_id, request.producer_epoch, parts)
         resp = tpb.AddPartitionsToTxnResponse(**_err(err))
         for t, p in parts:
             resp.results.add(topic=t, partition=p, error_code=err.code if err else 0)

@@ -38,7 +38,7 @@ def handle_produce(ctx, header, request):
             p.error = _no_broker(ctx)
     else:
         _auto_create(ctx, topics)
-        ctx.broker.produce(parts, request.acks, _ms(request.timeout))
+        ctx.broker.produce(parts, request.acks, _ms(request.timeout), request.transactional_id or "")
     if request.acks == 0:
         return None  # Kafka sends no response to acks=0
     by_topic: dict[str, list] = {}

@@ -15,7 +15,9 @@ import pytest
 from client.common import errors, records
 from client.common.clock import ManualClock, SkewedClock
 from client.common.config import BrokerConfig
+from client.common.pb import broker_pb2 as bpb
 from client.common.pb import metadata_pb2 as mpb
+from client.common.pb import txn_pb2 as tpb
 from client.common.types import TopicPartition
 from client.producer import Producer
 from client.transactions import TxnClientState
@@ -25,6 +27,7 @@ from node.cluster import FAST_CONFIGS
 from node.group_coordinator import GroupCoordinator
 from node.txn import TxnState
 from node.txn_coordinator import TxnCoordinator, TxnCoordinatorServicer
+from tests.broker_driver import batch
 from tests.helpers import wait_until
 
 
@@ -480,3 +483,89 @@ def _values(store, topic: str, partition: int) -> list[bytes]:
         if not records.read_header(raw).is_control:
             out.extend(r.value for r in records.decode_records(raw))
     return out
+
+
+# Broker side: whatever the client does, a transactional batch that would begin a transaction on a
+# partition is accepted only if the coordinator says the partition is in that producer's ongoing
+# transaction (KIP-890 verification), and no marker came between that answer and the append.
+
+def _produce(lab: TxnLab, tid: str, pid: int, epoch: int, seq: int, value: bytes):
+    req = bpb.ProduceRequest(acks=-1, timeout_ms=5000, transactional_id=tid)
+    req.partitions.add(topic="t", partition=0, records=batch(value=value, producer_id=pid, producer_epoch=epoch,
+                                                             base_sequence=seq, transactional=True))
+    return req
+
+
+def _end(lab: TxnLab, tid: str, pid: int, epoch: int, commit: bool) -> None:
+    """EndTxn as a client sends it, then waits until the coordinator completed it (markers written)."""
+    tc = lab.coordinator.tc
+    assert tc.end_txn(tid, pid, epoch, commit) is None
+    done = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
+    wait_until(lambda: tc.txns[tid].state is done, 20, what=f"{tid} {done.value}")
+
+
+def test_broker_refuses_a_late_batch_after_its_transaction_was_aborted(lab):
+    """Issue 20 item 5, broker side: a client (a Kafka client, say) sends EndTxn(abort) at the epoch
+    of a batch still in the network; the batch reaches the leader after the ABORT marker. It must
+    be refused, not open a transaction that holds the LSO. The same producer's next transaction,
+    at the same epoch, is still accepted."""
+    tc = lab.coordinator.tc
+    err, pid, epoch = tc.init_producer_id("k", 60000)
+    assert err is None
+    assert tc.add_partitions("k", pid, epoch, [("t", 0)]) is None
+    late = _produce(lab, "k", pid, epoch, 0, b"late")   # sent, still in the network
+    _end(lab, "k", pid, epoch, commit=False)
+    resp = lab.net.deliver(late).partitions[0]
+    assert not lab.open_transaction_blocks_lso(), "a transaction nobody will end holds the LSO"
+    assert resp.error_code == errors.InvalidTxnStateError.code
+
+    assert tc.add_partitions("k", pid, epoch, [("t", 0)]) is None
+    assert lab.net.deliver(_produce(lab, "k", pid, epoch, 0, b"next")).partitions[0].error_code == 0
+    _end(lab, "k", pid, epoch, commit=True)
+    assert not lab.open_transaction_blocks_lso()
+    assert lab.values() == [b"next0"]
+
+
+def test_broker_refuses_a_batch_whose_verification_a_marker_overtook(lab):
+    """The verification said "ongoing", but the transaction was aborted (its marker written) before
+    the batch's append: the append must still be refused (Kafka's verification guard)."""
+    tc = lab.coordinator.tc
+    err, pid, epoch = tc.init_producer_id("k", 60000)
+    assert err is None
+    assert tc.add_partitions("k", pid, epoch, [("t", 0)]) is None
+    verify = lab.broker.txn.verify
+
+    def verify_then_abort(*args):
+        answer = verify(*args)
+        assert answer is None   # in the ongoing transaction, at this moment
+        _end(lab, "k", pid, epoch, commit=False)
+        return answer
+    lab.broker.txn.verify = verify_then_abort
+    resp = lab.net.deliver(_produce(lab, "k", pid, epoch, 0, b"overtaken")).partitions[0]
+    assert not lab.open_transaction_blocks_lso(), "a transaction nobody will end holds the LSO"
+    assert resp.error_code == errors.InvalidTxnStateError.code
+    assert lab.values() == []
+
+
+def test_verification_answers(coordinator_topics):
+    """AddPartitionsToTxn(verify_only) through the servicer: only the ongoing transaction's own
+    partitions at its current epoch pass, and nothing is added."""
+    proc = CoordinatorProcess(*coordinator_topics)
+    try:
+        tc, svc = proc.tc, TxnCoordinatorServicer(proc.tc)
+        err, pid, epoch = tc.init_producer_id("k", 60000)
+        assert err is None
+
+        def verify(e=epoch, partition=0):
+            req = tpb.AddPartitionsToTxnRequest(transactional_id="k", producer_id=pid, producer_epoch=e,
+                                                verify_only=True)
+            req.topics.add(topic="t", partitions=[partition])
+            return svc.AddPartitionsToTxn(req, _Ctx()).error_code
+        assert verify() == errors.InvalidTxnStateError.code          # Empty: nothing ongoing
+        assert tc.txns["k"].current.partitions == frozenset()         # and nothing added
+        assert tc.add_partitions("k", pid, epoch, [("t", 0)]) is None
+        assert verify() == 0
+        assert verify(partition=1) == errors.InvalidTxnStateError.code
+        assert verify(e=epoch - 1) == errors.InvalidProducerEpochError.code
+    finally:
+        proc.stop()

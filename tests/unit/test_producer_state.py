@@ -257,3 +257,18 @@ def test_abandoned_pending_append_leaves_the_manager_as_it_was():
     pending.on_append(PID, 1, 0, 0, 5, 5)  # a new epoch clears the batches of the copy only
     pending.on_control_marker(PID, 1, 6)
     assert psm.snapshot() == before
+
+
+def test_verification_guard_is_needed_to_begin_a_transaction_and_dropped_by_a_marker():
+    psm = ProducerStateManager()
+    assert not psm.needs_verification(1, False) and not psm.needs_verification(-1, True)
+    assert psm.needs_verification(1, True)
+    guard = psm.begin_verification(1)
+    assert psm.check_verification(1, 0, guard) is None
+    assert psm.check_verification(1, 0, object()) is not None and psm.check_verification(1, 0, None) is not None
+    psm.on_append(1, 0, 0, 0, 10, 10, is_transactional=True)
+    assert not psm.needs_verification(1, True)    # open here: later batches need none
+    psm.on_control_marker(1, 0, 11)
+    assert psm.needs_verification(1, True)
+    refused = psm.check_verification(1, 0, guard)   # the marker made the old guard stale
+    assert refused is not None and isinstance(refused.error, errors.InvalidTxnStateError)

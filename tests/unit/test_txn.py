@@ -259,3 +259,14 @@ def test_aborted_index_reads_forward_only():
     idx.on_batch(1, 0, 2, True, None)  # re-read of an indexed batch is ignored
     idx = build_index(LOG)
     assert len(idx.entries) == 2
+
+
+def test_verify_partitions_only_for_the_ongoing_transaction():
+    meta = ongoing(parts=(("a", 0),))
+    assert meta.handle_verify_partitions(7, 0, [("a", 0)]).error is None
+    assert meta.current.partitions == frozenset({("a", 0)})   # a verification adds nothing
+    assert isinstance(meta.handle_verify_partitions(7, 0, [("b", 1)]).error, errors.InvalidTxnStateError)
+    assert isinstance(meta.handle_verify_partitions(7, 1, [("a", 0)]).error, errors.InvalidProducerEpochError)
+    assert isinstance(meta.handle_verify_partitions(8, 0, [("a", 0)]).error, errors.InvalidProducerIdMappingError)
+    apply(meta, meta.handle_end_txn(7, 0, False, 1))   # PrepareAbort: the transaction has ended
+    assert isinstance(meta.handle_verify_partitions(7, 0, [("a", 0)]).error, errors.InvalidTxnStateError)

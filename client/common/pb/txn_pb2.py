@@ -16,7 +16,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ttxn.proto\x12\tbrokerlab\"~\n\x15InitProducerIdRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x02 \x01(\x05\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\"p\n\x16InitProducerIdResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\"-\n\x08TxnTopic\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"\x87\x01\n\x19\x41\x64\x64PartitionsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12#\n\x06topics\x18\x04 \x03(\x0b\x32\x13.brokerlab.TxnTopic\"P\n\x18\x41\x64\x64PartitionsToTxnResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x12\n\nerror_code\x18\x03 \x01(\x05\"}\n\x1a\x41\x64\x64PartitionsToTxnResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x34\n\x07results\x18\x03 \x03(\x0b\x32#.brokerlab.AddPartitionsToTxnResult\"q\n\x16\x41\x64\x64OffsetsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\"D\n\x17\x41\x64\x64OffsetsToTxnResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\"i\n\rEndTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x11\n\tcommitted\x18\x04 \x01(\x08\";\n\x0e\x45ndTxnResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\"e\n\tTxnOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x10\n\x08metadata\x18\x05 \x01(\t\"\xdd\x01\n\x16TxnOffsetCommitRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\x12\x15\n\rgeneration_id\x18\x05 \x01(\x05\x12\x11\n\tmember_id\x18\x06 \x01(\t\x12\x19\n\x11group_instance_id\x18\x07 \x01(\t\x12%\n\x07offsets\x18\x08 \x03(\x0b\x32\x14.brokerlab.TxnOffset\"D\n\x17TxnOffsetCommitResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\"M\n\x17ListTransactionsRequest\x12\x15\n\rstate_filters\x18\x01 \x03(\t\x12\x1b\n\x13producer_id_filters\x18\x02 \x03(\x03\"^\n\x12TransactionListing\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x19\n\x11transaction_state\x18\x03 \x01(\t\"c\n\x18ListTransactionsResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x33\n\x0ctransactions\x18\x02 \x03(\x0b\x32\x1d.brokerlab.TransactionListing\"8\n\x1b\x44\x65scribeTransactionsRequest\x12\x19\n\x11transactional_ids\x18\x01 \x03(\t\"\x9d\x02\n\x16TransactionDescription\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x18\n\x10transactional_id\x18\x03 \x01(\t\x12\x19\n\x11transaction_state\x18\x04 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x05 \x01(\x05\x12!\n\x19transaction_start_time_ms\x18\x06 \x01(\x03\x12\x13\n\x0bproducer_id\x18\x07 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x08 \x01(\x05\x12#\n\x06topics\x18\t \x03(\x0b\x32\x13.brokerlab.TxnTopic\x12\x0e\n\x06groups\x18\n \x03(\t\"W\n\x1c\x44\x65scribeTransactionsResponse\x12\x37\n\x0ctransactions\x18\x01 \x03(\x0b\x32!.brokerlab.TransactionDescription2\x83\x05\n\x0eTxnCoordinator\x12U\n\x0eInitProducerId\x12 .brokerlab.InitProducerIdRequest\x1a!.brokerlab.InitProducerIdResponse\x12\x61\n\x12\x41\x64\x64PartitionsToTxn\x12$.brokerlab.AddPartitionsToTxnRequest\x1a%.brokerlab.AddPartitionsToTxnResponse\x12X\n\x0f\x41\x64\x64OffsetsToTxn\x12!.brokerlab.AddOffsetsToTxnRequest\x1a\".brokerlab.AddOffsetsToTxnResponse\x12=\n\x06\x45ndTxn\x12\x18.brokerlab.EndTxnRequest\x1a\x19.brokerlab.EndTxnResponse\x12X\n\x0fTxnOffsetCommit\x12!.brokerlab.TxnOffsetCommitRequest\x1a\".brokerlab.TxnOffsetCommitResponse\x12[\n\x10ListTransactions\x12\".brokerlab.ListTransactionsRequest\x1a#.brokerlab.ListTransactionsResponse\x12g\n\x14\x44\x65scribeTransactions\x12&.brokerlab.DescribeTransactionsRequest\x1a\'.brokerlab.DescribeTransactionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ttxn.proto\x12\tbrokerlab\"~\n\x15InitProducerIdRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x02 \x01(\x05\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\"p\n\x16InitProducerIdResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\"-\n\x08TxnTopic\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x12\n\npartitions\x18\x02 \x03(\x05\"\x9c\x01\n\x19\x41\x64\x64PartitionsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12#\n\x06topics\x18\x04 \x03(\x0b\x32\x13.brokerlab.TxnTopic\x12\x13\n\x0bverify_only\x18\x05 \x01(\x08\"P\n\x18\x41\x64\x64PartitionsToTxnResult\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x12\n\nerror_code\x18\x03 \x01(\x05\"}\n\x1a\x41\x64\x64PartitionsToTxnResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x34\n\x07results\x18\x03 \x03(\x0b\x32#.brokerlab.AddPartitionsToTxnResult\"q\n\x16\x41\x64\x64OffsetsToTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x10\n\x08group_id\x18\x04 \x01(\t\"D\n\x17\x41\x64\x64OffsetsToTxnResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\"i\n\rEndTxnRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x03 \x01(\x05\x12\x11\n\tcommitted\x18\x04 \x01(\x08\";\n\x0e\x45ndTxnResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\"e\n\tTxnOffset\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x04 \x01(\x05\x12\x10\n\x08metadata\x18\x05 \x01(\t\"\xdd\x01\n\x16TxnOffsetCommitRequest\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x13\n\x0bproducer_id\x18\x03 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x04 \x01(\x05\x12\x15\n\rgeneration_id\x18\x05 \x01(\x05\x12\x11\n\tmember_id\x18\x06 \x01(\t\x12\x19\n\x11group_instance_id\x18\x07 \x01(\t\x12%\n\x07offsets\x18\x08 \x03(\x0b\x32\x14.brokerlab.TxnOffset\"D\n\x17TxnOffsetCommitResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\"M\n\x17ListTransactionsRequest\x12\x15\n\rstate_filters\x18\x01 \x03(\t\x12\x1b\n\x13producer_id_filters\x18\x02 \x03(\x03\"^\n\x12TransactionListing\x12\x18\n\x10transactional_id\x18\x01 \x01(\t\x12\x13\n\x0bproducer_id\x18\x02 \x01(\x03\x12\x19\n\x11transaction_state\x18\x03 \x01(\t\"c\n\x18ListTransactionsResponse\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x33\n\x0ctransactions\x18\x02 \x03(\x0b\x32\x1d.brokerlab.TransactionListing\"8\n\x1b\x44\x65scribeTransactionsRequest\x12\x19\n\x11transactional_ids\x18\x01 \x03(\t\"\x9d\x02\n\x16TransactionDescription\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x18\n\x10transactional_id\x18\x03 \x01(\t\x12\x19\n\x11transaction_state\x18\x04 \x01(\t\x12\x1e\n\x16transaction_timeout_ms\x18\x05 \x01(\x05\x12!\n\x19transaction_start_time_ms\x18\x06 \x01(\x03\x12\x13\n\x0bproducer_id\x18\x07 \x01(\x03\x12\x16\n\x0eproducer_epoch\x18\x08 \x01(\x05\x12#\n\x06topics\x18\t \x03(\x0b\x32\x13.brokerlab.TxnTopic\x12\x0e\n\x06groups\x18\n \x03(\t\"W\n\x1c\x44\x65scribeTransactionsResponse\x12\x37\n\x0ctransactions\x18\x01 \x03(\x0b\x32!.brokerlab.TransactionDescription2\x83\x05\n\x0eTxnCoordinator\x12U\n\x0eInitProducerId\x12 .brokerlab.InitProducerIdRequest\x1a!.brokerlab.InitProducerIdResponse\x12\x61\n\x12\x41\x64\x64PartitionsToTxn\x12$.brokerlab.AddPartitionsToTxnRequest\x1a%.brokerlab.AddPartitionsToTxnResponse\x12X\n\x0f\x41\x64\x64OffsetsToTxn\x12!.brokerlab.AddOffsetsToTxnRequest\x1a\".brokerlab.AddOffsetsToTxnResponse\x12=\n\x06\x45ndTxn\x12\x18.brokerlab.EndTxnRequest\x1a\x19.brokerlab.EndTxnResponse\x12X\n\x0fTxnOffsetCommit\x12!.brokerlab.TxnOffsetCommitRequest\x1a\".brokerlab.TxnOffsetCommitResponse\x12[\n\x10ListTransactions\x12\".brokerlab.ListTransactionsRequest\x1a#.brokerlab.ListTransactionsResponse\x12g\n\x14\x44\x65scribeTransactions\x12&.brokerlab.DescribeTransactionsRequest\x1a\'.brokerlab.DescribeTransactionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -30,37 +30,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TXNTOPIC']._serialized_start=266
   _globals['_TXNTOPIC']._serialized_end=311
   _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_start=314
-  _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_end=449
-  _globals['_ADDPARTITIONSTOTXNRESULT']._serialized_start=451
-  _globals['_ADDPARTITIONSTOTXNRESULT']._serialized_end=531
-  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_start=533
-  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_end=658
-  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_start=660
-  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_end=773
-  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_start=775
-  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_end=843
-  _globals['_ENDTXNREQUEST']._serialized_start=845
-  _globals['_ENDTXNREQUEST']._serialized_end=950
-  _globals['_ENDTXNRESPONSE']._serialized_start=952
-  _globals['_ENDTXNRESPONSE']._serialized_end=1011
-  _globals['_TXNOFFSET']._serialized_start=1013
-  _globals['_TXNOFFSET']._serialized_end=1114
-  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_start=1117
-  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_end=1338
-  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_start=1340
-  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_end=1408
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1410
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1487
-  _globals['_TRANSACTIONLISTING']._serialized_start=1489
-  _globals['_TRANSACTIONLISTING']._serialized_end=1583
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1585
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1684
-  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_start=1686
-  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_end=1742
-  _globals['_TRANSACTIONDESCRIPTION']._serialized_start=1745
-  _globals['_TRANSACTIONDESCRIPTION']._serialized_end=2030
-  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_start=2032
-  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_end=2119
-  _globals['_TXNCOORDINATOR']._serialized_start=2122
-  _globals['_TXNCOORDINATOR']._serialized_end=2765
+  _globals['_ADDPARTITIONSTOTXNREQUEST']._serialized_end=470
+  _globals['_ADDPARTITIONSTOTXNRESULT']._serialized_start=472
+  _globals['_ADDPARTITIONSTOTXNRESULT']._serialized_end=552
+  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_start=554
+  _globals['_ADDPARTITIONSTOTXNRESPONSE']._serialized_end=679
+  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_start=681
+  _globals['_ADDOFFSETSTOTXNREQUEST']._serialized_end=794
+  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_start=796
+  _globals['_ADDOFFSETSTOTXNRESPONSE']._serialized_end=864
+  _globals['_ENDTXNREQUEST']._serialized_start=866
+  _globals['_ENDTXNREQUEST']._serialized_end=971
+  _globals['_ENDTXNRESPONSE']._serialized_start=973
+  _globals['_ENDTXNRESPONSE']._serialized_end=1032
+  _globals['_TXNOFFSET']._serialized_start=1034
+  _globals['_TXNOFFSET']._serialized_end=1135
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_start=1138
+  _globals['_TXNOFFSETCOMMITREQUEST']._serialized_end=1359
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_start=1361
+  _globals['_TXNOFFSETCOMMITRESPONSE']._serialized_end=1429
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1431
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1508
+  _globals['_TRANSACTIONLISTING']._serialized_start=1510
+  _globals['_TRANSACTIONLISTING']._serialized_end=1604
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1606
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1705
+  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_start=1707
+  _globals['_DESCRIBETRANSACTIONSREQUEST']._serialized_end=1763
+  _globals['_TRANSACTIONDESCRIPTION']._serialized_start=1766
+  _globals['_TRANSACTIONDESCRIPTION']._serialized_end=2051
+  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_start=2053
+  _globals['_DESCRIBETRANSACTIONSRESPONSE']._serialized_end=2140
+  _globals['_TXNCOORDINATOR']._serialized_start=2143
+  _globals['_TXNCOORDINATOR']._serialized_end=2786
 # @@protoc_insertion_point(module_scope)
