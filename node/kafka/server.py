@@ -36,8 +36,9 @@ class _Closed(Exception):
 
 
 class KafkaListener:
-    def __init__(self, host: str, port: int, ctx, handlers: dict, faults=None):
+    def __init__(self, host: str, port: int, ctx, handlers: dict, faults=None, sleep=time.sleep):
         self.ctx = ctx
+        self._sleep = sleep  # how a fault's delay waits (tests pass one they control)
         self.handlers = handlers
         ctx.handlers = handlers
         self.faults = faults
@@ -125,7 +126,13 @@ class KafkaListener:
         src = f"client:{header.client_id or 'unknown'}"
         decision = self.faults.decide(src, name) if self.faults is not None else PASS
         if decision.delay_ms:
-            time.sleep(decision.delay_ms / 1000.0)
+            self._sleep(decision.delay_ms / 1000.0)
+            if _peer_closed(conn):
+                # The client gave up (closed the connection) while the request was in flight: it never
+                # arrives, as the gRPC edge drops a delayed call past its deadline, so a delayed Heartbeat
+                # cannot land late and keep a member's session alive.
+                log.info("fault: %s %s delayed past the client's patience: dropped", src, name)
+                return False
         if decision.action == "refuse":
             return self._refuse(conn, src, name, decision, "request")
         try:
@@ -152,8 +159,11 @@ class KafkaListener:
         log.info("fault: %s %s %s dropped: black-holing the connection", src, name, what)
         conn.settimeout(0.1)
         deadline = time.monotonic() + BLACK_HOLE_MAX_S
+        table_name = self.faults.name
         while not self._stop.is_set() and time.monotonic() < deadline:
-            if self.faults.decide(src, name).action != "refuse" and not self.faults.reply_refused(src, name):
+            table = self.faults.table  # read, not decide(): the refusal is counted once
+            if (table.decide(src, table_name, name).action != "refuse"
+                    and table.decide(table_name, src, name).action != "refuse"):
                 break
             try:
                 if not conn.recv(65536):
@@ -180,6 +190,16 @@ def _read_frame(conn: socket.socket) -> bytes:
     if size < 8 or size > MAX_FRAME_BYTES:
         raise MalformedRequest(f"frame size {size} outside [8, {MAX_FRAME_BYTES}]")
     return _read_exact(conn, size)
+
+
+def _peer_closed(conn: socket.socket) -> bool:
+    """True when the client has closed its side (EOF waiting), without consuming its next request."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _send(conn: socket.socket, data: bytes) -> None:

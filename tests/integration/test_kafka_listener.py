@@ -51,14 +51,15 @@ def calls():
 def listen(calls):
     started = []
 
-    def make(handlers=None, faults=None):
+    def make(handlers=None, faults=None, sleep=None):
         from node.kafka.context import KafkaContext
         table = handlers if handlers is not None else {
             API_VERSIONS: api_versions.HANDLERS[API_VERSIONS], METADATA: (0, 12, calls.metadata)}
         ctx = KafkaContext("broker-1", 1, "127.0.0.1", SimpleNamespace())
-        lst = KafkaListener("127.0.0.1", 0, ctx, table, faults).start()
+        lst = KafkaListener("127.0.0.1", 0, ctx, table, faults, **({"sleep": sleep} if sleep else {})).start()
         started.append(lst)
         return f"127.0.0.1:{lst.port}"
+    make.listeners = started
     yield make
     for lst in started:
         lst.stop()
@@ -206,6 +207,28 @@ def test_delay_holds_the_request_then_serves_it(listen, calls):
     with WireClient(listen(faults=st), client_id="d") as c:
         assert c.call(METADATA, 12, {"topics": None}).controller_id == 7
     assert st.delayed == 1
+
+
+def test_a_delayed_request_whose_client_left_is_dropped(listen, calls):
+    """As at the gRPC edge: a request delayed past the client's patience never arrives (a delayed
+    Heartbeat must not land late and keep a session alive)."""
+    st = _faults(Rule("delay", "client:gone", "broker-1", delay_ms=300, method="Metadata"))
+    in_delay, client_left = threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:  # the delay ends only once the client has closed its connection
+        in_delay.set()
+        assert client_left.wait(10)
+    address = listen(faults=st, sleep=sleep)
+    lst = listen.listeners[-1]
+    with WireClient(address, client_id="gone") as c:
+        c.send(METADATA, 12, {"topics": None})
+        assert in_delay.wait(10)
+    client_left.set()
+    wait_until(lambda: not lst._conns, what="the listener to finish with the connection")
+    assert calls.log == []
+    with WireClient(address, client_id="stays") as c:  # not delayed: served
+        assert c.call(METADATA, 12, {"topics": None}).controller_id == 7
+    assert calls.log == ["start stays", "end stays"]
 
 
 def test_heartbeat_rules_cover_the_kafka_heartbeat_api():
