@@ -25,10 +25,11 @@ def test_poll_returns_on_time_with_a_paused_leader_and_follows_the_new_one(clust
         cluster.agents[f"broker-{leader}"].pause()
         try:
             # The fetch to the paused leader hangs (request.timeout.ms is 30 s); poll must still return.
+            # The bound tells "returned" from "waited for the hung fetch" with room for a loaded machine.
             for _ in range(3):
                 t = time.monotonic()
                 c.poll(300)
-                assert time.monotonic() - t < 5, "poll(300) blocked on a hung fetch"
+                assert time.monotonic() - t < 15, "poll(300) blocked on a hung fetch"
             wait_until(lambda: partition_state(cluster, "pp", 0)[0] not in (leader, -1), 20, what="a new leader")
             with Producer({"bootstrap.servers": bs, "acks": "all"}) as p:
                 for i in range(10, 20):
