@@ -192,6 +192,15 @@ class LocalCluster:
     def address(self, node: str) -> str:
         return self._agent(node).address
 
+    def metrics_url(self, node: str) -> str:
+        """The node's Prometheus endpoint, e.g. http://127.0.0.1:40123/metrics (docs/metrics.md)."""
+        return self._agent(node).metrics_url
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Every node's Prometheus endpoint: {"coordinator": url, "broker-1": url, ...}."""
+        return {n: a.metrics_url for n, a in self._c().agents.items()}
+
     def state(self, node: str) -> str:
         """running, paused, killed, stopped or exited (crashed)."""
         return self._agent(node).status().state

@@ -30,10 +30,12 @@ PUSH_TIMEOUT_S = 4.0  # a just-started node may take this long to listen (below 
 
 
 def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str = "",
-              configs: dict | None = None, agent: str = "", kafka_port: int | None = None) -> list[str]:
+              configs: dict | None = None, agent: str = "", kafka_port: int | None = None,
+              metrics_port: int | None = None) -> list[str]:
     argv = [sys.executable, "-m", "brokerlab_cli", "node", kind, "--host", host, "--port", str(port),
             "--data-dir", data_dir]
     argv += ["--no-kafka"] if kafka_port is None else ["--kafka-port", str(kafka_port)]
+    argv += ["--no-metrics"] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     if kind == "broker":
         argv += ["--id", str(node_id), "--coordinator", coordinator]
     if agent:
@@ -51,7 +53,7 @@ class Agent:
     def __init__(self, name: str, kind: str, *, node_id: int = 0, host: str = "127.0.0.1", port: int = 0,
                  data_dir: str, coordinator: str = "", configs: dict | None = None, log_path: str | None = None,
                  agent_host: str | None = None, agent_port: int = 0, env: dict | None = None,
-                 control_token: str, kafka_port: int | None = 0):
+                 control_token: str, kafka_port: int | None = 0, metrics_port: int | None = 0):
         """control_token: the cluster's (node.auth): required on every call to this agent, handed to the node."""
         if not control_token:
             raise ValueError(f"agent {name}: a control token is required (node.auth.ensure_token)")
@@ -61,6 +63,7 @@ class Agent:
         agent_host = advertisable_host(agent_host or host, f"{name}'s agent host")
         self.host, self.port = advertisable_host(host, f"{name}'s host"), port
         self.kafka_port = kafka_port  # None: no Kafka listener; 0: a free port, pinned after the first start
+        self.metrics_port = metrics_port  # None: no metrics endpoint; 0: a free port, pinned likewise
         self.data_dir = data_dir
         self.coordinator = coordinator
         self.configs = dict(configs or {})
@@ -94,6 +97,11 @@ class Agent:
         """host:port of the node's Kafka listener, "" when it has none (or has not reported it yet)."""
         return f"{self.host}:{self.kafka_port}" if self.kafka_port else ""
 
+    @property
+    def metrics_url(self) -> str:
+        """The node's Prometheus endpoint, "" when it serves none (or has not reported it yet)."""
+        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else ""
+
     # -- process control -------------------------------------------------
     def start(self) -> apb.AgentStatus:
         with self.lock:
@@ -102,13 +110,17 @@ class Agent:
             os.makedirs(self.data_dir, exist_ok=True)
             port_file = os.path.join(self.data_dir, "port")
             kafka_port_file = os.path.join(self.data_dir, "kafka_port")
+            metrics_port_file = os.path.join(self.data_dir, "metrics_port")
             if self.port == 0 and os.path.exists(port_file):
                 os.unlink(port_file)
             if self.kafka_port == 0 and os.path.exists(kafka_port_file):
                 os.unlink(kafka_port_file)
+            if self.metrics_port == 0 and os.path.exists(metrics_port_file):
+                os.unlink(metrics_port_file)
             argv = node_argv(self.kind, node_id=self.node_id, host=self.host, port=self.port,
                              data_dir=self.data_dir, coordinator=self.coordinator, configs=self.configs,
-                             agent=self.agent_address, kafka_port=self.kafka_port)
+                             agent=self.agent_address, kafka_port=self.kafka_port,
+                             metrics_port=self.metrics_port)
             env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults),
                    TOKEN_ENV: self._control_token}
             logf = open(self.log_path, "ab")
@@ -121,6 +133,8 @@ class Agent:
             self.port = self._wait_port(port_file)
         if self.kafka_port == 0:
             self.kafka_port = self._wait_port(kafka_port_file)  # written before the port file
+        if self.metrics_port == 0:
+            self.metrics_port = self._wait_port(metrics_port_file)  # likewise
         return self.status()
 
     def _wait_port(self, port_file: str, timeout_s: float = 30.0) -> int:
@@ -200,7 +214,7 @@ class Agent:
             state = "exited"
         return apb.AgentStatus(node=self.name, state=state, pid=p.pid if p else 0, restarts=self.restarts,
                                address=self.address, agent=self.agent_address,
-                               exit_code=code if code is not None else 0)
+                               exit_code=code if code is not None else 0, metrics_port=self.metrics_port or 0)
 
     def _watch(self) -> None:
         while not self._closing:

@@ -27,6 +27,7 @@ from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node import limits
 from node.fetcher import FetcherManager
+from node.metrics import BrokerMetrics
 from node.producer_state import UNCHECKED, DuplicateBatch, ProducerStateManager, Reject
 from node.replica import LeaderEpochCache, OffsetTruncationState, Partition, truncation_offset
 from node.store import Store
@@ -162,6 +163,7 @@ class Broker:
         self.fetchers = FetcherManager(self)
         self.isr_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="alter-isr")
         self.incarnation = uuid.uuid4().hex
+        self.metrics = BrokerMetrics(self)  # served by node.main on --metrics-port
         from node.txn_broker import TxnBroker
         self.txn = TxnBroker(self)
         for t, p in self.store.partitions():
@@ -386,6 +388,7 @@ class Broker:
             bases: list[int] = []
             base = last = -1
             duplicate = False
+            n_records = n_bytes = 0
             next_offset = m.log_end_offset
             for h, raw in batches:
                 if h.producer_id >= 0:
@@ -412,6 +415,8 @@ class Broker:
                     pending.on_append(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence,
                                       offset, last_offset, h.is_transactional)
                 appended.append((offset, last_offset))
+                n_records += h.records_count
+                n_bytes += h.size
                 bases.append(offset)
                 base = offset if base < 0 else base
                 last = last_offset
@@ -419,6 +424,7 @@ class Broker:
             if appended:
                 self._write_then_apply(r, puts, appended, now)
                 r.producers.commit_append(pending)
+                self.metrics.on_append(topic, n_records, n_bytes)
             log_start = m.log_start_offset
         self.wake(r)
         return AppendResult(base, last, log_start, duplicate and not appended, bases, leader_epoch)
@@ -609,6 +615,8 @@ class Broker:
         if offset < upto:
             data = self.store.read(topic, partition, offset, max_bytes, upto)
         aborted = self.aborted_transactions(r, offset, upto) if isolation_level == 1 else []
+        if replica_id < 0:
+            self.metrics.on_consumer_fetch(topic, len(data))
         if replica_id >= 0:
             self.on_follower_fetch(r, replica_id, offset)
             with r.lock:
@@ -710,6 +718,7 @@ class Broker:
                 r.model.on_isr_change_failed()
             elif resp.state.leader_epoch == change.leader_epoch:
                 r.model.on_isr_change_committed(list(resp.state.isr), resp.state.partition_epoch)
+                self.metrics.on_isr_change(expanded=bool(change.added))
         self.wake(r)
 
     @staticmethod

@@ -24,8 +24,10 @@ from node.main import parse_configs, run_node
 @click.option("--kafka-port", default=9092, show_default=True, type=click.IntRange(min=0, max=65535),
               help="Kafka-protocol port of the coordinator; broker-i gets kafka-port+i (0: free ports).")
 @click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listeners (gRPC only).")
+@click.option("--metrics-port", default=9404, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="Prometheus metrics port of the coordinator; broker-i gets metrics-port+i (0: free ports).")
 def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, kafka_port: int,
-       no_kafka: bool) -> None:
+       no_kafka: bool, metrics_port: int) -> None:
     """Start a coordinator and N brokers, each a process under its own agent; Ctrl-C stops them."""
     from node.cluster import FAST_CONFIGS, Cluster
     from node.rpc import advertisable_host
@@ -37,7 +39,7 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
     cfg = dict(FAST_CONFIGS) if fast else {}
     cfg.update(parse_configs(configs))
     cluster = Cluster(data_dir, brokers=brokers, port=port, host=host, configs=cfg,
-                      kafka_port=None if no_kafka else kafka_port)
+                      kafka_port=None if no_kafka else kafka_port, metrics_port=metrics_port)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())
@@ -48,6 +50,7 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
         click.echo(f"brokerlab cluster ready: bootstrap {cluster.bootstrap_servers}{kafka} "
                    f"({brokers} brokers, data dir {os.path.abspath(data_dir)}; agents {agents}; "
                    f"control token in {os.path.join(data_dir, 'control-token')})")
+        click.echo("metrics: " + ", ".join(f"{a.name}={a.metrics_url}" for a in cluster.agents.values()))
         sys.stdout.flush()
         while not done.wait(0.5):
             pass
@@ -69,13 +72,18 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
 @click.option("--kafka-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
               help="Kafka-protocol port to bind (0: a free one).")
 @click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listener.")
-def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, kafka_port, no_kafka) -> None:
+@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="Prometheus metrics port to bind (0: a free one).")
+@click.option("--no-metrics", is_flag=True, help="No Prometheus metrics endpoint.")
+def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, kafka_port, no_kafka,
+             metrics_port, no_metrics) -> None:
     """Run one node in this process (what agents and the Procfile start)."""
     if kind == "broker" and node_id < 1:
         raise click.BadParameter("brokers need --id N (N >= 1)", param_hint="--id")
     sys.exit(run_node(kind, node_id=node_id, host=host, port=port, data_dir=data_dir,
                       coordinator=coordinator, configs=parse_configs(configs), agent=agent,
-                      kafka_port=None if no_kafka else kafka_port))
+                      kafka_port=None if no_kafka else kafka_port,
+                      metrics_port=None if no_metrics else metrics_port))
 
 
 @click.command("agent")
@@ -95,8 +103,11 @@ def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, k
 @click.option("--kafka-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
               help="The node's Kafka-protocol port (0: a free one).")
 @click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listener.")
+@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
+              help="The node's Prometheus metrics port (0: a free one, kept across restarts).")
+@click.option("--no-metrics", is_flag=True, help="No Prometheus metrics endpoint.")
 def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, configs, fast,
-              control_token_file, kafka_port, no_kafka) -> None:
+              control_token_file, kafka_port, no_kafka, metrics_port, no_metrics) -> None:
     """Supervise one node (a Procfile entry): start it, restart it on command, outlive it."""
     from node.agent import Agent
     from node.auth import TOKEN_ENV, ensure_token
@@ -113,7 +124,8 @@ def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, conf
         a = Agent(name, kind, node_id=node_id, host=host, port=port, data_dir=data_dir, coordinator=coordinator,
                   configs=cfg, log_path=os.path.join(data_dir, f"{name}.log"), agent_host=host,
                   agent_port=agent_port, control_token=token,
-                  kafka_port=None if no_kafka else kafka_port)
+                  kafka_port=None if no_kafka else kafka_port,
+                  metrics_port=None if no_metrics else metrics_port)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--host") from None
     done = threading.Event()
@@ -121,7 +133,8 @@ def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, conf
     signal.signal(signal.SIGINT, lambda *x: done.set())
     a.start()
     kafka = f"; kafka on {a.kafka_address}" if a.kafka_address else ""
-    click.echo(f"agent for {name} on {a.agent_address}; node on {a.address}{kafka}; log {a.log_path}")
+    metrics = f"; metrics on {a.metrics_url}" if a.metrics_url else ""
+    click.echo(f"agent for {name} on {a.agent_address}; node on {a.address}{kafka}{metrics}; log {a.log_path}")
     sys.stdout.flush()
     while not done.wait(0.5):
         pass

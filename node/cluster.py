@@ -35,9 +35,10 @@ FAST_CONFIGS = {
 
 class Cluster:
     def __init__(self, data_dir: str, brokers: int = 3, port: int = 0, host: str = "127.0.0.1",
-                 configs: dict | None = None, env: dict | None = None, kafka_port: int | None = 0):
+                 configs: dict | None = None, env: dict | None = None, kafka_port: int | None = 0,
+                 metrics_port: int | None = 0):
         """`kafka_port`: the coordinator's Kafka-protocol port, broker-i's is kafka_port + i
-        (0: free ports; None: no Kafka listeners)."""
+        (0: free ports; None: no Kafka listeners). `metrics_port` likewise for the Prometheus endpoints."""
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.data_dir = os.path.abspath(data_dir)
@@ -45,6 +46,7 @@ class Cluster:
         self.host = host
         self.base_port = port
         self.kafka_port = kafka_port
+        self.metrics_port = metrics_port
         self.configs = dict(configs or {})
         BrokerConfig.from_props(self.configs)  # an unknown or bad setting fails here, naming it
         self.env = dict(env or {})
@@ -92,7 +94,7 @@ class Cluster:
             coord = Agent("coordinator", "coordinator", host=self.host, port=self.base_port,
                           data_dir=os.path.join(self.data_dir, "coordinator"), configs=self.configs,
                           log_path=os.path.join(logs, "coordinator.log"), env=self.env, control_token=token,
-                          kafka_port=self.kafka_port)
+                          kafka_port=self.kafka_port, metrics_port=self.metrics_port)
             self.agents["coordinator"] = coord
             coord.start()
             for i in range(1, self.n_brokers + 1):
@@ -102,7 +104,8 @@ class Cluster:
                           data_dir=os.path.join(self.data_dir, name), coordinator=coord.address,
                           configs=self.configs, log_path=os.path.join(logs, f"{name}.log"), env=self.env,
                           control_token=token,
-                          kafka_port=self.kafka_port + i if self.kafka_port else self.kafka_port)
+                          kafka_port=self.kafka_port + i if self.kafka_port else self.kafka_port,
+                          metrics_port=self.metrics_port + i if self.metrics_port else self.metrics_port)
                 self.agents[name] = a
             for name in self.broker_names():
                 self.agents[name].start()

@@ -29,8 +29,10 @@ def setup_logging(name: str, level: str = "INFO") -> None:
 
 
 def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str,
-             configs: dict, agent: str = "", kafka_port: int | None = None) -> int:
-    """`kafka_port`: where the Kafka-protocol listener binds (0: a free port), None: no listener."""
+             configs: dict, agent: str = "", kafka_port: int | None = None,
+             metrics_port: int | None = None) -> int:
+    """`kafka_port`: where the Kafka-protocol listener binds (0: a free port), None: no listener.
+    `metrics_port`: where Prometheus metrics are served (0: a free port), None: not served."""
     from node.auth import TOKEN_ENV, ControlAuthInterceptor
     from node.faults import FaultState, register_fault_service
     from node.rpc import advertisable_host
@@ -45,7 +47,9 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         from node.coordinator import Coordinator
         from node.extensions import coordinator_extensions
         node = Coordinator(data_dir, host, port, config, clock=faults.clock, agent=agent)
+        from node.metrics import CoordinatorMetrics
         node.extensions.extend(coordinator_extensions(node))
+        node.metrics = CoordinatorMetrics(node)
         register = node.register
     else:
         from node.broker import Broker
@@ -61,24 +65,30 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
 
     # The fault service obeys only callers with the cluster's control token (its agent hands it over).
     auth = ControlAuthInterceptor(os.environ.get(TOKEN_ENV, "").strip() or None)
-    server, bound = create_server(host, port, register_all, interceptors=[auth, faults.server_interceptor()])
+    server, bound = create_server(host, port, register_all,
+                                  interceptors=[node.metrics.server_interceptor(), auth, faults.server_interceptor()])
     node.port = bound
     kafka = None
     if kafka_port is not None:
         from node.kafka.context import KafkaContext
         from node.kafka.registry import load_handlers
         from node.kafka.server import KafkaListener
-        kafka = KafkaListener(host, kafka_port, KafkaContext.for_node(node), load_handlers(), faults)
+        kafka = KafkaListener(host, kafka_port, KafkaContext.for_node(node), load_handlers(), faults,
+                              observe_request=node.metrics.observe_request)
         node.kafka_port = kafka.port
         with open(os.path.join(data_dir, "kafka_port"), "w") as f:
             f.write(str(kafka.port))
+    if metrics_port is not None:  # before the port file: the agent reads it once that file exists
+        node.metrics.serve(host, metrics_port, data_dir)
     with open(os.path.join(data_dir, "port"), "w") as f:
         f.write(str(bound))
     node.start()
     if kafka is not None:
         kafka.start()
     log.info("%s listening on %s:%d (data dir %s)", name, host, bound, data_dir)
-    print(f"{name} listening on {host}:{bound}" + (f", kafka on {host}:{kafka.port}" if kafka else ""), flush=True)
+    print(f"{name} listening on {host}:{bound}" + (f", kafka on {host}:{kafka.port}" if kafka else "")
+          + (f", metrics on http://{host}:{node.metrics.port}/metrics" if metrics_port is not None else ""),
+          flush=True)
 
     done = threading.Event()
 
@@ -97,5 +107,6 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
     if kafka is not None:
         kafka.stop()
     server.stop(grace=1).wait(2)
+    node.metrics.close()
     node.stop()
     return 0

@@ -22,6 +22,7 @@ from client.common import errors
 from node.faults import PASS, Decision
 from node.kafka import codec
 from node.kafka.codec import MalformedRequest
+from node.metrics import request_name
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,12 @@ class _Closed(Exception):
 
 
 class KafkaListener:
-    def __init__(self, host: str, port: int, ctx, handlers: dict, faults=None, sleep=time.sleep):
+    def __init__(self, host: str, port: int, ctx, handlers: dict, faults=None, sleep=time.sleep,
+                 observe_request=None):
+        """observe_request(name, ms): the node's request-time metric (node.metrics), or None."""
         self.ctx = ctx
         self._sleep = sleep  # how a fault's delay waits (tests pass one they control)
+        self.observe_request = observe_request
         self.handlers = handlers
         ctx.handlers = handlers
         self.faults = faults
@@ -122,6 +126,7 @@ class KafkaListener:
             response = codec.error_response(api_key, version, errors.UnsupportedVersionError.code)
             _send(conn, codec.encode_response(correlation_id, response))
             return True
+        t0 = time.perf_counter()
         header, request = codec.decode_request(frame, api_key, version)
         src = f"client:{header.client_id or 'unknown'}"
         decision = self.faults.decide(src, name) if self.faults is not None else PASS
@@ -140,6 +145,8 @@ class KafkaListener:
         except Exception:  # a handler bug answers UNKNOWN_SERVER_ERROR; the connection lives on
             log.exception("%s v%d from %s failed", name, version, src)
             response = codec.error_response(api_key, version, errors.UnknownServerError.code)
+        if self.observe_request is not None:
+            self.observe_request(request_name(name, request), (time.perf_counter() - t0) * 1000.0)
         if decision.action == "drop-response":
             log.info("fault: %s %s carried out, reply dropped: closing the connection", src, name)
             return False
