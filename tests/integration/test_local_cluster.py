@@ -26,6 +26,16 @@ def local(lc):
     lc.restore()
 
 
+def test_kafka_clients_reach_it_through_kafka_bootstrap_servers(local):
+    import confluent_kafka as ck
+    topic = _topic(local, "lc-kafka")
+    p = ck.Producer({"bootstrap.servers": local.kafka_bootstrap_servers, "acks": "all"})
+    p.produce(topic, b"v", partition=0)
+    assert p.flush(30) == 0
+    md = p.list_topics(topic, timeout=10)
+    assert sorted(md.brokers) == [0, 1, 2, 3] and md.controller_id == 0
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
