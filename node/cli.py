@@ -36,6 +36,13 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
         advertisable_host(host, "--host")
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--host") from None
+    if not no_kafka and kafka_port and port:
+        grpc_ports = set(range(port, port + brokers + 1))
+        clash = sorted(grpc_ports & set(range(kafka_port, kafka_port + brokers + 1)))
+        if clash:
+            raise click.BadParameter(
+                f"Kafka ports {kafka_port}..{kafka_port + brokers} overlap the gRPC ports {port}..{port + brokers} "
+                f"(both use {clash[0]}): move --kafka-port or --port", param_hint="--kafka-port")
     cfg = dict(FAST_CONFIGS) if fast else {}
     cfg.update(parse_configs(configs))
     cluster = Cluster(data_dir, brokers=brokers, port=port, host=host, configs=cfg,
