@@ -175,6 +175,20 @@ def test_duplicate_idempotent_batch_answers_none_with_its_original_offset(shared
                                                                                              b"z"]
 
 
+def test_acks_0_gets_no_response_and_is_appended(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic = _name("acks0")
+    _create(bs, topic, partitions=1)
+    leader = _leaders(bs, topic, 1)[0]
+    with WireClient(leader) as c:
+        c.send(PRODUCE, 9, {"transactional_id": None, "acks": 0, "timeout": 1000, "topic_data": [
+            {"name": topic, "partition_data": [{"index": 0, "records": _batch([b"fire", b"forget"])}]}]})
+        # The next answer on this connection is the Metadata one: Kafka sends nothing for acks=0.
+        md_id = c.send(METADATA, 12, {"topics": [{"name": topic}], "allow_auto_topic_creation": False})
+        assert c.receive(METADATA, 12)[0] == md_id
+    wait_until(lambda: _fetch(leader, topic, 0, 0).high_watermark == 2, 10, what="the acks=0 records")
+
+
 def _batches(data: bytes) -> list[bytes]:
     return [raw for _, raw in records.iter_batches(data)]
 
