@@ -1,0 +1,158 @@
+"""Issue 18: a Kafka-protocol group consumer cut off from the coordinator node (`chaos cut-clients
+coordinator`, and `chaos partition` shapes never include clients) sees its group requests fail, and after
+`chaos heal` rejoins and commits again. The brokers stay reachable, so only the group coordinator is lost.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import confluent_kafka as ck
+import kafka
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from chaos.controller import ChaosController
+from tests.helpers import wait_until
+
+PARTITIONS = 2
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def kafka_cluster(cluster_factory, tmp_path):
+    c = cluster_factory()
+    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp_path, "chaos-agents.json"),
+                          control_token=c.control_token)
+    ctl.discover()
+    yield c, ctl
+    ctl.close()
+
+
+def _create_and_fill(bs: str, topic: str, values: list[bytes]) -> None:
+    admin = AdminClient({"bootstrap.servers": bs})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 3)])[topic].result(30)
+    _produce(bs, topic, values)
+
+
+def _produce(bs: str, topic: str, values: list[bytes]) -> None:
+    p = ck.Producer({"bootstrap.servers": bs, "acks": "all"})
+    for v in values:
+        p.produce(topic, v)
+    assert p.flush(60) == 0
+
+
+def test_confluent_group_consumer_cut_from_the_coordinator_fails_commits_and_rejoins_after_heal(kafka_cluster):
+    c, ctl = kafka_cluster
+    bs = c.kafka_bootstrap_servers
+    topic, group = _name("cut-group"), _name("cut-g")
+    _create_and_fill(bs, topic, [b"before-%d" % i for i in range(10)])
+    consumer = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "client.id": "grouped",
+                            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "socket.timeout.ms": 3000})
+    got: list[bytes] = []
+
+    def poll_until(n: int, what: str) -> None:
+        def step() -> bool:
+            m = consumer.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+            return len(got) >= n
+        wait_until(step, 90, what=f"{what} (have {len(got)})")
+
+    try:
+        consumer.subscribe([topic])
+        poll_until(10, "the records before the cut")
+        consumer.commit(asynchronous=False)
+
+        ctl.cut_clients(["coordinator"])
+        try:
+            # Group requests to the coordinator are black-holed: a synchronous commit fails.
+            with pytest.raises(ck.KafkaException):
+                consumer.commit(asynchronous=False)
+        finally:
+            ctl.heal_network()
+
+        _produce(bs, topic, [b"after-%d" % i for i in range(10)])
+        poll_until(20, "the records after the heal")
+
+        def committed() -> bool:
+            try:
+                consumer.commit(asynchronous=False)
+            except ck.KafkaException:
+                consumer.poll(0.2)  # rejoining: the commit is refused until the member is back
+                return False
+            return True
+        wait_until(committed, 90, what="a commit after the heal")
+        offsets = consumer.committed([ck.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=30)
+        assert sum(tp.offset for tp in offsets if tp.offset >= 0) == 20
+    finally:
+        consumer.close()
+    assert sorted(got) == sorted([b"before-%d" % i for i in range(10)] + [b"after-%d" % i for i in range(10)])
+
+
+class PollingMember:
+    """A kafka-python group member polling on its own thread (kafka-python joins inside poll(), so two
+    members polled from one thread can block each other's rebalance); its assignment as last seen."""
+
+    def __init__(self, bs: str, topic: str, group: str, client_id: str):
+        self.consumer = kafka.KafkaConsumer(topic, bootstrap_servers=bs, group_id=group, client_id=client_id,
+                                            session_timeout_ms=6000, heartbeat_interval_ms=500,
+                                            request_timeout_ms=7000, enable_auto_commit=False)
+        self.owned: set[int] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"member-{client_id}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.consumer.poll(timeout_ms=100)
+            self.owned = {tp.partition for tp in self.consumer.assignment()}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+        self.consumer.close()
+
+
+def test_kafka_python_group_member_cut_off_loses_its_partitions_to_the_other_and_rejoins(kafka_cluster):
+    """Two kafka-python members; one is cut from the coordinator: its heartbeats stop arriving, the
+    coordinator expires its session (session.timeout.ms) and gives every partition to the other member.
+    After the heal it rejoins and the partitions are split again."""
+    c, ctl = kafka_cluster
+    bs = c.kafka_bootstrap_servers
+    topic, group = _name("cut-kp"), _name("cut-kp-g")
+    _create_and_fill(bs, topic, [b"x"])
+    members = {cid: PollingMember(bs, topic, group, cid) for cid in ("stays", "cut")}
+
+    def split() -> bool:
+        o = {cid: m.owned for cid, m in members.items()}
+        return all(len(v) == 1 for v in o.values()) and o["stays"] | o["cut"] == set(range(PARTITIONS))
+
+    def coordinator_view() -> set[str]:
+        """The client ids of the members of the group, as the coordinator describes it when Stable."""
+        admin = kafka.KafkaAdminClient(bootstrap_servers=bs, client_id="observer")
+        try:
+            d = admin.describe_groups([group])[group]
+        finally:
+            admin.close()
+        return {m["client_id"] for m in d["members"]} if d["group_state"] == "Stable" else set()
+
+    try:
+        wait_until(split, 90, what="both members owning a partition")
+        ctl.cut_clients(["coordinator"], "client:cut")
+        try:
+            # Only the other member is left in the group, owning both partitions.
+            wait_until(lambda: members["stays"].owned == set(range(PARTITIONS)) and coordinator_view() == {"stays"},
+                       90, what="the cut member expired and its partition reassigned")
+        finally:
+            ctl.heal_network()
+        wait_until(lambda: split() and coordinator_view() == {"stays", "cut"}, 90,
+                   what="the cut member back in the group")
+    finally:
+        for m in members.values():
+            m.close()
