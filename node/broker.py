@@ -45,6 +45,7 @@ class AppendResult:
     duplicate: bool
     batch_base_offsets: list[int]
     leader_epoch: int  # the epoch the batches were appended at: acks=all waits on exactly this epoch
+    log_append_time: int = -1  # the broker's wall clock stamped on the batches (LogAppendTime topics)
 
 
 @dataclass(slots=True)
@@ -374,6 +375,9 @@ class Broker:
         if not batches:
             raise errors.InvalidRecordError("empty produce payload")
         now = self.clock.monotonic_ms()
+        # LogAppendTime: the batches carry this broker's wall clock (which a clock fault skews).
+        append_time = self.clock.wall_ms() \
+            if topic_config(r.configs, "message.timestamp.type") == "LogAppendTime" else -1
         with r.lock:
             m = r.model
             if not m.is_leader:
@@ -409,6 +413,8 @@ class Broker:
                             raise refused.error
                 offset = next_offset
                 last_offset = offset + h.last_offset_delta
+                if append_time >= 0:
+                    raw = records.set_log_append_time(raw, append_time)
                 puts.append(self.store.append_puts(topic, partition, offset,
                                                    records.set_offset_and_epoch(raw, offset, leader_epoch)))
                 if h.producer_id >= 0:
@@ -427,7 +433,7 @@ class Broker:
                 self.metrics.on_append(topic, n_records, n_bytes)
             log_start = m.log_start_offset
         self.wake(r)
-        return AppendResult(base, last, log_start, duplicate and not appended, bases, leader_epoch)
+        return AppendResult(base, last, log_start, duplicate and not appended, bases, leader_epoch, append_time)
 
     def produce(self, parts: list[PartitionProduce], acks: int, timeout_ms: int,
                 transactional_id: str = "") -> list[PartitionProduce]:

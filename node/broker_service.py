@@ -57,6 +57,7 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
             res = p.result
             if res is not None:
                 out.base_offset = res.base_offset
+                out.log_append_time = res.log_append_time
                 out.log_start_offset = res.log_start_offset
                 out.batch_base_offsets.extend(res.batch_base_offsets)
                 if res.duplicate:

@@ -60,6 +60,8 @@ _HEADER_TAIL = struct.Struct(">hiqqqhii")
 _PREFIX = struct.Struct(">qiib")
 _Q = struct.Struct(">q")
 _I = struct.Struct(">i")
+_H = struct.Struct(">h")
+_U = struct.Struct(">I")
 _I_UNPACK = _I.unpack_from
 
 _XERIAL_MAGIC = b"\x82SNAPPY\x00"
@@ -253,6 +255,15 @@ def set_partition_leader_epoch(batch, epoch: int) -> bytes:
     """Rewrite partitionLeaderEpoch (outside the CRC)."""
     mv = memoryview(batch)
     return b"".join((mv[:12], _I.pack(epoch), mv[16:]))
+
+
+def set_log_append_time(batch, timestamp_ms: int) -> bytes:
+    """Kafka's LogAppendTime: the broker marks the batch's timestamp type and sets its maxTimestamp
+    to its own clock; every record then reads as that time (see `decode_records`). New CRC."""
+    mv = memoryview(batch)
+    attributes = _H.unpack_from(mv, _CRC_START)[0] | ATTR_TIMESTAMP_TYPE
+    tail = b"".join((_H.pack(attributes), mv[_CRC_START + 2:35], _Q.pack(timestamp_ms), mv[43:]))
+    return b"".join((mv[:_CRC_START - 4], _U.pack(_crc32c.crc32c(tail)), tail))
 
 
 def set_offset_and_epoch(batch, base_offset: int, epoch: int) -> bytes:

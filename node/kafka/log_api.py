@@ -49,7 +49,7 @@ def handle_produce(ctx, header, request):
         by_topic.setdefault(p.topic, []).append({
             "index": p.partition, "error_code": _code(p.error),
             "base_offset": res.base_offset if ok and res is not None else -1,
-            "log_append_time": -1,
+            "log_append_time": res.log_append_time if ok and res is not None else -1,
             "log_start_offset": res.log_start_offset if ok and res is not None else -1,
             "record_errors": [], "error_message": None if ok else str(p.error)})
     return build(ctx.response_class(header), {

@@ -370,10 +370,10 @@ class FakePool:
 BROKER_ADDR, COORDINATOR_ADDR = "broker:1", "coordinator:1"
 
 
-def _metadata(topic: str) -> mpb.MetadataResponse:
+def _metadata(topic: str, configs: dict | None = None) -> mpb.MetadataResponse:
     md = mpb.MetadataResponse(controller=COORDINATOR_ADDR, metadata_epoch=1)
     md.brokers.add(node_id=1, host="broker", port=1)
-    t = md.topics.add(name=topic)
+    t = md.topics.add(name=topic, configs=configs or {})
     t.partitions.add(partition=0, leader=1, leader_epoch=0, partition_epoch=0, replicas=[1], isr=[1])
     return md
 
@@ -382,13 +382,14 @@ class TxnLab:
     """A one-broker cluster in one process: real Broker (leader of t-0), real coordinator drivers,
     real producers, all over one FakeNetwork."""
 
-    def __init__(self, tmp_path, topics: tuple):
+    def __init__(self, tmp_path, topics: tuple, broker_clock=None, topic_configs: dict | None = None):
         self.net = FakeNetwork()
         self.pool = FakePool(self.net)
         cfg = BrokerConfig.from_props(dict(FAST_CONFIGS))
-        self.broker = Broker(str(tmp_path / "broker-1"), "broker", 1, 1, COORDINATOR_ADDR, cfg, clock=ManualClock())
+        self.broker = Broker(str(tmp_path / "broker-1"), "broker", 1, 1, COORDINATOR_ADDR, cfg,
+                             clock=broker_clock or ManualClock())
         self.broker.pool = self.pool
-        self.broker.apply_metadata(_metadata("t"))
+        self.broker.apply_metadata(_metadata("t", topic_configs))
         self.coordinator = CoordinatorProcess(*topics)
         self.coordinator.node.pool = self.pool
         self.coordinator.tc._leader_address = lambda topic, partition: BROKER_ADDR
@@ -569,3 +570,29 @@ def test_verification_answers(coordinator_topics):
         assert verify(e=epoch - 1) == errors.InvalidProducerEpochError.code
     finally:
         proc.stop()
+
+
+def test_a_clock_fault_shows_in_the_timestamps_a_broker_writes(tmp_path):
+    """Issue 19 item 6, the other half: with only wall time skewed, the fault must still be
+    visible where a node stamps time: LogAppendTime record timestamps, the produce response's
+    log_append_time and transaction markers."""
+    base = ManualClock(wall_start_ms=1_700_000_000_000)
+    clock = SkewedClock(base)
+    lab = TxnLab(tmp_path, (MemoryTopic(), MemoryTopic(), FakeStore(), ManualClock()), broker_clock=clock,
+                 topic_configs={"message.timestamp.type": "LogAppendTime"})
+    try:
+        clock.set(3_600_000)   # an hour ahead
+        tc = lab.coordinator.tc
+        err, pid, epoch = tc.init_producer_id("k", 60000)
+        assert err is None
+        assert tc.add_partitions("k", pid, epoch, [("t", 0)]) is None
+        resp = lab.net.deliver(_produce(lab, "k", pid, epoch, 0, b"stamped")).partitions[0]
+        assert resp.error_code == 0 and resp.log_append_time == base.wall_ms() + 3_600_000
+        _end(lab, "k", pid, epoch, commit=True)
+        stamped = [(records.read_header(raw).is_control, [r.timestamp for r in records.decode_records(raw)])
+                   for raw in lab.broker.store.iter_batches("t", 0)]
+        skewed = base.wall_ms() + 3_600_000
+        assert stamped == [(False, [skewed]), (True, [skewed])]
+        assert clock.monotonic_ms() == base.monotonic_ms()
+    finally:
+        lab.stop()

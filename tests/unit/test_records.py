@@ -312,3 +312,13 @@ def test_control_type_of_other_keys():
     assert R.control_type(R.Record(0, 0, struct.pack(">hh", 0, 2), None, ())) == "UNKNOWN"
     with pytest.raises(InvalidRecordError):
         R.control_type(R.Record(0, 0, b"\x00", None, ()))
+
+
+def test_log_append_time_stamps_the_batch_and_keeps_it_valid():
+    raw = R.build_batch([(1_000, b"k", b"a", None), (1_005, None, b"b", None)])
+    stamped = R.set_log_append_time(raw, 1_700_000_123_456)
+    h = R.validate(stamped)   # the CRC was recomputed
+    assert h.timestamp_type == R.TIMESTAMP_LOG_APPEND_TIME and h.max_timestamp == 1_700_000_123_456
+    recs = R.decode_records(stamped)
+    assert [(r.value, r.timestamp) for r in recs] == [(b"a", 1_700_000_123_456), (b"b", 1_700_000_123_456)]
+    assert R.read_header(raw).timestamp_type == R.TIMESTAMP_CREATE_TIME
