@@ -29,9 +29,10 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
-from chaos.history import read_history
+from chaos.history import HistoryReader
 
 __all__ = ["ALLOWED", "ALLOWED_UNDER_SUBSCRIBE", "ANOMALY_NAMES", "check", "run_check"]
 
@@ -60,8 +61,11 @@ _INF = float("inf")
 # Public API
 
 
-def check(history: list[dict]) -> dict:
-    """Checks a history; returns {"valid", "anomaly_types", "anomalies", "stats"}."""
+def check(history: Iterable[dict]) -> dict:
+    """Checks a history; returns {"valid", "anomaly_types", "anomalies", "stats"}.
+
+    `history` is a list of ops or a `HistoryReader`, which is scanned as it is read (one pass), so
+    the ops themselves are never all in memory; a reader's errors become verdict "unknown"."""
     t0 = time.perf_counter()
     # The analysis builds millions of tuples and none of them are cyclic
     # garbage; the cyclic collector would only rescan them over and over.
@@ -85,13 +89,7 @@ def check(history: list[dict]) -> dict:
 
 def run_check(path: str, as_json: bool = False) -> int:
     """Reads and checks a history file; prints it; 0 valid, 1 invalid, 2 unknown."""
-    try:
-        history = read_history(path)
-    except (OSError, ValueError) as e:
-        result = {"valid": "unknown", "anomaly_types": [], "anomalies": {},
-                  "stats": {"error": f"{type(e).__name__}: {e}"}}
-    else:
-        result = check(history)
+    result = check(HistoryReader(path))
     if as_json:
         print(json.dumps(result, indent=1, sort_keys=True, default=str))
     else:
@@ -171,9 +169,10 @@ def _parse_mops(value: Any) -> tuple[list, dict | None]:
 
 
 class _Checker:
-    def __init__(self, history: list[dict]) -> None:
+    def __init__(self, history: Iterable[dict]) -> None:
         self.history = history
-        self.truncated = bool(getattr(history, "truncated", False))
+        self.truncated = False  # known once _scan has read the whole history
+        self.n_ops = 0
         self.anomalies: dict[str, list[dict]] = {}
         self.counts: dict[str, int] = {}
         # Filled by _scan.
@@ -231,7 +230,7 @@ class _Checker:
         written = total(self.ok_sent) + sum(
             1 for r in self.info_committed for _ in self.recs[r][4])
         return {
-            "ops": len(self.history),
+            "ops": self.n_ops,
             "ops_by_f": self.ops_by_f,
             "keys": len(keys),
             "values_sent": total(self.ok_sent) + total(self.info_sent) + total(self.failed),
@@ -264,6 +263,7 @@ class _Checker:
         commits = _Commits()
         committed_checks: list[tuple] = []
 
+        pos = -1
         for pos, op in enumerate(self.history):
             typ = op.get("type")
             f = op.get("f")
@@ -354,6 +354,9 @@ class _Checker:
                     committed_checks.append((inv, op, idx, inv_idx))
                 recs.append((idx, proc, typ, f, None, None, keys))
 
+        self.n_ops = pos + 1
+        self.truncated = bool(getattr(self.history, "truncated", False))
+        self.history = None  # a reader's ops are not kept: recs hold what later passes need
         # An info send counts as written if some ok op read one of its values.
         for r in info_recs:
             for k, off, v in recs[r][4]:

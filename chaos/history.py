@@ -15,7 +15,10 @@ from __future__ import annotations
 import gc
 import json
 import threading
+from collections.abc import Iterator
 from typing import IO, Any, Self
+
+import orjson
 
 __all__ = [
     "CLIENT_FS",
@@ -25,6 +28,7 @@ __all__ = [
     "NEMESIS",
     "OK",
     "History",
+    "HistoryReader",
     "HistoryWriter",
     "complete",
     "fail",
@@ -60,64 +64,64 @@ class History(list):
     path: str | None = None
 
 
+class HistoryReader:
+    """Streams a history's ops, one `orjson.loads` per line, holding one line at a time.
+
+    The checker scans ops as they are read (`check(HistoryReader(path))`), so a long history is
+    never in memory twice (the file's bytes and the parsed ops, or the ops and the checker's
+    records). `truncated` is known once iteration has finished: a bad last line is a partial
+    write by a killed runner; a bad line anywhere else raises ValueError naming the line."""
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self.truncated = False
+
+    def __iter__(self) -> Iterator[dict]:
+        loads = orjson.loads
+        self.truncated = False
+        with open(self.path, "rb") as fh:
+            for n, line in enumerate(fh, 1):
+                try:
+                    op = loads(line)
+                except orjson.JSONDecodeError as e:
+                    if not line.strip():
+                        continue
+                    if _rest_blank(fh):
+                        self.truncated = True
+                        return
+                    raise ValueError(f"{self.path}:{n}: not a JSON line: {e}") from None
+                if type(op) is not dict:
+                    if _rest_blank(fh):
+                        self.truncated = True
+                        return
+                    raise ValueError(f"{self.path}:{n}: not a JSON object")
+                yield op
+
+
+def _rest_blank(fh) -> bool:
+    return all(not line.strip() for line in fh)
+
+
 def read_history(path: str) -> History:
-    """Reads a JSON Lines history. A bad last line marks it truncated.
+    """Reads a JSON Lines history into a list. A bad last line marks it truncated.
 
     A bad line anywhere else is a corrupt file and raises ValueError naming
     the line, since silently skipping operations could hide anomalies.
     """
     history = History()
     history.path = str(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
+    reader = HistoryReader(path)
     # Millions of small containers, none garbage: the cyclic collector would
     # rescan them all again and again (it triples the load time).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        # Fast path: the whole file as one JSON array is one C call (twice
-        # as fast as a call per line). Anything odd takes the careful path.
-        body = data.strip()
-        ops = None
-        if body:
-            try:
-                ops = json.loads(b"[" + body.replace(b"\n", b",") + b"]")
-            except ValueError:
-                ops = None
-        if ops is not None and all(type(op) is dict for op in ops):
-            history.extend(ops)
-        else:
-            _parse_lines(path, data.split(b"\n"), history)
+        history.extend(reader)
     finally:
         if was_enabled:
             gc.enable()
+    history.truncated = reader.truncated
     return history
-
-
-def _parse_lines(path: str, lines: list[bytes], history: History) -> None:
-    loads = json.loads
-    append = history.append
-    # A file that ends with a newline yields one empty trailing element.
-    last = len(lines) - 1
-    while last >= 0 and not lines[last].strip():
-        last -= 1
-    for n in range(last + 1):
-        line = lines[n]
-        if not line.strip():
-            continue
-        try:
-            op = loads(line)
-        except ValueError as e:
-            if n == last:
-                history.truncated = True
-                break
-            raise ValueError(f"{path}:{n + 1}: not a JSON line: {e}") from None
-        if not isinstance(op, dict):
-            if n == last:
-                history.truncated = True
-                break
-            raise ValueError(f"{path}:{n + 1}: not a JSON object")
-        append(op)
 
 
 class HistoryWriter:

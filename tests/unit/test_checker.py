@@ -12,7 +12,7 @@ import json
 import pytest
 
 from chaos.checker import ANOMALY_NAMES, check, run_check, tarjan_scc
-from chaos.history import History, HistoryWriter, read_history
+from chaos.history import History, HistoryReader, HistoryWriter, read_history
 
 X, Y = "t0/0", "t0/1"
 
@@ -481,6 +481,34 @@ def test_reader_skips_blank_lines(tmp_path):
     path.write_text(json.dumps(ops[0]) + "\n\n" + "\n".join(json.dumps(op) for op in ops[1:]) + "\n\n")
     back = read_history(str(path))
     assert back == ops and back.truncated is False
+
+
+def test_streamed_check_equals_list_check(tmp_path):
+    # check(HistoryReader) scans ops as they are read: same verdict, evidence and stats as the list.
+    path = tmp_path / "h.jsonl"
+    for _name, ops, *_ in CASES[:6]:
+        _write(path, ops)
+        streamed, listed = check(HistoryReader(str(path))), check(read_history(str(path)))
+        for r in (streamed, listed):
+            r["stats"].pop("check_time_ms")
+        assert streamed == listed and streamed["stats"]["ops"] == len(ops)
+
+
+def test_streamed_check_partial_last_line_is_unknown(tmp_path):
+    path = tmp_path / "h.jsonl"
+    _write(path, hist(send(0, (X, 0, 1)), poll(1, {X: [(0, 1)]})))
+    with open(path, "a") as fh:
+        fh.write('{"index": 4, "time": 5, "proc')
+    result = check(HistoryReader(str(path)))
+    assert result["valid"] == "unknown" and result["stats"]["truncated"] is True
+    assert result["stats"]["ops"] == 4
+
+
+def test_streamed_check_corrupt_middle_line_names_it(tmp_path):
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"index": 0}\n[1, 2]\n{"index": 1}\n')
+    result = check(HistoryReader(str(path)))
+    assert result["valid"] == "unknown" and ":2: not a JSON object" in result["stats"]["error"]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
