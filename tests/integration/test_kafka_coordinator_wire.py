@@ -1,0 +1,110 @@
+"""Issue 18 on a real 3-broker cluster: FindCoordinator, group membership and producer ids on the wire.
+
+Raw requests (tests/kafka_wire.py) to the coordinator's and the brokers' Kafka listeners pin what the
+client libraries rely on: every node names the coordinator node; KIP-394 from JoinGroup v4 only; a
+static member that restarts takes its place back without a rebalance and fences the old instance; an
+idempotent producer gets a cluster-unique id from any node.
+"""
+from __future__ import annotations
+
+import datetime
+import uuid
+
+from client.common import errors as E
+from node.kafka import COORDINATOR_NODE_ID
+from tests.kafka_wire import WireClient
+
+METADATA, FIND_COORDINATOR, JOIN_GROUP, HEARTBEAT, SYNC_GROUP, INIT_PRODUCER_ID = 3, 10, 11, 12, 14, 22
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _kafka_nodes(bs: str) -> dict[int, str]:
+    with WireClient(bs) as c:
+        md = c.call(METADATA, 12, {"topics": [], "allow_auto_topic_creation": False})
+    return {b.node_id: f"{b.host}:{b.port}" for b in md.brokers}
+
+
+def _join(c: WireClient, version: int, group: str, member_id: str = "", instance: str | None = None):
+    return c.call(JOIN_GROUP, version, {
+        "group_id": group, "session_timeout": datetime.timedelta(seconds=10),
+        "rebalance_timeout": datetime.timedelta(seconds=10), "member_id": member_id,
+        "group_instance_id": instance, "protocol_type": "consumer",
+        "protocols": [{"name": "range", "metadata": b"subscription"}]})
+
+
+def test_every_node_names_the_coordinator_node_for_groups_and_transactions(shared_cluster):
+    nodes = _kafka_nodes(shared_cluster.kafka_bootstrap_servers)
+    assert len(nodes) == 4 and COORDINATOR_NODE_ID in nodes
+    want = nodes[COORDINATOR_NODE_ID]
+    for address in nodes.values():
+        with WireClient(address) as c:
+            for version in range(4):  # one key
+                r = c.call(FIND_COORDINATOR, version, {"key": "some-group", "key_type": 0})
+                assert (r.error_code, r.node_id, f"{r.host}:{r.port}") == (0, COORDINATOR_NODE_ID, want)
+            for version in (4, 6):  # KIP-699 batches
+                r = c.call(FIND_COORDINATOR, version, {"key_type": 1, "coordinator_keys": ["tid-a", "tid-b"]})
+                assert [(x.key, x.error_code, x.node_id, f"{x.host}:{x.port}") for x in r.coordinators] == [
+                    ("tid-a", 0, COORDINATOR_NODE_ID, want), ("tid-b", 0, COORDINATOR_NODE_ID, want)]
+
+
+def test_producer_ids_from_any_node_and_coordinator_requests_on_a_broker(shared_cluster):
+    nodes = _kafka_nodes(shared_cluster.kafka_bootstrap_servers)
+    pids = []
+    for address in nodes.values():  # idempotent: any node answers (a broker asks the coordinator)
+        with WireClient(address) as c:
+            r = c.call(INIT_PRODUCER_ID, 4, {"transactional_id": None,
+                                             "transaction_timeout": datetime.timedelta(milliseconds=-1)})
+            assert (r.error_code, r.producer_epoch) == (0, 0) and r.producer_id >= 0
+            pids.append(r.producer_id)
+    assert len(set(pids)) == len(pids)
+    broker = next(a for n, a in nodes.items() if n != COORDINATOR_NODE_ID)
+    with WireClient(broker) as c:
+        r = c.call(INIT_PRODUCER_ID, 4, {"transactional_id": _name("tid"),
+                                         "transaction_timeout": datetime.timedelta(seconds=60)})
+        assert r.error_code == E.NotCoordinatorError.code
+        assert _join(c, 7, _name("g")).error_code == E.NotCoordinatorError.code
+
+
+def test_member_id_required_only_from_join_group_v4(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    with WireClient(bs) as c:
+        # v3: admitted at once (a v0-3 client does not know MEMBER_ID_REQUIRED); alone, it leads.
+        r = _join(c, 3, _name("old"))
+        assert r.error_code == 0 and r.member_id and r.leader == r.member_id and r.generation_id == 1
+        # v4: first the id with MEMBER_ID_REQUIRED, then the join with it.
+        group = _name("kip394")
+        first = _join(c, 4, group)
+        assert first.error_code == E.MemberIdRequiredError.code and first.member_id
+        r = _join(c, 4, group, first.member_id)
+        assert (r.error_code, r.member_id, r.leader) == (0, first.member_id, first.member_id)
+        assert [m.member_id for m in r.members] == [first.member_id]
+
+
+def test_a_restarted_static_member_takes_its_place_back_and_fences_the_old_instance(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    group = _name("static")
+    with WireClient(bs) as c:
+        r = _join(c, 5, group, instance="instance-1")  # static members skip MEMBER_ID_REQUIRED
+        assert r.error_code == 0
+        old, generation = r.member_id, r.generation_id
+        s = c.call(SYNC_GROUP, 3, {"group_id": group, "generation_id": generation, "member_id": old,
+                                   "group_instance_id": "instance-1",
+                                   "assignments": [{"member_id": old, "assignment": b"partitions"}]})
+        assert (s.error_code, s.assignment) == (0, b"partitions")
+
+        # The same instance restarts (a new process, no member id): it gets a new id in the same
+        # generation, without a rebalance, and keeps its assignment.
+        r = _join(c, 5, group, instance="instance-1")
+        assert r.error_code == 0 and r.member_id != old and r.generation_id == generation
+
+        def heartbeat(member_id: str) -> int:
+            return c.call(HEARTBEAT, 3, {"group_id": group, "generation_id": generation, "member_id": member_id,
+                                         "group_instance_id": "instance-1"}).error_code
+        assert heartbeat(r.member_id) == 0
+        assert heartbeat(old) == E.FencedInstanceIdError.code  # the old instance is a zombie
+        s = c.call(SYNC_GROUP, 3, {"group_id": group, "generation_id": generation, "member_id": r.member_id,
+                                   "group_instance_id": "instance-1", "assignments": []})
+        assert (s.error_code, s.assignment) == (0, b"partitions")
