@@ -39,7 +39,7 @@ def _add_commands() -> None:
         main.add_command(cmd)
     # Command groups that later parts add; each lives with the package it drives.
     for optional in ("client.groups_cli:groups", "client.txn_cli:transactions", "client.dlq:dlq",
-                     "client.perf:perf", "chaos.cli:chaos", "chaos.bench:bench"):
+                     "client.perf:perf", "chaos.cli:chaos", "chaos.bench:bench", "chaos.serve:serve"):
         mod, _, attr = optional.partition(":")
         try:
             module = __import__(mod, fromlist=[attr])

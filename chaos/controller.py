@@ -435,7 +435,10 @@ class ChaosController:
 
 
 def _status_dict(st: apb.AgentStatus) -> dict:
-    return {"node": st.node, "state": st.state, "pid": st.pid, "restarts": st.restarts}
+    d = {"node": st.node, "state": st.state, "pid": st.pid, "restarts": st.restarts}
+    if st.metrics_port:  # the node's Prometheus endpoint, on the node's host
+        d["metrics_url"] = f"http://{st.address.rsplit(':', 1)[0]}:{st.metrics_port}/metrics"
+    return d
 
 
 def _rule_text(r: Rule) -> str:

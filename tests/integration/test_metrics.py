@@ -93,11 +93,11 @@ def test_underreplicated_rises_on_the_leader_during_a_chaos_kill_of_a_follower(c
     shrinks_before = value(scrape(url), "kafka_server_replicamanager_isrshrinks_total")
     cli = [sys.executable, "-m", "brokerlab_cli", "chaos"]
     where = ["--bootstrap-server", cluster.bootstrap_servers, "--data-dir", cluster.data_dir]
-    out = subprocess.run(cli + ["kill", follower] + where, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(cli + ["kill", follower] + where, check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert cluster.state(follower) == "killed"
     wait_until(lambda: urp() == 1, timeout_s=30, what=f"underreplicatedpartitions 1 on {leader}")
-    out = subprocess.run(cli + ["start", follower] + where, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(cli + ["start", follower] + where, check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     wait_until(lambda: urp() == 0, timeout_s=30, what=f"underreplicatedpartitions back to 0 on {leader}")
     # Back in the ISR through the leader's own AlterPartition: an expansion it proposed.
