@@ -103,3 +103,39 @@ def test_underreplicated_rises_on_the_leader_during_a_chaos_kill_of_a_follower(c
     # Back in the ISR through the leader's own AlterPartition: an expansion it proposed.
     assert value(scrape(url), "kafka_server_replicamanager_isrexpands_total") >= 1
     assert value(scrape(url), "kafka_server_replicamanager_isrshrinks_total") >= shrinks_before
+
+
+# ---------------------------------------------------------------- the broker's collector, driven by hand
+
+def test_replica_manager_gauges_follow_the_replicas_roles_and_isr(tmp_path):
+    from tests.broker_driver import TOPIC, batch, make_broker, metadata
+
+    b = make_broker(tmp_path, 1)
+    try:
+        reg = b.metrics.registry
+
+        def gauge(name, **labels):
+            return reg.get_sample_value(name, labels or None)
+
+        assert gauge("kafka_server_replicamanager_partitioncount") == 0
+        b.apply_metadata(metadata(leader=1, leader_epoch=0, isr=[1, 2, 3], configs={"min.insync.replicas": "3"}))
+        assert gauge("kafka_server_replicamanager_leadercount") == 1
+        assert gauge("kafka_server_replicamanager_underreplicatedpartitions") == 0
+        data = batch(3)
+        b.append_as_leader(TOPIC, 0, data, acks=1)
+        assert gauge("kafka_server_brokertopicmetrics_messagesin_total", topic=TOPIC) == 3
+        assert gauge("kafka_server_brokertopicmetrics_bytesin_total", topic=TOPIC) == len(data)
+        assert gauge("kafka_log_log_logendoffset", topic=TOPIC, partition="0") == 3
+        # The controller took broker 3 out of the ISR: under-replicated and below min.insync.replicas.
+        b.apply_metadata(metadata(leader=1, leader_epoch=0, partition_epoch=1, isr=[1, 2], metadata_epoch=2,
+                                  configs={"min.insync.replicas": "3"}))
+        assert gauge("kafka_server_replicamanager_underreplicatedpartitions") == 1
+        assert gauge("kafka_server_replicamanager_underminisrpartitioncount") == 1
+        # A follower does not count what its leader reports.
+        b.apply_metadata(metadata(leader=2, leader_epoch=1, isr=[1, 2], metadata_epoch=3))
+        assert gauge("kafka_server_replicamanager_leadercount") == 0
+        assert gauge("kafka_server_replicamanager_underreplicatedpartitions") == 0
+        assert gauge("kafka_server_replicamanager_partitioncount") == 1
+        assert gauge("kafka_controller_kafkacontroller_activecontrollercount") == 0
+    finally:
+        b.stop()
