@@ -48,7 +48,10 @@ class MemberProcess:
         self.assignment: list[str] = []  # as of the last poll answer
         self.positions: dict[str, int] = {}
         self.member_id = ""
-        self.call({"props": props}, timeout_s=60.0)  # imports and the consumer's construction
+        ready = self.call({"props": props}, timeout_s=60.0)  # imports and the consumer's construction
+        if ready.get("type") != "ok":
+            self.kill()
+            raise RuntimeError(f"member process did not start: {ready.get('error')}")
 
     @property
     def pid(self) -> int:
