@@ -63,23 +63,27 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         register(server)
         register_fault_service(server, faults)
 
-    # The fault service obeys only callers with the cluster's control token (its agent hands it over).
-    auth = ControlAuthInterceptor(os.environ.get(TOKEN_ENV, "").strip() or None)
-    server, bound = create_server(host, port, register_all,
-                                  interceptors=[node.metrics.server_interceptor(), auth, faults.server_interceptor()])
-    node.port = bound
     kafka = None
     if kafka_port is not None:
+        # Bound before the gRPC server starts (the metrics port too): if a pinned port is taken (by an
+        # ephemeral client socket while the node was down), the process exits having served nothing, so
+        # its agent sees it exited. Bound after, a call served meanwhile left a half-started node.
         from node.kafka.context import KafkaContext
         from node.kafka.registry import load_handlers
         from node.kafka.server import KafkaListener
         kafka = KafkaListener(host, kafka_port, KafkaContext.for_node(node), load_handlers(), faults,
                               observe_request=node.metrics.observe_request)
         node.kafka_port = kafka.port
+    if metrics_port is not None:  # bound before serving too; and before the port file, which the agent waits for
+        node.metrics.serve(host, metrics_port, data_dir)
+    # The fault service obeys only callers with the cluster's control token (its agent hands it over).
+    auth = ControlAuthInterceptor(os.environ.get(TOKEN_ENV, "").strip() or None)
+    server, bound = create_server(host, port, register_all,
+                                  interceptors=[node.metrics.server_interceptor(), auth, faults.server_interceptor()])
+    node.port = bound
+    if kafka is not None:
         with open(os.path.join(data_dir, "kafka_port"), "w") as f:
             f.write(str(kafka.port))
-    if metrics_port is not None:  # before the port file: the agent reads it once that file exists
-        node.metrics.serve(host, metrics_port, data_dir)
     with open(os.path.join(data_dir, "port"), "w") as f:
         f.write(str(bound))
     node.start()
