@@ -82,12 +82,14 @@ def handle_fetch(ctx, header, request):
         if fetched is None:
             by_topic.setdefault(w.topic, []).append({
                 "partition_index": w.partition, "error_code": _NOT_HERE.code, "high_watermark": -1,
-                "aborted_transactions": None, "records": None})
+                "aborted_transactions": None, "records": b""})
             continue
         f = fetched[i]
         out = {"partition_index": f.partition, "error_code": _code(f.error), "high_watermark": f.high_watermark,
                "last_stable_offset": f.last_stable_offset, "log_start_offset": f.log_start_offset,
-               "preferred_read_replica": -1, "records": f.records if f.error is None else None,
+               # An error partition has empty records, as Kafka's MemoryRecords.EMPTY: librdkafka cannot
+               # parse null ones ("invalid MessageSetSize -1") and drops the whole response.
+               "preferred_read_replica": -1, "records": f.records if f.error is None else b"",
                # Kafka lists aborted transactions only for read_committed fetches (null otherwise).
                "aborted_transactions": ([{"producer_id": pid, "first_offset": first} for pid, first in f.aborted]
                                         if isolation == 1 and f.error is None else None)}
