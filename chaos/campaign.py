@@ -20,14 +20,12 @@ from chaos.checker import _allowed
 __all__ = ["CLIENTS", "CampaignRow", "RunSummary", "campaign_rows", "check_client", "format_table",
            "run_campaign", "summarize_run", "write_summary"]
 
-# Client libraries a campaign can drive; others come with the issue that adds their adapters.
-CLIENTS = ("brokerlab",)
+from chaos.clients import LIBRARIES as CLIENTS  # client libraries a campaign can drive (chaos/clients/)
 
 
 def check_client(client: str) -> str:
     if client not in CLIENTS:
-        raise ValueError(f"'{client}' is not supported: campaigns drive only the {', '.join(CLIENTS)} client "
-                         f"for now (other client libraries come with a later issue)")
+        raise ValueError(f"unknown client library '{client}' (one of {', '.join(CLIENTS)})")
     return client
 
 
@@ -123,10 +121,10 @@ def format_table(rows: list[CampaignRow]) -> str:
 
 
 def write_summary(campaign_dir: str, command: str, runs: list[RunSummary], experiments: list[tuple[str, str]],
-                  seeds: list[int], state: str) -> list[CampaignRow]:
+                  seeds: list[int], state: str, client: str = "brokerlab") -> list[CampaignRow]:
     """campaign.json and index.html for what has finished so far; returns the rows."""
     rows = campaign_rows(runs, experiments)
-    doc = {"command": command, "state": state, "seeds": seeds,
+    doc = {"command": command, "state": state, "seeds": seeds, "client": client,
            "rows": [{**asdict(r), "anomalies": dict(r.anomalies)} for r in rows],
            "runs": [asdict(r) for r in runs]}
     _atomic_write(os.path.join(campaign_dir, "campaign.json"), json.dumps(doc, indent=1))
@@ -182,30 +180,37 @@ def run_campaign(names: list[str], seeds: int, *, client: str = "brokerlab", fir
         raise ValueError(f"--seeds must be at least 1 (got {seeds})")
     run = run or run_experiment
     exps = [load_experiment(n) for n in (names or ["safe"])]  # every name checked before anything runs
+    if client != "brokerlab":
+        from chaos.clients import resolve_clients
+        from chaos.run import expectation_for
+        for x in exps:  # a library that cannot run one of them is refused before anything runs
+            resolve_clients(x["raw"].get("clients"), str((x["raw"].get("workload") or {}).get("name", "log")), client)
+        exps = [{**x, "expect": expectation_for(x, client)} for x in exps]
     experiments = [(x["name"], describe_expect(x["expect"])) for x in exps]
+    client_kw = {} if client == "brokerlab" else {"client": client}
     seed_list = list(range(first_seed, first_seed + seeds))
     campaign_dir = os.path.abspath(out_dir or os.path.join("runs", f"campaign-{time.strftime('%Y%m%d-%H%M%S')}"))
     os.makedirs(campaign_dir, exist_ok=True)
     runs: list[RunSummary] = []
     interrupted = False
-    write_summary(campaign_dir, command, runs, experiments, seed_list, "running")
+    write_summary(campaign_dir, command, runs, experiments, seed_list, "running", client)
     try:
         for exp in exps:
             for seed in seed_list:
                 echo(f"{exp['name']} seed {seed} ...")
                 outcome = run(exp, seed=seed, duration_s=duration_s,
                               out_dir=os.path.join(campaign_dir, exp["name"], f"seed-{seed}"), progress=False,
-                              echo=lambda s: None)
+                              echo=lambda s: None, **client_kw)
                 summary = summarize_run(exp["name"], outcome)
                 runs.append(summary)
                 echo(f"{exp['name']} seed {seed}: {'interrupted' if summary.interrupted else summary.verdict}"
                      f"{' (' + ', '.join(summary.anomalies) + ')' if summary.anomalies else ''}"
                      f"{'' if summary.behaved or summary.interrupted else ' NOT as expected'}")
-                write_summary(campaign_dir, command, runs, experiments, seed_list, "running")
+                write_summary(campaign_dir, command, runs, experiments, seed_list, "running", client)
                 if summary.interrupted:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
     state = "interrupted (Ctrl-C): finished runs kept" if interrupted else "finished"
-    rows = write_summary(campaign_dir, command, runs, experiments, seed_list, state)
+    rows = write_summary(campaign_dir, command, runs, experiments, seed_list, state, client)
     return campaign_dir, rows, runs, interrupted

@@ -7,6 +7,8 @@ import sys
 import click
 
 from chaos.cli_common import control_options, control_settings
+from chaos.clients import LIBRARIES
+from chaos.run import describe_expect
 
 
 @click.command("run")
@@ -21,8 +23,14 @@ from chaos.cli_common import control_options, control_settings
 @click.option("--out", "out_dir", default=None, help="Run folder (default runs/NAME-TIME-seedN); with --all, "
                                                      "the parent of one folder per experiment.")
 @click.option("--no-progress", is_flag=True, help="No live display.")
+@click.option("--client", "client", type=click.Choice(LIBRARIES), default=None,
+              help="The client library the workload drives (default: the experiment's clients.library, "
+                   "else brokerlab).")
+@click.option("--clients", "clients", default=None, metavar="all|LIB,LIB",
+              help="Run under several client libraries ('all', or a comma-separated list); prints "
+                   "experiment x library -> expected / got.")
 @control_options
-def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progress) -> None:
+def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progress, client, clients) -> None:
     """Run EXPERIMENT (a name from chaos/experiments or a YAML path; default: safe) and check it.
 
     Prints the seed first, then the verdict and the report's path. Exit status: 0 when
@@ -30,44 +38,90 @@ def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progre
     """
     import logging
 
-    from chaos.run import describe_expect, experiment_paths, load_experiment, run_experiment
+    from chaos.clients import ClientUnsupported
+    from chaos.run import experiment_paths, load_experiment
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if run_all:
-        if experiment:
+    if client and clients:
+        raise click.UsageError("give --client or --clients, not both")
+    libraries = _libraries(clients) if clients else None
+    if run_all or libraries:
+        if run_all and experiment:
             raise click.UsageError("give an EXPERIMENT or --all, not both")
-        rows, ok = [], True
-        for name in experiment_paths():
-            exp = load_experiment(name)
-            sub = os.path.join(out_dir, name) if out_dir else None
-            outcome = run_experiment(exp, seed=seed, duration_s=duration, bootstrap=None, out_dir=sub,
-                                     progress=not no_progress, echo=lambda s: click.echo(s, err=True))
-            line = (f"{name:32} expected {describe_expect(exp['expect']):40} got {outcome.verdict:28} "
-                    f"{'OK' if outcome.behaved else 'NOT AS EXPECTED'}  {outcome.run_dir}"
-                    + "".join(f"  [{c}]" for c in outcome.caveats))
-            rows.append(line)
-            click.echo(line)
-            ok = ok and outcome.behaved
+        names = list(experiment_paths()) if run_all else [experiment or "safe"]
+        ok = _run_table(names, libraries or [client], seed=seed, duration=duration, out_dir=out_dir,
+                        progress=not no_progress, bootstrap=None if run_all else bootstrap)
         sys.exit(0 if ok else 1)
     exp = load_experiment(experiment)
-    outcome = run_experiment(exp, seed=seed, duration_s=duration, bootstrap=bootstrap, out_dir=out_dir,
-                             progress=not no_progress, **control_settings())
-    click.echo(f"verdict: {outcome.verdict_line()}; expected {describe_expect(exp['expect'])}: "
+    try:
+        outcome = _run_one(exp, client, seed=seed, duration_s=duration, bootstrap=bootstrap, out_dir=out_dir,
+                           progress=not no_progress, **control_settings())
+    except ClientUnsupported as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(f"verdict: {outcome.verdict_line()}; expected {describe_expect(outcome.expect)}: "
                f"{'as expected' if outcome.behaved else 'NOT as expected'}")
     for n in outcome.notes:
         click.echo(f"note: {n}")
     click.echo(f"report: {os.path.join(outcome.run_dir, 'report.html')}")
     click.echo(f"replay: {outcome.replay_command()}")
     click.echo(f"took {outcome.elapsed_s:.0f} s end to end")
+    click.echo(outcome.client_note())
     if outcome.result["valid"] not in (True, False):
         sys.exit(2)
     sys.exit(0 if outcome.behaved else 1)
 
 
+def _libraries(spec: str) -> list[str]:
+    if spec == "all":
+        return list(LIBRARIES)
+    libs = [x.strip() for x in spec.split(",") if x.strip()]
+    bad = [x for x in libs if x not in LIBRARIES]
+    if bad or not libs:
+        raise click.BadParameter(f"unknown client library {bad[0] if bad else spec!r} (one of "
+                                 f"{', '.join(LIBRARIES)}, or all)", param_hint="--clients")
+    return libs
+
+
+def _run_one(exp: dict, library: str | None, **kw):
+    """One run; the experiment's expectation for this library (checker.by_client) replaces its own."""
+    from chaos.run import expectation_for, run_experiment
+    exp = {**exp, "expect": expectation_for(exp, library)}
+    return run_experiment(exp, client=library, **kw)
+
+
+def _run_table(names: list[str], libraries: list, *, seed, duration, out_dir, progress, bootstrap) -> bool:
+    """Every experiment under every library; one line each (experiment x library -> expected / got).
+    A library that cannot run an experiment is a row saying why, not a failure."""
+    from chaos.clients import ClientUnsupported
+    from chaos.run import expectation_for, load_experiment
+    ok = True
+    several = len(libraries) > 1 or libraries[0] is not None
+    click.echo(f"{'experiment':32} {'client':16} {'expected':40} {'got':28}")
+    for name in names:
+        exp = load_experiment(name)
+        for lib in libraries:
+            label = lib or (exp["raw"].get("clients") or {}).get("library") or "brokerlab"
+            sub = None
+            if out_dir:
+                sub = os.path.join(out_dir, name, label) if several else os.path.join(out_dir, name)
+            expected = describe_expect(expectation_for(exp, lib))
+            try:
+                outcome = _run_one(exp, lib, seed=seed, duration_s=duration, bootstrap=bootstrap, out_dir=sub,
+                                   progress=progress, echo=lambda s: click.echo(s, err=True))
+            except ClientUnsupported as e:
+                click.echo(f"{name:32} {label:16} {expected:40} {'-':28} NOT RUN: {e}")
+                continue
+            click.echo(f"{name:32} {label:16} {expected:40} {outcome.verdict:28} "
+                       f"{'OK' if outcome.behaved else 'NOT AS EXPECTED'}  {outcome.run_dir}"
+                       + "".join(f"  [{c}]" for c in outcome.caveats))
+            ok = ok and outcome.behaved
+    return ok
+
+
 @click.command("campaign")
 @click.argument("experiments", nargs=-1)
 @click.option("--seeds", type=click.IntRange(min=1), required=True, help="Runs per experiment, one seed each.")
-@click.option("--client", default="brokerlab", show_default=True,
-              help="The client library the workloads use (brokerlab; others come later).")
+@click.option("--client", type=click.Choice(LIBRARIES), default="brokerlab", show_default=True,
+              help="The client library the workloads drive.")
 @click.option("--first-seed", type=click.IntRange(min=0), default=1, show_default=True,
               help="Seeds are FIRST, FIRST+1, ... (so a campaign can be replayed run by run).")
 @click.option("--duration", type=click.FloatRange(min=1), default=None,

@@ -28,8 +28,17 @@ from chaos.workloads import make_workload
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPERIMENTS_DIR", "DEFAULT_EXPERIMENT", "RunOutcome", "behaved", "experiment_paths",
-           "load_experiment", "run_experiment", "verdict_of"]
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "EXPERIMENTS_DIR",
+    "RunOutcome",
+    "behaved",
+    "expectation_for",
+    "experiment_paths",
+    "load_experiment",
+    "run_experiment",
+    "verdict_of",
+]
 
 EXPERIMENTS_DIR = os.path.join(os.path.dirname(__file__), "experiments")
 DEFAULT_EXPERIMENT = "safe"
@@ -70,8 +79,32 @@ def load_experiment(name_or_path: str | None) -> dict:
     checker = raw.get("checker") or {}
     expect = checker.get("expect", "valid")
     _expectation(expect)  # validates
+    _by_client(checker)  # validates
     return {"name": os.path.basename(path).rsplit(".", 1)[0], "path": os.path.abspath(path), "raw": raw,
             "spec": spec, "expect": expect}
+
+
+def _by_client(checker: dict) -> dict[str, dict]:
+    """`checker.by_client: {LIBRARY: {expect: ..., why: "..."}}`: where a client library is expected to
+    behave differently from brokerlab's own client, and why (validated; the why is required)."""
+    from chaos.clients import LIBRARIES
+    by = checker.get("by_client") or {}
+    if not isinstance(by, dict):
+        raise ValueError("checker.by_client: a mapping of client library -> {expect, why}")  # noqa: TRY004
+    for lib, entry in by.items():
+        if lib not in LIBRARIES:
+            raise ValueError(f"checker.by_client.{lib}: unknown client library (one of {', '.join(LIBRARIES)})")
+        if not isinstance(entry, dict) or set(entry) != {"expect", "why"} or not str(entry["why"]).strip():
+            raise ValueError(f"checker.by_client.{lib}: give exactly 'expect' and 'why' (why it differs)")
+        _expectation(entry["expect"])
+    return by
+
+
+def expectation_for(exp: dict, library: str | None):
+    """The experiment's expectation under `library` (None: the experiment's own clients.library)."""
+    lib = library or (exp["raw"].get("clients") or {}).get("library") or "brokerlab"
+    entry = _by_client(exp["raw"].get("checker") or {}).get(lib)
+    return entry["expect"] if entry else exp["expect"]
 
 
 def _expectation(expect) -> tuple[str, list[str]]:
@@ -151,6 +184,7 @@ class RunOutcome:
     elapsed_s: float
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    client: dict = field(default_factory=lambda: {"library": "brokerlab", "version": ""})
 
     @property
     def verdict(self) -> str:
@@ -173,18 +207,32 @@ class RunOutcome:
         return f"{word} ({self.verdict}{': ' + why if why else ''}){caveats}"
 
     def replay_command(self) -> str:
-        return f"brokerlab chaos run {self.result.get('_experiment_path', self.name)} --seed {self.seed}"
+        client = "" if self.client["library"] == "brokerlab" else f" --client {self.client['library']}"
+        return f"brokerlab chaos run {self.result.get('_experiment_path', self.name)} --seed {self.seed}{client}"
+
+    def client_note(self) -> str:
+        """Per library: ops, values acknowledged and read, wall time."""
+        st = self.result.get("stats", {})
+        return (f"client {self.client['library']} {self.client['version']}: {st.get('ops', 0)} ops, "
+                f"{st.get('values_acknowledged', 0)} values acknowledged, {st.get('values_read', 0)} read, "
+                f"{self.elapsed_s:.0f} s wall")
 
 
-def default_run_dir(name: str, seed: int) -> str:
-    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}")
+def default_run_dir(name: str, seed: int, library: str = "brokerlab") -> str:
+    lib = "" if library == "brokerlab" else f"-{library}"
+    return os.path.join("runs", f"{name}{lib}-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}")
 
 
 def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | None = None,
                    bootstrap: str | None = None, out_dir: str | None = None, progress: bool = True,
-                   echo=print, control_token: str | None = None, data_dir: str | None = None) -> RunOutcome:
+                   echo=print, control_token: str | None = None, data_dir: str | None = None,
+                   client: str | None = None) -> RunOutcome:
     """control_token / data_dir: for a running cluster (bootstrap), where its control token is
-    (ChaosController); a cluster this run starts uses its own."""
+    (ChaosController); a cluster this run starts uses its own. `client`: the client library the
+    workload drives (chaos.clients.LIBRARIES; default: the experiment's `clients.library`, else
+    brokerlab). A library that cannot run the experiment raises ClientUnsupported before anything
+    starts."""
+    from chaos.clients import resolve_clients
     started = time.monotonic()
     if seed is None:
         raw_seed = exp["raw"].get("seed")
@@ -195,32 +243,35 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     raw = exp["raw"]
     duration_s = float(duration_s if duration_s is not None else spec.time_limit_s)
     name = exp["name"]
-    clients = raw.get("clients") or {}
+    workload_spec = dict(raw.get("workload") or {"name": "log"})
+    cspec = resolve_clients(raw.get("clients"), str(workload_spec.get("name", "log")), client)
     topics = [dict(name=t.name, partitions=t.partitions, replication_factor=t.replication_factor,
                    configs=t.configs) for t in spec.topics] or DEFAULT_TOPICS
-    run_dir = os.path.abspath(out_dir or default_run_dir(name, seed))
+    run_dir = os.path.abspath(out_dir or default_run_dir(name, seed, cspec.library))
     os.makedirs(run_dir, exist_ok=True)
-    echo(f"experiment: {name} ({duration_s:g} s), run folder: {run_dir}")
-    _write_experiment(exp, seed, duration_s, run_dir)
-    workload_spec = dict(raw.get("workload") or {"name": "log"})
+    echo(f"experiment: {name} ({duration_s:g} s), client: {cspec.label}, run folder: {run_dir}")
+    _write_experiment(exp, seed, duration_s, run_dir, cspec)
     concurrency = int(workload_spec.pop("concurrency", 4))
     final_read_s = float(workload_spec.pop("final_read_s", 30))
     workload = make_workload(workload_spec.pop("name", "log"), workload_spec,
                              [(t["name"], int(t["partitions"])) for t in topics], concurrency)
     schedule = build_schedule(spec, seed, duration_s)
     if hasattr(workload, "set_clients"):  # workloads whose checks depend on the client configs
-        workload.set_clients(clients.get("producer") or {}, clients.get("consumer") or {})
+        workload.set_clients(cspec.producer, cspec.consumer)
+    if cspec.library != "brokerlab":
+        workload.adapter = cspec.module
     if getattr(workload, "log_dir", False) is None:
         workload.log_dir = os.path.join(run_dir, "member-logs")
         os.makedirs(workload.log_dir, exist_ok=True)
 
     cluster, cluster_tmp = None, None
-    notes: list[str] = []
+    notes: list[str] = list(cspec.notes)
     interrupted = False
     controller = None
     writer = h.HistoryWriter(os.path.join(run_dir, "history.jsonl"))
     runner = None
     old_term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    client_logs = _ClientLogs(run_dir, cspec.library)
     try:
         client_bootstrap = bootstrap
         if bootstrap is None:
@@ -234,14 +285,19 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"),
                                      control_token=control_token, data_dir=data_dir)
         controller.discover()
+        if cspec.library != "brokerlab":
+            from chaos.clients import kafka_bootstrap
+            client_bootstrap = ",".join(a.kafka_address for a in cluster.agents.values() if a.kafka_address) \
+                if cluster is not None else kafka_bootstrap(controller.metadata())
         _create_topics(bootstrap, topics)
         failed = _steady_state(spec, controller, "before the method")
         if failed:
             raise RuntimeError(f"steady state not met before the method ({failed}): experiment not run")
-        runner = Runner(workload, writer, client_bootstrap, producer_props=clients.get("producer") or {},
-                        consumer_props=clients.get("consumer") or {}, concurrency=concurrency,
+        runner = Runner(workload, writer, client_bootstrap, producer_props=cspec.producer,
+                        consumer_props=cspec.consumer, concurrency=concurrency,
                         ops_limit=int(workload_spec.get("ops_limit", 1_000_000)), time_limit_s=duration_s, seed=seed,
-                        nemesis=_nemesis(Nemesis(controller, seed), workload), schedule=schedule)
+                        nemesis=_nemesis(Nemesis(controller, seed), workload), schedule=schedule,
+                        send_wait_s=None if cspec.library == "brokerlab" else cspec.module.delivery_timeout_s(cspec.producer))
         if _main_thread():
             # SIGTERM behaves like Ctrl-C: stop, heal, report.
             signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -277,6 +333,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
             controller.close()
         if cluster is not None:
             _stop_cluster(cluster, cluster_tmp, run_dir)
+    client_logs.close()
     history = h.read_history(writer.path)
     result = check(history)
     _workload_check(workload, history, result, notes)
@@ -284,13 +341,15 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     if runner is not None and runner.errors:
         notes += runner.errors
     result["_experiment_path"] = exp["path"]
+    client_info = {"library": cspec.library, "version": cspec.version}
     outcome = RunOutcome(name, seed, run_dir, result, exp["expect"],
-                         time.monotonic() - started, interrupted, notes)
+                         time.monotonic() - started, interrupted, notes, client_info)
     with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as fh:
-        json.dump({k: v for k, v in result.items() if not k.startswith("_")}, fh, indent=1, sort_keys=True,
-                  default=str)
+        json.dump({**{k: v for k, v in result.items() if not k.startswith("_")}, "client": client_info}, fh,
+                  indent=1, sort_keys=True, default=str)
     with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as fh:
-        json.dump({"name": name, "seed": seed, "duration_s": duration_s, "elapsed_s": outcome.elapsed_s,
+        json.dump({"name": name, "seed": seed, "client": client_info, "duration_s": duration_s,
+                   "elapsed_s": outcome.elapsed_s,
                    "expect": outcome.expect, "verdict": outcome.verdict, "behaved": outcome.behaved,
                    "interrupted": interrupted, "notes": notes, "caveats": outcome.caveats,
                    "final_read": final, "replay": outcome.replay_command()},
@@ -367,6 +426,34 @@ def _workload_check(workload, history, result: dict, notes: list[str]) -> None:
         result["valid"] = False
 
 
+CLIENT_LOGGERS = {"kafka-python": ("kafka",), "aiokafka": ("aiokafka",), "confluent-kafka": ("chaos.clients.librdkafka",)}
+
+
+class _ClientLogs:
+    """A client library's own log lines go to RUN_DIR/logs/client.log, not the terminal: under faults
+    they are many (reconnects, retries) and belong with the run."""
+
+    def __init__(self, run_dir: str, library: str) -> None:
+        self.loggers = [logging.getLogger(n) for n in CLIENT_LOGGERS.get(library, ())]
+        self.handler = None
+        if self.loggers:
+            os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+            self.handler = logging.FileHandler(os.path.join(run_dir, "logs", "client.log"), encoding="utf-8")
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(threadName)s: %(message)s"))
+        self.saved = [(lg, lg.propagate, lg.level) for lg in self.loggers]
+        for lg in self.loggers:
+            lg.addHandler(self.handler)
+            lg.propagate = False
+            lg.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        for lg, propagate, level in self.saved:
+            lg.removeHandler(self.handler)
+            lg.propagate, lg.level = propagate, level
+        if self.handler is not None:
+            self.handler.close()
+
+
 def _nemesis(nemesis, workload):
     """Cluster faults go to the Nemesis; faults the workload owns (e.g. kill-member) to the workload."""
     own = getattr(workload, "NEMESIS_FS", ())
@@ -426,10 +513,13 @@ def _heal(runner, controller, notes: list[str], attempts: int = HEAL_ATTEMPTS, s
     return False
 
 
-def _write_experiment(exp: dict, seed: int, duration_s: float, run_dir: str) -> None:
+def _write_experiment(exp: dict, seed: int, duration_s: float, run_dir: str, cspec=None) -> None:
     out = dict(exp["raw"])
     out["seed"] = seed
     out["time_limit_s"] = duration_s
+    if cspec is not None and cspec.library != "brokerlab":
+        # What this run drove, in the library's spelling: replays as is.
+        out["clients"] = {"library": cspec.library, "producer": cspec.producer, "consumer": cspec.consumer}
     with open(os.path.join(run_dir, "experiment.yaml"), "w", encoding="utf-8") as fh:
         yaml.safe_dump(out, fh, sort_keys=False)
 

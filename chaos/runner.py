@@ -19,7 +19,7 @@ from chaos import history as h
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runner", "FAULT_FS", "HEAL_FS"]
+__all__ = ["FAULT_FS", "HEAL_FS", "Runner"]
 
 # Nemesis fs that open a fault window, and those that close one.
 FAULT_FS = frozenset({"kill", "pause", "partition", "delay", "heartbeat-delay", "clock", "faults",
@@ -37,7 +37,9 @@ class Runner:
     def __init__(self, workload, writer: h.HistoryWriter, bootstrap: str, *, producer_props: dict,
                  consumer_props: dict, concurrency: int = 4, ops_limit: int = 100_000,
                  time_limit_s: float = 60.0, seed: int = 0, nemesis: Callable[[dict], dict] | None = None,
-                 schedule: list[tuple[float, dict]] | None = None) -> None:
+                 schedule: list[tuple[float, dict]] | None = None, send_wait_s: float | None = None) -> None:
+        """`send_wait_s`: the longest a worker's op may take (the client library's delivery timeout);
+        default: brokerlab's delivery.timeout.ms in producer_props."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
         self.workload = workload
@@ -50,6 +52,7 @@ class Runner:
         self.time_limit_s = time_limit_s
         self.nemesis = nemesis
         self.schedule = list(schedule or [])
+        self.send_wait_s = send_wait_s
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self.generator = workload.generator(random.Random(seed))  # guarded by _lock
@@ -104,8 +107,12 @@ class Runner:
 
     def join(self, timeout_s: float | None = None) -> None:
         # A worker may sit in a send for up to delivery.timeout.ms; wait that long, no more.
-        wait_s = timeout_s if timeout_s is not None else \
-            int(self.producer_props.get("delivery.timeout.ms", 120000)) / 1000.0 + 5.0
+        if timeout_s is not None:
+            wait_s = timeout_s
+        elif self.send_wait_s is not None:
+            wait_s = self.send_wait_s + 5.0
+        else:
+            wait_s = int(self.producer_props.get("delivery.timeout.ms", 120000)) / 1000.0 + 5.0
         end = time.monotonic() + wait_s
         for t in self._threads:
             t.join(max(0.0, end - time.monotonic()))

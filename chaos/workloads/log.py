@@ -15,7 +15,7 @@ from typing import Any
 from chaos.workloads import Outcome, key_tp, make_keys, op_weights, pick_op, send_op, tp_key
 from client.common import errors
 
-__all__ = ["LogClient", "LogGenerator", "LogWorkload", "DEFAULT_WEIGHTS"]
+__all__ = ["DEFAULT_WEIGHTS", "LogClient", "LogGenerator", "LogWorkload"]
 
 DEFAULT_WEIGHTS = {"send": 6.0, "poll": 3.0, "assign": 0.5, "crash": 0.1}
 
@@ -196,6 +196,7 @@ class LogWorkload:
 
     name = "log"
     _FIELDS = {"weights", "max_sends", "poll_ms", "ops_limit"}
+    adapter = None  # a chaos.clients adapter module for another client library; None: brokerlab's own
 
     def __init__(self, spec: dict, topics: list[tuple[str, int]], concurrency: int = 4) -> None:
         spec = dict(spec or {})
@@ -214,5 +215,6 @@ class LogWorkload:
         return LogGenerator(self.keys, rng, weights=self.weights, max_sends=self.max_sends)
 
     def client(self, bootstrap: str, producer_props: dict, consumer_props: dict, worker: int) -> LogClient:
-        return LogClient(bootstrap, producer_props, consumer_props, poll_ms=self.poll_ms,
-                         client_id=f"{self.name}-{worker}").open()
+        cls = LogClient if self.adapter is None else self.adapter.LogClient
+        return cls(bootstrap, producer_props, consumer_props, poll_ms=self.poll_ms,
+                   client_id=f"{self.name}-{worker}").open()

@@ -181,6 +181,7 @@ class TxnWorkload(LogWorkload):
                             poll_probability=self.poll_probability, abort_probability=self.abort_probability)
 
     def client(self, bootstrap: str, producer_props: dict, consumer_props: dict, worker: int) -> TxnClient:
-        return TxnClient(bootstrap, producer_props, consumer_props,
-                         transactional_id=f"{self.name}-{self.run_tag}-{worker}", poll_ms=self.poll_ms,
-                         client_id=f"{self.name}-{worker}").open()
+        cls = TxnClient if self.adapter is None else self.adapter.TxnClient
+        return cls(bootstrap, producer_props, consumer_props,
+                   transactional_id=f"{self.name}-{self.run_tag}-{worker}", poll_ms=self.poll_ms,
+                   client_id=f"{self.name}-{worker}").open()

@@ -38,11 +38,26 @@ def test_two_seeds_of_safe_give_one_row_and_a_folder_linking_both_reports(tmp_pa
     assert doc["state"] == "finished" and [x["seed"] for x in doc["runs"]] == [1, 2]
 
 
-def test_other_clients_are_refused_with_a_clear_message(tmp_path):
-    r = _cli("chaos", "campaign", "safe", "--seeds", "2", "--client", "confluent-kafka", "--out", str(tmp_path / "c"))
+def test_a_library_that_cannot_run_an_experiment_is_refused_before_anything_runs(tmp_path):
+    r = _cli("chaos", "campaign", "safe", "group-commits-broker-kills", "--seeds", "2", "--client", "kafka-python",
+             "--out", str(tmp_path / "c"))
     assert r.exit_code == 2
-    assert "'confluent-kafka' is not supported" in r.output and "brokerlab" in r.output
+    assert "kafka-python cannot run the group workload" in r.output
     assert not (tmp_path / "c").exists()
+    r = _cli("chaos", "campaign", "safe", "--seeds", "1", "--client", "kafka-java", "--out", str(tmp_path / "c"))
+    assert r.exit_code == 2 and "kafka-java" in r.output and not (tmp_path / "c").exists()
+
+
+def test_campaign_drives_the_chosen_library(tmp_path):
+    calls = []
+
+    def run(exp, *, seed, duration_s, out_dir, progress, echo, client):
+        calls.append((exp["name"], seed, client))
+        return _fake_outcome(out_dir, seed, True)
+
+    run_campaign(["safe"], 2, client="aiokafka", out_dir=str(tmp_path), echo=lambda s: None, run=run)
+    assert calls == [("safe", 1, "aiokafka"), ("safe", 2, "aiokafka")]
+    assert json.loads((tmp_path / "campaign.json").read_text())["client"] == "aiokafka"
 
 
 def _fake_outcome(run_dir: str, seed: int, valid, anomalies=(), interrupted=False, ops=10, duration_s=2.0):

@@ -1,0 +1,208 @@
+"""What every Kafka-library adapter shares: the ops of the log and txn workloads, and their outcomes.
+
+A library adapter supplies a few primitives (produce one record, wait for acknowledgements, poll,
+assign, the transaction calls, and `classify(exc) -> (name, definite)`); this class turns them into
+HISTORY.md outcomes with the rules brokerlab's own client follows (chaos/workloads/log.py, txn.py):
+
+- a send is `ok` only when the library acknowledged every record of the op (with its offset);
+  `fail` only when the first record was refused before anything was handed to the library's
+  sender and the library calls that refusal definite; anything else is `info`: a record the
+  sender took may have been appended by an earlier attempt even when the last one failed;
+- a transaction is `ok` when commit returned; `fail` when it was aborted before commit was asked
+  for (on purpose, or after any error: EndTxn(commit) was never sent, so its sends can only end
+  aborted); `info` when the commit call itself failed or timed out.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chaos.workloads import Outcome, key_tp, tp_key
+
+__all__ = ["AdapterClient", "Refused", "decode_value"]
+
+
+class Refused(Exception):
+    """A library refused a record before its sender took it; `definite` as the library documents it."""
+
+    def __init__(self, name: str, definite: bool) -> None:
+        super().__init__(name)
+        self.name = name
+        self.definite = definite
+
+
+def decode_value(value: bytes | None):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None if value is None else value.decode("utf-8", "replace")
+
+
+class AdapterClient:
+    """One worker's producer and consumer through a Kafka client library. One runner thread at a time.
+
+    Subclasses implement the primitives below; `transactional_id` makes the producer transactional
+    and the op `txn` available."""
+
+    LIBRARY = "?"
+
+    def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, poll_ms: int = 300,
+                 client_id: str = "log", transactional_id: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.producer_props = dict(producer_props)
+        self.consumer_props = dict(consumer_props)
+        self.poll_ms = poll_ms
+        self.client_id = client_id
+        self.transactional_id = transactional_id
+        self.send_wait_s = self.delivery_timeout_s() + 2.0
+
+    # -- primitives (per library) ---------------------------------------------
+    def delivery_timeout_s(self) -> float:
+        """How long the library may take to settle a record (its delivery timeout)."""
+        raise NotImplementedError
+
+    def open(self):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def produce(self, topic: str, partition: int, value: bytes):
+        """Hands one record to the library; returns a handle for `wait`. Raises if refused at once."""
+        raise NotImplementedError
+
+    def wait(self, handles: list, timeout_s: float) -> list[tuple[int | None, BaseException | None]]:
+        """Per handle, (offset, None) once acknowledged, or (None, error): failed or not settled in time."""
+        raise NotImplementedError
+
+    def poll_records(self) -> dict[tuple[str, int], list[tuple[int, bytes | None]]]:
+        raise NotImplementedError
+
+    def assign_tps(self, tps: list[tuple[str, int]], seek_to_beginning: bool) -> None:
+        raise NotImplementedError
+
+    def classify(self, e: BaseException) -> tuple[str, bool]:
+        """(error name, definite: the library says the operation surely did not take effect)."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def reopen_producer(self) -> None:
+        """A new transactional producer (and init_transactions) after the old one became unusable."""
+        raise NotImplementedError
+
+    def high_watermarks(self, keys: list[str]) -> dict[str, int]:
+        raise NotImplementedError
+
+    def positions(self, keys: list[str]) -> dict[str, int]:
+        raise NotImplementedError
+
+    # -- the workloads' ops -----------------------------------------------------
+    def invoke(self, f: str, value: Any, extra: dict) -> Outcome:
+        if f == "send":
+            return self.send(value)
+        if f == "poll":
+            return self.poll(value)
+        if f == "assign":
+            return self.assign(value, bool(extra.get("seek_to_beginning")))
+        if f == "txn" and self.transactional_id is not None:
+            return self.txn(value, bool(extra.get("abort")))
+        if f == "crash":
+            self.close()
+            self.open()
+            return Outcome("info", None, "crash")
+        raise ValueError(f"the {self.LIBRARY} adapter has no op '{f}' here")
+
+    def _error(self, e: BaseException, value: Any) -> Outcome:
+        name, definite = self.classify(e)
+        return Outcome("fail" if definite else "info", value, name)
+
+    def assign(self, keys: list[str], seek: bool) -> Outcome:
+        try:
+            self.assign_tps([key_tp(k) for k in keys], seek)
+        except Exception as e:  # noqa: BLE001 -- each library raises its own classes; classify decides
+            return self._error(e, keys)
+        return Outcome("ok", keys)
+
+    def poll(self, value: Any) -> Outcome:
+        try:
+            records = self.poll_records()
+        except Exception as e:  # noqa: BLE001 -- see assign
+            return self._error(e, value)
+        return Outcome("ok", [["poll", _by_key(records)]])
+
+    def send(self, mops: list) -> Outcome:
+        handles = []
+        for _, key, v in mops:
+            topic, partition = key_tp(key)
+            try:
+                handles.append(self.produce(topic, partition, str(v).encode()))
+            except Exception as e:  # noqa: BLE001 -- refused before the sender took it: classify decides
+                name, definite = self.classify(e)
+                return Outcome("fail" if not handles and definite else "info", mops, name)
+        done, first_error = [], None
+        for (_, key, v), (offset, err) in zip(mops, self.wait(handles, self.send_wait_s)):
+            if err is not None:
+                first_error = first_error or self.classify(err)[0]
+                continue
+            done.append(["send", key, [offset if offset is not None and offset >= 0 else None, v]])
+        if first_error is not None:
+            # Once the sender has a record, a later definite error does not undo an earlier attempt.
+            return Outcome("info", mops, first_error)
+        return Outcome("ok", done)
+
+    def txn(self, mops: list, abort: bool) -> Outcome:
+        try:
+            self.begin()
+        except Exception as e:  # noqa: BLE001 -- no transaction began: nothing to commit
+            return self._abort(mops, None, self.classify(e)[0])
+        done: list[list] = []
+        sends: list[tuple[int, Any]] = []
+        try:
+            for mop in mops:
+                if mop[0] == "send":
+                    topic, partition = key_tp(mop[1])
+                    sends.append((len(done), self.produce(topic, partition, str(mop[2]).encode())))
+                    done.append(list(mop))
+                else:
+                    done.append(["poll", _by_key(self.poll_records())])
+            if abort:
+                return self._abort(mops, done, "aborted")
+            results = self.wait([h for _, h in sends], self.send_wait_s)
+            for (i, _), (offset, err) in zip(sends, results):
+                if err is not None:
+                    raise err
+                done[i] = ["send", done[i][1], [offset if offset is not None and offset >= 0 else None, done[i][2]]]
+        except Exception as e:  # noqa: BLE001 -- nothing was committed yet: abort, a definite failure
+            return self._abort(mops, done, self.classify(e)[0])
+        try:
+            self.commit()
+        except Exception as e:  # noqa: BLE001 -- the commit may or may not have landed
+            return Outcome("info", mops, self.classify(e)[0])
+        return Outcome("ok", done)
+
+    def _abort(self, mops: list, done: list | None, why: str) -> Outcome:
+        """`fail` even when the abort call errs: commit was never asked for. Polls that ran stay in
+        the value (they are evidence); sends keep their invoke form."""
+        try:
+            self.abort()
+        except Exception:  # noqa: BLE001 -- the next init_transactions (fencing) or the timeout aborts it
+            self.reopen_producer()
+        value = [m if m[0] == "poll" else list(m) for m in (done or [])] + \
+            [list(m) for m in mops[len(done or []):] if m[0] == "send"]
+        return Outcome("fail", value, why)
+
+
+def _by_key(records: dict[tuple[str, int], list[tuple[int, bytes | None]]]) -> dict[str, list[list]]:
+    return {tp_key(t, p): [[off, decode_value(v)] for off, v in recs] for (t, p), recs in records.items() if recs}
+
+
+def deadline_left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
