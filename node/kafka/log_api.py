@@ -143,6 +143,6 @@ def handle_offset_for_leader_epoch(ctx, header, request):
 HANDLERS = {
     PRODUCE: (3, 10, handle_produce),
     FETCH: (4, 12, handle_fetch),
-    LIST_OFFSETS: (1, 7, handle_list_offsets),
+    LIST_OFFSETS: (1, 6, handle_list_offsets),  # v7 adds timestamp -3 (max timestamp, KIP-734): not served
     OFFSET_FOR_LEADER_EPOCH: (2, 4, handle_offset_for_leader_epoch),
 }

@@ -221,7 +221,7 @@ def test_list_offsets_and_offset_for_leader_epoch(shared_cluster):
 
     def list_offset(ts: int):
         with WireClient(leader) as c:
-            r = c.call(LIST_OFFSETS, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+            r = c.call(LIST_OFFSETS, 6, {"replica_id": -1, "isolation_level": 0, "topics": [
                 {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": ts}]}]})
         p = r.topics[0].partitions[0]
         return p.error_code, p.offset, p.timestamp
@@ -235,7 +235,7 @@ def test_list_offsets_and_offset_for_leader_epoch(shared_cluster):
     assert (p.error_code, p.leader_epoch, p.end_offset) == (0, 0, 5)
     # The coordinator leads nothing: it says so rather than failing the connection.
     with WireClient(bs) as c:
-        r = c.call(LIST_OFFSETS, 7, {"replica_id": -1, "isolation_level": 0, "topics": [
+        r = c.call(LIST_OFFSETS, 6, {"replica_id": -1, "isolation_level": 0, "topics": [
             {"name": topic, "partitions": [{"partition_index": 0, "current_leader_epoch": -1, "timestamp": -1}]}]})
     assert r.topics[0].partitions[0].error_code == 6  # NOT_LEADER_OR_FOLLOWER
 
