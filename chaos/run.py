@@ -569,49 +569,56 @@ def _create_topics(bootstrap: str, topics: list[dict]) -> None:
 
 
 class _Progress:
-    """A rich live panel: elapsed time, open faults, op counts by f and type."""
+    """Live progress (chaos.progress): a rich panel on a terminal, redrawn 4 times a second; when
+    stderr is piped, a plain line every PLAIN_EVERY_S instead (no cursor codes in logs)."""
 
-    def __init__(self, runner: Runner, enabled: bool = True) -> None:
+    PLAIN_EVERY_S = 5.0
+
+    def __init__(self, runner: Runner, enabled: bool = True, stream=None) -> None:
+        from chaos.progress import ProgressModel
         self.runner = runner
-        self.enabled = enabled and sys.stderr.isatty()
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and self.stream.isatty()
+        self.model = ProgressModel(runner.time_limit_s)
         self.live = None
+        self._next_plain_s = self.PLAIN_EVERY_S
 
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
+    def __enter__(self) -> _Progress:
+        if self.tty:
             from rich.console import Console
             from rich.live import Live
-            self.live = Live(self._render(), console=Console(stderr=True), refresh_per_second=4, transient=False)
+            self.live = Live(self._render(self.model.update(self.runner.snapshot())),
+                             console=Console(file=self.stream), refresh_per_second=4, transient=False)
             self.live.__enter__()
         return self
 
     def update(self) -> None:
+        if not self.enabled:
+            return
+        line = self.model.update(self.runner.snapshot())
         if self.live is not None:
-            self.live.update(self._render())
+            self.live.update(self._render(line))
+        elif line.elapsed_s >= self._next_plain_s:
+            self._next_plain_s = line.elapsed_s + self.PLAIN_EVERY_S
+            print(line.plain(), file=self.stream, flush=True)
 
-    def _render(self):
+    @staticmethod
+    def _render(line):
         from rich.table import Table
-        snap = self.runner.snapshot()
-        t = Table(title=f"elapsed {snap['elapsed_s']:5.1f} s / {self.runner.time_limit_s:g} s", expand=False)
+        t = Table(title=f"elapsed {line.elapsed_s:5.1f} s, {line.left_s:.0f} s left", expand=False)
         t.add_column("op")
         for ty in ("ok", "fail", "info"):
             t.add_column(ty, justify="right")
-        fs = sorted({f for f, _ in snap["counts"]})
-        for f in fs:
-            t.add_row(f, *(str(snap["counts"].get((f, ty), 0)) for ty in ("ok", "fail", "info")))
-        faults = ", ".join(f"{f} {_short(v)}" for f, v in snap["faults"].items()) or "none"
-        t.caption = f"faults: {faults}"
+        for f, counts in line.by_f.items():
+            t.add_row(f, *(str(counts[ty]) for ty in ("ok", "fail", "info")))
+        t.add_row("[b]per second[/b]", *(f"[b]{line.per_s[ty]:.0f}[/b]" for ty in ("ok", "fail", "info")))
+        t.caption = f"fault in force: {line.faults}"
         return t
 
     def __exit__(self, *exc) -> None:
         if self.live is not None:
-            self.live.update(self._render())
+            self.live.update(self._render(self.model.update(self.runner.snapshot())))
             self.live.__exit__(None, None, None)
-
-
-def _short(v) -> str:
-    if isinstance(v, dict):
-        if "nodes" in v:
-            return ",".join(v["nodes"])
-        if "groups" in v:
-            return " | ".join(",".join(g) for g in v["groups"])
-    return "" if v is None else json.dumps(v)[:40]
+        elif self.enabled:
+            print(self.model.update(self.runner.snapshot()).plain(), file=self.stream, flush=True)
