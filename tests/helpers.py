@@ -98,6 +98,7 @@ def procfile_cluster(tmp_path):
     mapping.update({str(9200 + i): str(ports[4 + i]) for i in range(4)})
     text = re.sub(r"\b(9[12]0[0-3])\b", lambda m: mapping[m.group(1)], text)
     text = re.sub(r"--kafka-port 909[2-5]\b", "--kafka-port 0", text)  # free Kafka-protocol ports too
+    text = re.sub(r"--metrics-port 940[4-7]\b", "--metrics-port 0", text)  # and free metrics ports
     text = text.replace(".brokerlab/procfile", str(tmp_path / "pf"))
     text = text.replace(".brokerlab/control-token", str(tmp_path / "control-token"))
     text = text.replace("brokerlab agent", f"{sys.executable} -m brokerlab_cli agent")

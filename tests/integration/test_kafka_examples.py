@@ -41,7 +41,7 @@ def _committed_total(bootstrap: str, group: str) -> int:
 def test_patterns_document_producer_and_consumer_run_against_brokerlab_up(tmp_path):
     up_log = open(tmp_path / "up.log", "w")  # noqa: SIM115 - the subprocess writes it until the end
     up = subprocess.Popen([sys.executable, "-m", "brokerlab_cli", "up", "--port", "0", "--kafka-port", "0",
-                           "--data-dir", str(tmp_path / "cluster")], cwd=ROOT, stdout=up_log,
+                           "--metrics-port", "0", "--data-dir", str(tmp_path / "cluster")], cwd=ROOT, stdout=up_log,
                           stderr=subprocess.STDOUT, start_new_session=True)
     consumer = None
     try:

@@ -139,3 +139,32 @@ def test_replica_manager_gauges_follow_the_replicas_roles_and_isr(tmp_path):
         assert gauge("kafka_controller_kafkacontroller_activecontrollercount") == 0
     finally:
         b.stop()
+
+
+def test_brokerlab_up_prints_every_nodes_metrics_endpoint(tmp_path):
+    import os
+    import re
+    import signal
+
+    log_path = tmp_path / "up.log"
+    with open(log_path, "w") as log:
+        up = subprocess.Popen([sys.executable, "-m", "brokerlab_cli", "up", "--port", "0", "--kafka-port", "0",
+                               "--metrics-port", "0", "--data-dir", str(tmp_path / "cluster")],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        line = wait_until(lambda: re.search(r"^metrics: (.*)$", log_path.read_text(), re.MULTILINE), 120,
+                          what="brokerlab up's metrics line")
+        urls = dict(pair.split("=", 1) for pair in line.group(1).split(", "))
+        assert set(urls) == {"coordinator", "broker-1", "broker-2", "broker-3"}
+        for node, url in urls.items():
+            names = {n for n, _ in scrape(url)}
+            assert "kafka_controller_kafkacontroller_activecontrollercount" in names, node
+            if node != "coordinator":
+                assert "kafka_server_replicamanager_underreplicatedpartitions" in names, node
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(5)
