@@ -513,3 +513,51 @@ def test_aiokafka_consume_transform_produce_moves_offsets_only_on_commit(shared_
             await c.stop()
 
     asyncio.run(run())
+
+
+def test_confluent_kafka_cooperative_sticky_members_split_and_a_leaver_hands_over(shared_cluster):
+    """The cooperative-sticky assignor (incremental rebalances) through JoinGroup / SyncGroup: two members
+    split the partitions; when one leaves (LeaveGroup), the other ends up owning them all."""
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = _name("ck-coop"), _name("ck-coop-g")
+    _ck_create(bs, topic)
+    conf = {"bootstrap.servers": bs, "group.id": group, "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    members = [ck.Consumer(conf), ck.Consumer(conf)]
+    try:
+        for m in members:
+            m.subscribe([topic])
+
+        def owned() -> list[set[int]]:
+            for m in members:
+                m.poll(0.1)
+            return [{tp.partition for tp in m.assignment()} for m in members]
+        wait_until(lambda: sorted(map(len, owned())) == [1, 1], 60, what="a partition each")
+        members.pop().close()  # LeaveGroup
+        wait_until(lambda: owned() == [set(range(PARTITIONS))], 60, what="the other member owning both")
+    finally:
+        for m in members:
+            m.close()
+
+
+def test_confluent_kafka_second_producer_with_the_same_transactional_id_fences_the_first(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, tid = _name("ck-fence"), _name("ck-fence-tid")
+    _ck_create(bs, topic)
+    conf = {"bootstrap.servers": bs, "transactional.id": tid}
+    old = ck.Producer(conf)
+    old.init_transactions(30)
+    old.begin_transaction()
+    old.produce(topic, value=b"zombie", partition=0)
+    old.flush(30)
+    new = ck.Producer(conf)
+    new.init_transactions(60)  # bumps the epoch and aborts the old producer's open transaction
+    new.begin_transaction()
+    new.produce(topic, value=SENTINEL, partition=0)
+    new.produce(topic, value=SENTINEL, partition=1)
+    new.commit_transaction(30)
+    with pytest.raises(ck.KafkaException) as e:
+        old.commit_transaction(30)
+    assert e.value.args[0].fatal() or e.value.args[0].code() in (ck.KafkaError._FENCED,
+                                                                   ck.KafkaError.PRODUCER_FENCED)
+    assert sorted(_ck_read_to_sentinels(bs, topic, "read_committed")) == [SENTINEL, SENTINEL]

@@ -156,3 +156,63 @@ def test_kafka_python_group_member_cut_off_loses_its_partitions_to_the_other_and
     finally:
         for m in members.values():
             m.close()
+
+
+def test_coordinator_killed_and_restarted_under_a_group_consumer_and_a_transactional_producer(kafka_cluster):
+    """SIGKILL of the coordinator node (group and transaction coordinator, restarted by its agent on the
+    same Kafka port): the consumer's group and the producer's transactional id come back from
+    __consumer_offsets / __transaction_state; the consumer resumes from its commit and commits again, the
+    producer's next transaction commits, and read_committed sees both transactions."""
+    c, ctl = kafka_cluster
+    bs = c.kafka_bootstrap_servers
+    topic, group = _name("coord-kill"), _name("coord-kill-g")
+    _create_and_fill(bs, topic, [b"before-%d" % i for i in range(10)])
+    consumer = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
+                            "enable.auto.commit": False, "isolation.level": "read_committed",
+                            "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    producer = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("coord-kill-tid")})
+    got: list[bytes] = []
+    next_offsets: dict[int, int] = {}  # partition -> the offset after the last record read
+
+    def poll_until(n: int, what: str) -> None:
+        def step() -> bool:
+            m = consumer.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+                next_offsets[m.partition()] = m.offset() + 1
+            return len(got) >= n
+        wait_until(step, 120, what=f"{what} (have {len(got)})")
+
+    def commit() -> bool:
+        try:
+            consumer.commit(asynchronous=False)
+        except ck.KafkaException:
+            consumer.poll(0.2)
+            return False
+        return True
+
+    try:
+        consumer.subscribe([topic])
+        poll_until(10, "the records before the kill")
+        assert commit()
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(topic, b"txn-1", partition=0)
+        producer.commit_transaction(30)
+        poll_until(11, "the first transaction")
+
+        ctl.kill("coordinator")
+        ctl.start("coordinator")
+
+        producer.begin_transaction()
+        producer.produce(topic, b"txn-2", partition=1)
+        producer.commit_transaction(120)  # retried while the coordinator loads its log
+        poll_until(12, "the transaction after the restart")
+        wait_until(commit, 120, what="a commit after the restart")
+        offsets = consumer.committed([ck.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=60)
+        # The commit covers every record read (a COMMIT marker after the last one may be counted too).
+        committed = {tp.partition: tp.offset for tp in offsets}
+        assert all(committed[p] in (o, o + 1) for p, o in next_offsets.items()), (committed, next_offsets)
+    finally:
+        consumer.close()
+    assert sorted(got) == sorted([b"before-%d" % i for i in range(10)] + [b"txn-1", b"txn-2"])
