@@ -18,9 +18,6 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from client.common import records
-from client.common.network import ChannelPool
-from client.common.pb import broker_pb2 as bpb
-from client.common.pb import broker_pb2_grpc as bgrpc
 from node.kafka import COORDINATOR_NODE_ID
 from tests.helpers import wait_until
 from tests.kafka_wire import WireClient
@@ -244,26 +241,21 @@ def test_aborted_transactions_are_listed_only_for_read_committed(shared_cluster)
     bs = shared_cluster.kafka_bootstrap_servers
     topic = _name("aborted")
     _create(bs, topic, partitions=1)
-    leader_kafka = _leaders(bs, topic, 1)[0]
-    pid = 777_000 + int(uuid.uuid4().int % 1000)
-    txn = _batch([b"t1", b"t2"], producer_id=pid, producer_epoch=0, base_sequence=0, is_transactional=True)
-    assert _produce(leader_kafka, topic, 0, txn).base_offset == 0
-    # Abort it as the transaction coordinator would: an ABORT marker on the leader (gRPC).
-    md = shared_cluster.metadata()
-    leader_id = next(p.leader for t in md.topics if t.name == topic for p in t.partitions)
-    grpc_addr = next(f"{b.host}:{b.port}" for b in md.brokers if b.node_id == leader_id)
-    pool = ChannelPool("test")
-    try:
-        resp = bgrpc.BrokerStub(pool.get(grpc_addr)).WriteTxnMarkers(bpb.WriteTxnMarkersRequest(markers=[
-            bpb.TxnMarker(producer_id=pid, producer_epoch=0, committed=False, topic=topic, partitions=[0])]),
-            timeout=30)
-    finally:
-        pool.close()
-    assert resp.results[0].error_code == 0
-    committed = _fetch(leader_kafka, topic, 0, 0, isolation=1)
-    assert [(a.producer_id, a.first_offset) for a in committed.aborted_transactions] == [(pid, 0)]
-    assert committed.last_stable_offset == 3
-    uncommitted = _fetch(leader_kafka, topic, 0, 0, isolation=0)
+    leader = _leaders(bs, topic, 1)[0]
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("txn"), "acks": "all"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"t1", partition=0)
+    p.produce(topic, b"t2", partition=0)
+    p.flush(30)
+    p.abort_transaction(30)
+    wait_until(lambda: _fetch(leader, topic, 0, 0, isolation=1).last_stable_offset == 3, 30,
+               what="the ABORT marker below the LSO")
+    committed = _fetch(leader, topic, 0, 0, isolation=1)
+    assert [a.first_offset for a in committed.aborted_transactions] == [0]
+    (h, _), _marker = list(records.iter_batches(committed.records))[:2]
+    assert committed.aborted_transactions[0].producer_id == h.producer_id and h.is_transactional
+    uncommitted = _fetch(leader, topic, 0, 0, isolation=0)
     assert uncommitted.aborted_transactions is None  # Kafka sends null to read_uncommitted fetches
     # confluent-kafka read_committed skips the aborted records; read_uncommitted sees them.
     assert _consume_values(bs, topic, "read_committed", want=0) == []
