@@ -24,7 +24,7 @@ from node import group as G
 from node.kafka.codec import build
 
 OFFSET_COMMIT, OFFSET_FETCH, JOIN_GROUP, HEARTBEAT = 8, 9, 11, 12
-LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS = 13, 14, 15, 16
+LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS = 13, 14, 15, 16, 42
 NO_AUTHORIZED_OPERATIONS = -(2**31)  # Kafka's "not requested"
 
 
@@ -234,6 +234,20 @@ def handle_list_groups(ctx, header, request):
                                   if not wanted or state.lower() in wanted]})
 
 
+# ---------------------------------------------------------------- DeleteGroups
+
+def handle_delete_groups(ctx, header, request):
+    """Only an Empty group is deleted (its offsets too); others answer NON_EMPTY_GROUP / GROUP_ID_NOT_FOUND."""
+    results = []
+    for gid in request.groups_names:
+        try:
+            err = _driver(ctx).delete(gid)
+        except E.KafkaError as e:
+            err = e.code
+        results.append({"group_id": gid, "error_code": err})
+    return build(ctx.response_class(header), {"results": results})
+
+
 HANDLERS = {
     OFFSET_COMMIT: (2, 8, handle_offset_commit),
     OFFSET_FETCH: (1, 8, handle_offset_fetch),
@@ -243,4 +257,5 @@ HANDLERS = {
     SYNC_GROUP: (0, 5, handle_sync_group),
     DESCRIBE_GROUPS: (0, 5, handle_describe_groups),
     LIST_GROUPS: (0, 4, handle_list_groups),
+    DELETE_GROUPS: (0, 2, handle_delete_groups),
 }

@@ -253,6 +253,8 @@ def test_confluent_kafka_group_consume_and_commit(shared_cluster):
         assert {tp.partition for tp in d.members[0].assignment.topic_partitions} == set(range(PARTITIONS))
         listed = admin.list_consumer_groups().result(30)
         assert group in {g.group_id for g in listed.valid}
+        with pytest.raises(ck.KafkaException):  # a group with a member is not deleted (NON_EMPTY_GROUP)
+            admin.delete_consumer_groups([group])[group].result(30)
     finally:
         c.close()
 
@@ -265,6 +267,13 @@ def test_confluent_kafka_group_consume_and_commit(shared_cluster):
         assert _values(m.value() for m in got) == _values(second)
     finally:
         c2.close()
+    admin = AdminClient({"bootstrap.servers": bs})
+    # Empty now (both members left): DeleteGroups removes it with its offsets.
+    wait_until(lambda: admin.describe_consumer_groups([group])[group].result(30).state
+               == ck.ConsumerGroupState.EMPTY, 30, what="the group empty")
+    admin.delete_consumer_groups([group])[group].result(30)
+    offsets = admin.list_consumer_group_offsets([ck.ConsumerGroupTopicPartitions(group)])[group].result(30)
+    assert offsets.topic_partitions == []
 
 
 def test_confluent_kafka_two_members_share_the_partitions(shared_cluster):

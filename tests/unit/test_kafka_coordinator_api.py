@@ -59,6 +59,9 @@ class FakeGroups:
     def list_groups(self):
         return [("g-stable", "consumer", "Stable"), ("g-empty", "consumer", "Empty")]
 
+    def delete(self, group_id):
+        return {"g-empty": 0, "g-stable": E.NonEmptyGroupError.code}.get(group_id, E.GroupIdNotFoundError.code)
+
 
 class FakeTxns:
     def __init__(self, error: E.KafkaError | None = None):
@@ -129,7 +132,8 @@ def ms(n: int) -> datetime.timedelta:
 def test_advertised_ranges_keep_to_the_clients_and_kafka_30():
     ranges = {k: v[:2] for k, v in coordinator_api.HANDLERS.items()}
     assert ranges == {10: (0, 6), 8: (2, 8), 9: (1, 8), 11: (0, 7), 12: (0, 4), 13: (0, 4), 14: (0, 5),
-                      15: (0, 5), 16: (0, 4), 22: (0, 4), 24: (0, 3), 25: (0, 3), 26: (0, 3), 28: (0, 3)}
+                      15: (0, 5), 16: (0, 4), 22: (0, 4), 24: (0, 3), 25: (0, 3), 26: (0, 3), 28: (0, 3),
+                      42: (0, 2)}
     # kafka-python reads JoinGroup 9 as a 3.2 broker; AddPartitionsToTxn 4 (transactions v2) as 3.6.
     assert ranges[11][1] < 9 and ranges[24][1] < 4 and ranges[26][0] == 0
 
@@ -215,6 +219,14 @@ def test_list_groups_on_a_broker_is_empty_and_on_the_coordinator_filters_by_stat
     assert call(Ctx(), 16, 4, {}).groups == ()
     r = call(Ctx(FakeGroups()), 16, 4, {"states_filter": ["stable"]})
     assert [(g.group_id, g.group_state) for g in r.groups] == [("g-stable", "Stable")]
+
+
+def test_delete_groups_answers_each_group():
+    r = call(Ctx(FakeGroups()), 42, 2, {"groups_names": ["g-empty", "g-stable", "nope"]})
+    assert [(x.group_id, x.error_code) for x in r.results] == [
+        ("g-empty", 0), ("g-stable", E.NonEmptyGroupError.code), ("nope", E.GroupIdNotFoundError.code)]
+    r = call(Ctx(), 42, 0, {"groups_names": ["g"]})
+    assert r.results[0].error_code == E.NotCoordinatorError.code
 
 
 def test_leave_group_v0_answers_the_members_code_and_v3_each_members():
