@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import cramjam
 import crc32c as _crc32c
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record.default_records import DefaultRecordBatch as _CBatch
+from aiokafka.record.default_records import DefaultRecordBatchBuilder as _CBuilder
 
 from client.common.errors import CorruptMessageError, InvalidRecordError
 from client.common.types import ConsumerRecord
@@ -60,6 +63,7 @@ _HEADER_TAIL = struct.Struct(">hiqqqhii")
 _PREFIX = struct.Struct(">qiib")
 _Q = struct.Struct(">q")
 _I = struct.Struct(">i")
+_H = struct.Struct(">h")
 _H = struct.Struct(">h")
 _U = struct.Struct(">I")
 _I_UNPACK = _I.unpack_from
@@ -334,85 +338,34 @@ def _decompress(codec: int, data) -> bytes:
 
 # ---------------------------------------------------------------- encoding
 
-def _encode_headers(headers) -> bytes:
-    """A record's header count and headers."""
-    out = bytearray(encode_varint(len(headers)))
+# Records are encoded by aiokafka's compiled RecordBatch v2 builder (its records part only: the
+# header, compression and CRC stay here), so this module is the one place that knows the format.
+_ENCODER_LIMIT = 2**62  # no size limit in the encoder: BatchBuilder decides what fits
+_NO_HEADERS: list = []
+
+
+def _c_headers(headers) -> list:
+    """Headers as the encoder takes them: a list of (str key, bytes-or-None value)."""
+    out = []
     for hkey, hvalue in headers:
-        kb = hkey.encode() if isinstance(hkey, str) else bytes(hkey)
-        out += encode_varint(len(kb))
-        out += kb
-        if hvalue is None:
-            out += _NULL_LENGTH
-        else:
-            out += encode_varint(len(hvalue))
-            out += hvalue
-    return bytes(out)
+        if not isinstance(hkey, str):
+            hkey = bytes(hkey).decode()
+        if hvalue is not None and hvalue.__class__ is not bytes:
+            hvalue = bytes(hvalue)
+        out.append((hkey, hvalue))
+    return out
 
 
-_ATTRIBUTES = b"\x00"  # record attributes: unused
-
-
-def _encode_records(records: Sequence, base_timestamp: int) -> bytes:
-    """Records body from a flat [timestamp, key, value, headers, ...] list: one length-prefixed
-    record per four entries, offset deltas 0..n-1.
-
-    Hot loop: each record's length is summed from its parts (a varint below 2**14 zigzagged is
-    one byte under 128, else two), and all parts are joined once at the end, so a value is
-    copied once."""
-    small = _SMALL
-    limit = _SMALL_LIMIT
-    null = _NULL_LENGTH
-    zero = _ZERO
-    attrs = _ATTRIBUTES
-    parts: list = []
-    extend = parts.extend
+def _encode_records(records: Sequence) -> bytearray:
+    """A whole uncompressed batch (an aiokafka header, then the records) from a flat
+    [timestamp, key, value, headers, ...] list, offset deltas 0..n-1; `build` keeps the records part."""
+    enc = _CBuilder(MAGIC, 0, 0, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE, _ENCODER_LIMIT)
+    append = enc.append
+    no_headers = _NO_HEADERS
     it = iter(records)
     for delta, (ts, key, value, headers) in enumerate(zip(it, it, it, it)):
-        d = ts - base_timestamp
-        u = (d << 1) ^ (d >> 63)
-        if 0 <= u < limit:
-            tsb = small[u]
-            size = 2 if u < 128 else 3    # attributes + timestamp delta
-        else:
-            tsb = encode_varint(d)
-            size = 1 + len(tsb)
-        u = delta << 1
-        if u < limit:
-            odb = small[u]
-            size += 1 if u < 128 else 2
-        else:
-            odb = encode_varint(delta)
-            size += len(odb)
-        if key is None:
-            kb = null
-            size += 1
-        else:
-            n = len(key)
-            u = n << 1
-            kb = small[u] if u < limit else _zigzag_bytes(u)
-            size += len(kb) + n
-        if value is None:
-            vb = null
-            size += 1
-        else:
-            n = len(value)
-            u = n << 1
-            vb = small[u] if u < limit else _zigzag_bytes(u)
-            size += len(vb) + n
-        hb = _encode_headers(headers) if headers else zero
-        size += len(hb)
-        u = size << 1
-        lb = small[u] if u < limit else _zigzag_bytes(u)
-        if key is None:
-            if value is None:
-                extend((lb, attrs, tsb, odb, kb, vb, hb))
-            else:
-                extend((lb, attrs, tsb, odb, kb, vb, value, hb))
-        elif value is None:
-            extend((lb, attrs, tsb, odb, kb, key, vb, hb))
-        else:
-            extend((lb, attrs, tsb, odb, kb, key, vb, value, hb))
-    return b"".join(parts)
+        append(delta, ts, key, value, _c_headers(headers) if headers else no_headers)
+    return enc.build()
 
 
 # Per-record overhead estimate: attributes 1, timestamp delta 5 (~99 days),
@@ -488,6 +441,8 @@ class BatchBuilder:
                    headers=None) -> bool:
         """Add a record; False if it would push the batch past batch_size.
         The first record is always accepted, however large."""
+        if timestamp_ms < 0:  # as Kafka's ProducerRecord; the encoder reads -1 as "not set yet"
+            raise InvalidRecordError(f"Invalid timestamp: {timestamp_ms}. Timestamp should always be non-negative")
         size = _RECORD_OVERHEAD
         try:
             if key is not None:
@@ -539,11 +494,12 @@ class BatchBuilder:
         base_timestamp = records[0]
         if self._payload is None:
             try:
-                raw = _encode_records(records, base_timestamp)
-            except (TypeError, ValueError, AttributeError) as e:
+                raw = _encode_records(records)
+            except (TypeError, ValueError, AttributeError, OverflowError) as e:
                 raise InvalidRecordError(f"cannot encode record: {e}") from None
-            self.uncompressed_size = HEADER_SIZE + len(raw)
-            self._payload = raw if self._codec == 0 else _compress(self._codec, raw)
+            self.uncompressed_size = len(raw)
+            body = memoryview(raw)[HEADER_SIZE:]
+            self._payload = body if self._codec == 0 else _compress(self._codec, bytes(body))
         payload = self._payload
         attributes = self._codec
         if self.is_transactional:
@@ -654,8 +610,10 @@ class gc_paused:  # lower case: used as `with gc_paused():`
             gc.enable()
 
 
-def _records_part(batch, h: BatchHeader) -> tuple[bytes, int, int]:
-    """Checks the header's framing fields; returns (data, records start, records end), decompressed."""
+def _plain_batch(batch, h: BatchHeader):
+    """The batch as aiokafka's compiled reader takes it: framing fields checked, exactly the batch's
+    bytes, records decompressed here (cramjam, as Kafka writes them) behind the same header with the
+    codec bits cleared (the reader ignores the length field and the CRC)."""
     if h.magic != MAGIC:
         raise CorruptMessageError(f"unsupported magic {h.magic} (only 2)")
     end = _LENGTH_OFFSET + h.batch_length
@@ -664,29 +622,16 @@ def _records_part(batch, h: BatchHeader) -> tuple[bytes, int, int]:
     if h.records_count < 0:
         raise CorruptMessageError(f"negative records count {h.records_count}")
     codec = h.attributes & ATTR_COMPRESSION_MASK
+    mv = memoryview(batch)
     if codec == 0:
-        return (batch if isinstance(batch, bytes) else bytes(batch)), HEADER_SIZE, end
-    data = _decompress(codec, memoryview(batch)[HEADER_SIZE:end])
-    return data, 0, len(data)
+        return batch if len(batch) == end else mv[:end]
+    data = _decompress(codec, mv[HEADER_SIZE:end])
+    return b"".join((mv[:_CRC_START], _H.pack(h.attributes & ~ATTR_COMPRESSION_MASK),
+                     mv[_CRC_START + 2:HEADER_SIZE], data))
 
 
-def _decode(batch, h: BatchHeader | None, make, min_offset: int, topic, partition: int,
-            key_deserializer, value_deserializer) -> list:
-    if h is None:
-        h = read_header(batch)
-    data, pos, end = _records_part(batch, h)
-    count = h.records_count
-    log_append = h.attributes & ATTR_TIMESTAMP_TYPE
-    try:
-        out, pos = _decode_body(data, pos, end, count, h.base_offset, h.base_timestamp,
-                                h.max_timestamp if log_append else None, make, min_offset, topic, partition,
-                                h.partition_leader_epoch, TIMESTAMP_LOG_APPEND_TIME if log_append else
-                                TIMESTAMP_CREATE_TIME, key_deserializer, value_deserializer)
-    except (IndexError, UnicodeDecodeError) as e:
-        raise CorruptMessageError(f"malformed record: {e}") from None
-    if pos != end:
-        raise CorruptMessageError(f"{end - pos} bytes left after {count} records")
-    return out
+def _c_reader(batch, h: BatchHeader):
+    return _CBatch(_plain_batch(batch, h))
 
 
 def decode_records(batch) -> list[Record]:
@@ -695,164 +640,77 @@ def decode_records(batch) -> list[Record]:
     For LOG_APPEND_TIME batches every record gets maxTimestamp, as in Kafka.
     Structural errors raise CorruptMessageError; the CRC is `validate`'s job.
     """
-    return _decode(batch, None, _make_record, _INT64_MIN, None, -1, None, None)
+    h = read_header(batch)
+    reader = _c_reader(batch, h)
+    out = []
+    try:
+        for r in reader:
+            ts = r.timestamp
+            hs = r.headers
+            out.append(_make_record(r.offset, -1 if ts is None else ts, r.key, r.value,
+                                    tuple(hs) if hs else (), None, -1, -1, 0))
+    except (CorruptRecordException, UnicodeDecodeError) as e:
+        raise CorruptMessageError(f"malformed record: {e}") from None
+    return out
 
 
 def decode_consumer_records(batch, topic: str, partition: int, min_offset: int = 0,
                             key_deserializer: Callable | None = None,
                             value_deserializer: Callable | None = None,
                             header: BatchHeader | None = None) -> list[ConsumerRecord]:
-    """`decode_records` straight into ConsumerRecords, in one pass: records below min_offset are
-    skipped, non-null keys and values go through the deserializers, leader epoch and timestamp
-    type come from the batch header (pass `header` if it was already read)."""
-    return _decode(batch, header, _make_consumer_record, min_offset, topic, partition,
-                   key_deserializer, value_deserializer)
-
-
-def _decode_body(data: bytes, pos: int, n: int, count: int, base_offset: int, base_timestamp: int,
-                 log_append_time: int | None, make, min_offset: int, topic, partition: int,
-                 leader_epoch: int, timestamp_type: int, kd, vd) -> tuple[list, int]:
-    # Hot loop. Varints of one and two bytes (every length and delta of a typical batch) are decoded
-    # inline; longer ones via _read_uvarint.
+    """`decode_records` straight into ConsumerRecords: records below min_offset are skipped, non-null
+    keys and values go through the deserializers, leader epoch and timestamp type come from the batch
+    header (pass `header` if it was already read). The varints are decoded in C; this loop only
+    moves each record's fields into a ConsumerRecord."""
+    h = read_header(batch) if header is None else header
+    reader = _c_reader(batch, h)
+    kd, vd = key_deserializer, value_deserializer
+    leader_epoch = h.partition_leader_epoch
+    timestamp_type = TIMESTAMP_LOG_APPEND_TIME if h.attributes & ATTR_TIMESTAMP_TYPE else TIMESTAMP_CREATE_TIME
+    skip = h.base_offset < min_offset
     out: list = []
     append = out.append
-    read = _read_uvarint
     no_headers: tuple = ()
     # The slot-layout class behind _make_consumer_record, unless that fell back to the constructor.
-    layout = make if make is _make_consumer_record and isinstance(make, type) else None
+    layout = _make_consumer_record if isinstance(_make_consumer_record, type) else None
     new = object.__new__
     consumer_record = ConsumerRecord
-    for _ in range(count):
-        u = data[pos]
-        if u < 0x80:
-            pos += 1
-        else:
-            b = data[pos + 1]
-            if b < 0x80:
-                u = (u & 0x7F) | (b << 7)
-                pos += 2
+    try:
+        for r in reader:
+            offset = r.offset
+            if skip and offset < min_offset:
+                continue
+            key = r.key
+            value = r.value
+            if kd is not None and key is not None:
+                key = kd(key)
+            if vd is not None and value is not None:
+                value = vd(value)
+            ts = r.timestamp
+            if ts is None:  # aiokafka's reading of NO_TIMESTAMP (-1)
+                ts = -1
+            hs = r.headers
+            headers = tuple(hs) if hs else no_headers
+            if layout is not None:
+                # _make_consumer_record's body inlined: slot stores here cost less than the call.
+                c = new(layout)
+                c.topic = topic
+                c.partition = partition
+                c.offset = offset
+                c.timestamp = ts
+                c.key = key
+                c.value = value
+                c.headers = headers
+                c.leader_epoch = leader_epoch
+                c.timestamp_type = timestamp_type
+                c.__class__ = consumer_record
+                append(c)
             else:
-                u, pos = read(data, pos)
-        rec_end = pos + ((u >> 1) ^ -(u & 1))
-        if rec_end > n or rec_end <= pos:
-            raise CorruptMessageError(f"record length runs past the batch at {pos}")
-        pos += 1  # attributes
-        u = data[pos]
-        if u < 0x80:
-            pos += 1
-        else:
-            b = data[pos + 1]
-            if b < 0x80:
-                u = (u & 0x7F) | (b << 7)
-                pos += 2
-            else:
-                u, pos = read(data, pos)
-        ts_delta = (u >> 1) ^ -(u & 1)
-        u = data[pos]
-        if u < 0x80:
-            pos += 1
-        else:
-            b = data[pos + 1]
-            if b < 0x80:
-                u = (u & 0x7F) | (b << 7)
-                pos += 2
-            else:
-                u, pos = read(data, pos)
-        offset = base_offset + ((u >> 1) ^ -(u & 1))
-        u = data[pos]
-        if u < 0x80:
-            pos += 1
-        else:
-            b = data[pos + 1]
-            if b < 0x80:
-                u = (u & 0x7F) | (b << 7)
-                pos += 2
-            else:
-                u, pos = read(data, pos)
-        if u & 1:  # negative length: null
-            key = None
-        else:
-            u >>= 1
-            key = data[pos:pos + u]
-            pos += u
-        u = data[pos]
-        if u < 0x80:
-            pos += 1
-        else:
-            b = data[pos + 1]
-            if b < 0x80:
-                u = (u & 0x7F) | (b << 7)
-                pos += 2
-            else:
-                u, pos = read(data, pos)
-        if u & 1:
-            value = None
-        else:
-            u >>= 1
-            value = data[pos:pos + u]
-            pos += u
-        u = data[pos]
-        if u == 0:
-            pos += 1
-            headers = no_headers
-        else:
-            if u < 0x80:
-                pos += 1
-            else:
-                u, pos = read(data, pos)
-            if u & 1:
-                raise CorruptMessageError("negative header count")
-            hs = []
-            for _h in range(u >> 1):
-                u = data[pos]
-                if u < 0x80:
-                    pos += 1
-                else:
-                    u, pos = read(data, pos)
-                if u & 1:
-                    raise CorruptMessageError("negative header key length")
-                u >>= 1
-                hkey = data[pos:pos + u].decode()
-                pos += u
-                u = data[pos]
-                if u < 0x80:
-                    pos += 1
-                else:
-                    u, pos = read(data, pos)
-                if u & 1:
-                    hvalue = None
-                else:
-                    u >>= 1
-                    hvalue = data[pos:pos + u]
-                    pos += u
-                hs.append((hkey, hvalue))
-            headers = tuple(hs)
-        if pos != rec_end:
-            raise CorruptMessageError(f"record length does not match its fields at {pos}")
-        if offset < min_offset:
-            continue
-        if kd is not None and key is not None:
-            key = kd(key)
-        if vd is not None and value is not None:
-            value = vd(value)
-        ts = base_timestamp + ts_delta if log_append_time is None else log_append_time
-        if layout is not None:
-            # _make_consumer_record's body inlined: slot stores here cost less than the call.
-            r = new(layout)
-            r.topic = topic
-            r.partition = partition
-            r.offset = offset
-            r.timestamp = ts
-            r.key = key
-            r.value = value
-            r.headers = headers
-            r.leader_epoch = leader_epoch
-            r.timestamp_type = timestamp_type
-            r.__class__ = consumer_record
-            append(r)
-        else:
-            append(make(offset, ts, key, value, headers, topic, partition, leader_epoch, timestamp_type))
-    return out, pos
+                append(_make_consumer_record(offset, ts, key, value, headers, topic, partition, leader_epoch,
+                                             timestamp_type))
+    except (CorruptRecordException, UnicodeDecodeError) as e:
+        raise CorruptMessageError(f"malformed record: {e}") from None
+    return out
 
 
 # ---------------------------------------------------------------- control batches

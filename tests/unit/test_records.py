@@ -322,3 +322,30 @@ def test_log_append_time_stamps_the_batch_and_keeps_it_valid():
     recs = R.decode_records(stamped)
     assert [(r.value, r.timestamp) for r in recs] == [(b"a", 1_700_000_123_456), (b"b", 1_700_000_123_456)]
     assert R.read_header(raw).timestamp_type == R.TIMESTAMP_CREATE_TIME
+
+
+# ---------------------------------------------------------------- the compiled codec
+
+def test_codec_is_aiokafkas_compiled_one():
+    # A silent fall-back to aiokafka's pure-Python classes would keep every test green at 5x the cost.
+    assert R._CBatch.__module__.startswith("aiokafka.record._crecords")
+    assert R._CBuilder.__module__.startswith("aiokafka.record._crecords")
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_consumer_records_skip_deserialize_and_stop_at_the_batch_end(codec):
+    batch = R.set_offset_and_epoch(R.build_batch(SAMPLE, codec), 100, 7)
+    # A fetch response slice: the batch followed by the start of the next one.
+    data = batch + batch[:30]
+    got = R.decode_consumer_records(data, "t", 3, min_offset=102, key_deserializer=lambda b: b"K" + b,
+                                    value_deserializer=lambda b: b.upper())
+    want = [r for r in _expected(SAMPLE, 100) if r.offset >= 102]
+    assert [(c.offset, c.timestamp, c.key, c.value, c.headers) for c in got] == [
+        (r.offset, r.timestamp, None if r.key is None else b"K" + r.key,
+         None if r.value is None else r.value.upper(), r.headers) for r in want]
+    assert {(c.topic, c.partition, c.leader_epoch, c.timestamp_type) for c in got} == {("t", 3, 7, 0)}
+
+
+def test_negative_timestamp_is_rejected():
+    with pytest.raises(InvalidRecordError, match="Invalid timestamp"):
+        R.BatchBuilder().try_append(-1, None, b"v")
