@@ -80,9 +80,8 @@ def read_run(runs_dir: str, run_dir: str, campaign: str = "", campaign_client: s
     rel = os.path.relpath(run_dir, runs_dir).replace(os.sep, "/")
     return RunEntry(
         path=rel, experiment=str(run.get("name") or os.path.basename(run_dir)),
-        # Every run so far drove the brokerlab client (the only one `chaos run` has an adapter for);
-        # a run that names its client library says so in run.json.
-        client=str(run.get("client") or campaign_client or "brokerlab"),
+        # Runs from before run.json named the client library all drove brokerlab's own client.
+        client=_client_text(run.get("client")) or campaign_client or "brokerlab",
         seed=int(seed) if isinstance(seed, int) else None, verdict=verdict,
         verdict_text=str(run.get("verdict") or verdict),
         anomalies=tuple(str(a) for a in result.get("anomaly_types", [])),
@@ -90,6 +89,13 @@ def read_run(runs_dir: str, run_dir: str, campaign: str = "", campaign_client: s
         behaved=run.get("behaved") if isinstance(run.get("behaved"), bool) else None,
         interrupted=bool(run.get("interrupted")), campaign=campaign,
         has_report=os.path.exists(os.path.join(run_dir, "report.html")))
+
+
+def _client_text(client) -> str:
+    """run.json's client: {"library": "kafka-python", "version": "2.2.15"} (or a plain name)."""
+    if isinstance(client, dict):
+        return " ".join(str(client[k]) for k in ("library", "version") if client.get(k))
+    return str(client or "")
 
 
 def _client_of_campaign(doc: dict) -> str:

@@ -44,12 +44,16 @@ def test_scan_lists_lone_runs_and_campaign_runs(tmp_path):
     assert by_path["campaign-x/leader-churn/seed-2"].verdict == "unknown"
     assert [c.path for c in campaigns] == ["campaign-x"]
     assert campaigns[0].has_index and [r.seed for r in campaigns[0].runs] == [1, 2]
+    from chaos.serve import create_app
+    page = create_app(str(runs)).test_client().get("/campaign/campaign-x").get_data(as_text=True)
+    assert "/files/campaign-x/index.html" in page and "data-run=\"campaign-x/leader-churn/seed-1\"" in page
+    assert "data-run=\"safe-20260101-seed3\"" not in page
 
 
 def test_scan_names_a_recorded_client_and_survives_a_missing_dir(tmp_path):
-    _run(tmp_path / "r1", "safe", 1, True, client="confluent-kafka")
+    _run(tmp_path / "r1", "safe", 1, True, client={"library": "confluent-kafka", "version": "2.16.0"})
     (found, _) = runs_index.scan(str(tmp_path))
-    assert found[0].client == "confluent-kafka"
+    assert found[0].client == "confluent-kafka 2.16.0"
     assert runs_index.scan(str(tmp_path / "nope")) == ([], [])
 
 
