@@ -74,18 +74,23 @@ def build_snapshot(bootstrap: str, status: dict | None, md, hws: dict[tuple[str,
                    rates: dict[str, float], updated_ms: int, error: str = "") -> dict:
     """The page's JSON: `status` from ChaosController.status(), `md` a MetadataResponse (or None)."""
     fenced = {f"broker-{b.node_id}" for b in md.brokers if b.fenced} if md is not None else set()
-    nodes, faults = [], []
+    nodes, held = [], {}  # rule text -> nodes holding it (every node holds the whole rule set)
     for row in (status or {}).get("nodes", []):
         name = row["node"]
         state = node_state(row.get("state", "unknown"), name in fenced)
         nodes.append({"node": name, "state": state, "process": row.get("state", ""), "pid": row.get("pid", 0),
                       "address": row.get("address", ""), "restarts": row.get("restarts", 0),
                       "metrics_url": row.get("metrics_url", ""), "error": row.get("error", "")})
-        faults += [{"node": name, "rule": r} for r in row.get("faults", [])]
+        for r in row.get("faults", []):
+            held.setdefault(r, []).append(name)
         if row.get("clock"):
             c = row["clock"]
-            faults.append({"node": name, "rule": f"clock offset {c.get('offset_ms', 0)} ms"
-                           + (f", strobe {c['strobe_ms']} ms every {c['period_ms']} ms" if c.get("strobe_ms") else "")})
+            held.setdefault(f"clock of {name} offset {c.get('offset_ms', 0)} ms"
+                            + (f", strobe {c['strobe_ms']} ms every {c['period_ms']} ms" if c.get("strobe_ms") else ""),
+                            []).append(name)
+    answering = [n["node"] for n in nodes if "faults" in _row(status, n["node"])]
+    faults = [{"rule": rule, "nodes": holders, "everywhere": sorted(holders) == sorted(answering)}
+              for rule, holders in held.items()]
     partitions = []
     for t in md.topics if md is not None else ():
         for p in t.partitions:
@@ -97,6 +102,10 @@ def build_snapshot(bootstrap: str, status: dict | None, md, hws: dict[tuple[str,
                 "under_replicated": len(p.isr) < len(p.replicas), "offline": p.leader < 0})
     return {"bootstrap": bootstrap, "reachable": md is not None, "updated_ms": updated_ms, "error": error,
             "nodes": nodes, "partitions": partitions, "faults": faults, "rates": rates}
+
+
+def _row(status: dict | None, node: str) -> dict:
+    return next((r for r in (status or {}).get("nodes", []) if r["node"] == node), {})
 
 
 def scrape(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> str | None:

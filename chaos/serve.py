@@ -78,6 +78,7 @@ class WebServer:
     """The app on werkzeug's threaded WSGI server (Flask's own), bound to host:port (0: a free port)."""
 
     def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 8080):
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access line per live-page poll
         self.server = make_server(host, port, app, threaded=True)
         self.host, self.port = host, self.server.server_port
         self._thread: threading.Thread | None = None

@@ -82,15 +82,21 @@ def test_snapshot_shows_fenced_nodes_faults_and_the_leaders_high_watermark():
     t = md.topics.add(name="t0")
     t.partitions.add(partition=0, leader=1, replicas=[1, 2], isr=[1])
     t.partitions.add(partition=1, leader=-1, replicas=[2], isr=[2])
+    rule = "drop broker-1 -> broker-2"
     status = {"nodes": [
-        {"node": "broker-1", "state": "running", "faults": ["drop broker-1 -> broker-2"]},
-        {"node": "broker-2", "state": "running", "clock": {"offset_ms": 30000, "strobe_ms": 0}},
-        {"node": "coordinator", "state": "killed"}]}
+        {"node": "broker-1", "state": "running", "faults": [rule]},
+        {"node": "broker-2", "state": "running", "faults": [rule], "clock": {"offset_ms": 30000, "strobe_ms": 0}},
+        {"node": "broker-3", "state": "paused", "faults": []},
+        {"node": "coordinator", "state": "killed", "error": "unreachable"}]}
     snap = build_snapshot("h:1", status, md, {("t0", 0): 42}, {"messages_in_per_s": 1.0}, 5)
     assert [(n["node"], n["state"]) for n in snap["nodes"]] == [
-        ("broker-1", "up"), ("broker-2", "fenced"), ("coordinator", "killed")]
-    assert snap["faults"] == [{"node": "broker-1", "rule": "drop broker-1 -> broker-2"},
-                              {"node": "broker-2", "rule": "clock offset 30000 ms"}]
+        ("broker-1", "up"), ("broker-2", "fenced"), ("broker-3", "paused"), ("coordinator", "killed")]
+    # Each rule once, with the nodes that hold it (a paused node gets its rules when resumed).
+    assert snap["faults"] == [
+        {"rule": rule, "nodes": ["broker-1", "broker-2"], "everywhere": False},
+        {"rule": "clock of broker-2 offset 30000 ms", "nodes": ["broker-2"], "everywhere": False}]
+    status["nodes"][2]["faults"] = [rule]
+    assert build_snapshot("h:1", status, md, {}, {}, 5)["faults"][0]["everywhere"] is True
     p0, p1 = snap["partitions"]
     assert (p0["leader"], p0["isr"], p0["high_watermark"], p0["under_replicated"]) == ("broker-1", ["broker-1"], 42, True)
     assert (p1["leader"], p1["offline"], p1["high_watermark"]) == ("none", True, None)
