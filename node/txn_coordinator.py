@@ -275,6 +275,29 @@ class TxnCoordinator:
         with self.lock:
             return [m.current for m in self.txns.values()]
 
+    def list_transactions(self, states: set[str], producer_ids: set[int]) -> list:
+        """ListTransactions: the current records (by transactional id) in those states / of those producers
+        (empty filter: all)."""
+        if not self.loaded.is_set():
+            raise errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading")
+        return [rec for rec in sorted(self.snapshot(), key=lambda r: r.transactional_id)
+                if (not states or rec.state.value in states) and (not producer_ids or rec.producer_id in producer_ids)]
+
+    def describe_transactions(self, tids: list[str]) -> list[tuple[str, errors.KafkaError | None, object]]:
+        """DescribeTransactions: per id (id, error, current record)."""
+        loaded = self.loaded.is_set()
+        by_id = {r.transactional_id: r for r in self.snapshot()}
+        out = []
+        for tid in tids:
+            rec = by_id.get(tid)
+            if not loaded:
+                out.append((tid, errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading"), None))
+            elif rec is None:
+                out.append((tid, errors.TransactionalIdNotFoundError(f"transactional.id '{tid}' not found"), None))
+            else:
+                out.append((tid, None, rec))
+        return out
+
     # -- timeouts ---------------------------------------------------------------
     def _abort_timed_out(self, now: int) -> None:
         """`now` is wall time, for the records; the timeouts run on the monotonic timer."""
@@ -394,6 +417,14 @@ class TxnCoordinator:
         return True
 
 
+def topic_partitions(partitions) -> dict[str, list[int]]:
+    """{topic: [partition, ...]} from (topic, partition) pairs, sorted."""
+    topics: dict[str, list[int]] = {}
+    for t, p in sorted(partitions):
+        topics.setdefault(t, []).append(p)
+    return topics
+
+
 def _err(e: errors.KafkaError | None) -> dict:
     return {} if e is None else {"error_code": e.code, "error_message": str(e)}
 
@@ -433,38 +464,28 @@ class TxnCoordinatorServicer(tgrpc.TxnCoordinatorServicer):
         return tpb.TxnOffsetCommitResponse(**_err(err))
 
     def ListTransactions(self, request, context):
-        if not self.tc.loaded.is_set():
-            return tpb.ListTransactionsResponse(error_code=errors.CoordinatorLoadInProgressError.code)
-        states, pids = set(request.state_filters), set(request.producer_id_filters)
+        try:
+            recs = self.tc.list_transactions(set(request.state_filters), set(request.producer_id_filters))
+        except errors.KafkaError as e:
+            return tpb.ListTransactionsResponse(error_code=e.code)
         resp = tpb.ListTransactionsResponse()
-        for rec in sorted(self.tc.snapshot(), key=lambda r: r.transactional_id):
-            if (states and rec.state.value not in states) or (pids and rec.producer_id not in pids):
-                continue
+        for rec in recs:
             resp.transactions.add(transactional_id=rec.transactional_id, producer_id=rec.producer_id,
                                   transaction_state=rec.state.value)
         return resp
 
     def DescribeTransactions(self, request, context):
         resp = tpb.DescribeTransactionsResponse()
-        loaded = self.tc.loaded.is_set()
-        by_id = {r.transactional_id: r for r in self.tc.snapshot()}
-        for tid in request.transactional_ids:
-            rec = by_id.get(tid)
-            if not loaded:
-                resp.transactions.add(transactional_id=tid, **_err(errors.CoordinatorLoadInProgressError()))
-            elif rec is None:
-                resp.transactions.add(transactional_id=tid, **_err(errors.TransactionalIdNotFoundError(
-                    f"transactional.id '{tid}' not found")))
-            else:
-                d = resp.transactions.add(
-                    transactional_id=tid, transaction_state=rec.state.value, transaction_timeout_ms=rec.timeout_ms,
-                    transaction_start_time_ms=rec.txn_start_ms, producer_id=rec.producer_id,
-                    producer_epoch=rec.producer_epoch, groups=sorted(rec.groups))
-                topics: dict[str, list[int]] = {}
-                for t, p in sorted(rec.partitions):
-                    topics.setdefault(t, []).append(p)
-                for t, ps in topics.items():
-                    d.topics.add(topic=t, partitions=ps)
+        for tid, err, rec in self.tc.describe_transactions(list(request.transactional_ids)):
+            if err is not None:
+                resp.transactions.add(transactional_id=tid, **_err(err))
+                continue
+            d = resp.transactions.add(
+                transactional_id=tid, transaction_state=rec.state.value, transaction_timeout_ms=rec.timeout_ms,
+                transaction_start_time_ms=rec.txn_start_ms, producer_id=rec.producer_id,
+                producer_epoch=rec.producer_epoch, groups=sorted(rec.groups))
+            for t, ps in topic_partitions(rec.partitions).items():
+                d.topics.add(topic=t, partitions=ps)
         return resp
 
 

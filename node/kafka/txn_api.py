@@ -21,8 +21,11 @@ from client.common.network import transport_error
 from client.common.pb import txn_pb2 as tpb
 from client.common.pb import txn_pb2_grpc as tgrpc
 from node.kafka.codec import build
+from node.txn import TxnState
+from node.txn_coordinator import topic_partitions
 
 INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN, END_TXN, TXN_OFFSET_COMMIT = 22, 24, 25, 26, 28
+DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS = 65, 66
 FORWARD_TIMEOUT_S = 10.0
 
 # KIP-588: PRODUCER_FENCED is new; older request versions get INVALID_PRODUCER_EPOCH instead, as Kafka answers.
@@ -134,10 +137,58 @@ def handle_txn_offset_commit(ctx, header, request):
         for t in request.topics]})
 
 
+# ------------------------------------------------- ListTransactions / DescribeTransactions
+
+def handle_list_transactions(ctx, header, request):
+    cls = ctx.response_class(header)
+    if ctx.txn_coordinator is None:
+        return build(cls, {"transaction_states": []})  # admin clients ask every node; only one has them
+    known = {s.value for s in TxnState}
+    states = set(request.state_filters)
+    try:
+        recs = ctx.txn_coordinator.list_transactions(states & known, set(request.producer_id_filters))
+    except E.KafkaError as e:
+        return build(cls, {"error_code": e.code})
+    if states - known and not states & known:
+        recs = []  # only unknown states asked for: nothing matches
+    return build(cls, {"unknown_state_filters": sorted(states - known), "transaction_states": [
+        {"transactional_id": r.transactional_id, "producer_id": r.producer_id, "transaction_state": r.state.value}
+        for r in recs]})
+
+
+# Kafka's -1 for "no transaction open"; kio writes a pre-epoch datetime as that (its reader refuses it).
+NO_START_TIME = datetime.datetime.fromtimestamp(0, datetime.UTC) - datetime.timedelta(milliseconds=1)
+
+
+def _start_time(ms: int):
+    return NO_START_TIME if ms < 0 else ms
+
+
+def handle_describe_transactions(ctx, header, request):
+    tids = list(request.transactional_ids)
+    if ctx.txn_coordinator is None:
+        err = E.NotCoordinatorError("this node is not the transaction coordinator")
+        described = [(tid, err, None) for tid in tids]
+    else:
+        described = ctx.txn_coordinator.describe_transactions(tids)
+    out = []
+    for tid, err, rec in described:
+        if err is not None:
+            out.append({"transactional_id": tid, "error_code": err.code, "transaction_start_time": NO_START_TIME})
+            continue
+        out.append({"transactional_id": tid, "transaction_state": rec.state.value,
+                    "transaction_timeout": rec.timeout_ms, "transaction_start_time": _start_time(rec.txn_start_ms),
+                    "producer_id": rec.producer_id, "producer_epoch": rec.producer_epoch,
+                    "topics": [{"topic": t, "partitions": ps} for t, ps in topic_partitions(rec.partitions).items()]})
+    return build(ctx.response_class(header), {"transaction_states": out})
+
+
 HANDLERS = {
     INIT_PRODUCER_ID: (0, 4, handle_init_producer_id),
     ADD_PARTITIONS_TO_TXN: (0, 3, handle_add_partitions_to_txn),
     ADD_OFFSETS_TO_TXN: (0, 3, handle_add_offsets_to_txn),
     END_TXN: (0, 3, handle_end_txn),
     TXN_OFFSET_COMMIT: (0, 3, handle_txn_offset_commit),
+    DESCRIBE_TRANSACTIONS: (0, 0, handle_describe_transactions),
+    LIST_TRANSACTIONS: (0, 0, handle_list_transactions),
 }

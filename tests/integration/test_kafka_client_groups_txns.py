@@ -184,6 +184,32 @@ def test_kafka_python_consume_transform_produce_moves_offsets_only_on_commit(sha
         c.close()
 
 
+def test_kafka_python_admin_lists_and_describes_an_open_transaction(shared_cluster):
+    """ListTransactions (asked of every node; only the coordinator has any) and DescribeTransactions."""
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, tid = _name("kp-desc"), _name("kp-desc-tid")
+    _kp_create(bs, topic)
+    p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=tid)
+    admin = KafkaAdminClient(bootstrap_servers=bs, client_id="kp-admin")
+    try:
+        p.init_transactions()
+        p.begin_transaction()
+        p.send(topic, b"open", partition=1).get(30)
+        listed = [t for ts in admin.list_transactions(state_filters=["Ongoing"]).values() for t in ts]
+        mine = [t for t in listed if t.transactional_id == tid]
+        assert len(mine) == 1 and mine[0].state == "Ongoing", listed
+        d = admin.describe_transactions([tid])[tid]
+        assert (d.coordinator_id, d.state, d.producer_id) == (0, "Ongoing", mine[0].producer_id)
+        assert d.transaction_start_time_ms > 0
+        assert [(tp.topic, tp.partition) for tp in d.topic_partitions] == [(topic, 1)]
+        p.abort_transaction()
+        assert not [t for ts in admin.list_transactions(state_filters=["Ongoing"]).values() for t in ts
+                    if t.transactional_id == tid]
+    finally:
+        admin.close()
+        p.close()
+
+
 # -------------------------------------------------------------- confluent-kafka
 
 def _ck_create(bs: str, topic: str) -> None:

@@ -15,6 +15,7 @@ from client.common.types import TopicPartition
 from node import group as G
 from node.kafka import COORDINATOR_NODE_ID, coordinator_api
 from node.kafka.codec import build, encode_response, request_class, response_class
+from node.txn import TxnRecord, TxnState
 
 ENDPOINT = (COORDINATOR_NODE_ID, "127.0.0.1", 19092)
 
@@ -87,6 +88,15 @@ class FakeTxns:
         self.calls.append(("txn_offset_commit", *args))
         return self.error
 
+    def list_transactions(self, states, producer_ids):
+        self.calls.append(("list", states, producer_ids))
+        return [TxnRecord("tid-1", 7, 0, 60000, TxnState.ONGOING, frozenset({("t", 1), ("t", 0)}), txn_start_ms=1000)]
+
+    def describe_transactions(self, tids):
+        rec = TxnRecord("tid-1", 7, 2, 60000, TxnState.EMPTY)
+        return [(tid, None, rec) if tid == "tid-1" else (tid, E.TransactionalIdNotFoundError(), None)
+                for tid in tids]
+
 
 class Ctx:
     """The KafkaContext attributes these handlers use."""
@@ -107,15 +117,18 @@ class Ctx:
         return [(1, "127.0.0.1", 19093)] + ([self.endpoint] if self.endpoint else [])
 
 
-def call(ctx, api_key: int, version: int, body: dict):
+def call(ctx, api_key: int, version: int, body: dict, *, decode: bool = True):
     """Runs the registered handler on a request built from `body`; returns the response after a
-    round trip through its wire encoding (so it is encodable in that version)."""
+    round trip through its wire encoding (so it is encodable in that version). decode=False: encoded
+    only (kio cannot read some values Kafka writes, such as a -1 timestamp)."""
     header = RequestHeader(request_api_key=api_key, request_api_version=version, correlation_id=5,
                            client_id="test-client")
     lo, hi, handler = coordinator_api.HANDLERS[api_key]
     assert lo <= version <= hi
     response = handler(ctx, header, build(request_class(api_key, version), body))
     frame = encode_response(5, response)
+    if not decode:
+        return response
     cls = type(response)
     header_size = 4 + 4 + (1 if cls.__flexible__ else 0)
     decoded, _ = entity_reader(cls)(frame, header_size)
@@ -133,7 +146,7 @@ def test_advertised_ranges_keep_to_the_clients_and_kafka_30():
     ranges = {k: v[:2] for k, v in coordinator_api.HANDLERS.items()}
     assert ranges == {10: (0, 6), 8: (2, 8), 9: (1, 8), 11: (0, 7), 12: (0, 4), 13: (0, 4), 14: (0, 5),
                       15: (0, 5), 16: (0, 4), 22: (0, 4), 24: (0, 3), 25: (0, 3), 26: (0, 3), 28: (0, 3),
-                      42: (0, 2)}
+                      42: (0, 2), 65: (0, 0), 66: (0, 0)}
     # kafka-python reads JoinGroup 9 as a 3.2 broker; AddPartitionsToTxn 4 (transactions v2) as 3.6.
     assert ranges[11][1] < 9 and ranges[24][1] < 4 and ranges[26][0] == 0
 
@@ -142,7 +155,7 @@ def test_every_registered_version_answers_an_empty_request_with_an_encodable_res
     ctx = Ctx(FakeGroups(), FakeTxns())
     for api_key, (lo, hi, _handler) in coordinator_api.HANDLERS.items():
         for version in range(lo, hi + 1):
-            call(ctx, api_key, version, {})
+            call(ctx, api_key, version, {}, decode=api_key != 65)
 
 
 # ------------------------------------------------------------------------------------- FindCoordinator
@@ -323,3 +336,23 @@ def test_build_keeps_a_null_array_null_and_builds_a_nullable_one_from_dicts():
                                {"group_id": "b", "topics": [{"name": "t", "partition_indexes": [0]}]}]})
     assert r.groups[0].topics is None
     assert r.groups[1].topics[0].name == "t" and list(r.groups[1].topics[0].partition_indexes) == [0]
+
+
+def test_list_transactions_filters_and_reports_unknown_states():
+    txns = FakeTxns()
+    r = call(Ctx(FakeGroups(), txns), 66, 0, {"state_filters": ["Ongoing", "Bogus"], "producer_id_filters": [7]})
+    assert txns.calls[-1] == ("list", {"Ongoing"}, {7})
+    assert list(r.unknown_state_filters) == ["Bogus"]
+    assert [(t.transactional_id, t.producer_id, t.transaction_state) for t in r.transaction_states] == [
+        ("tid-1", 7, "Ongoing")]
+    assert call(Ctx(), 66, 0, {}).transaction_states == ()  # a broker has none
+
+
+def test_describe_transactions_per_id():
+    r = call(Ctx(FakeGroups(), FakeTxns()), 65, 0, {"transactional_ids": ["tid-1", "nope"]}, decode=False)
+    found, missing = r.transaction_states
+    assert (found.error_code, found.transaction_state, found.producer_epoch, found.topics) == (0, "Empty", 2, ())
+    assert found.transaction_start_time < datetime.datetime.fromtimestamp(0, datetime.UTC)  # written as -1
+    assert missing.error_code == E.TransactionalIdNotFoundError.code
+    r = call(Ctx(), 65, 0, {"transactional_ids": ["tid-1"]}, decode=False)
+    assert r.transaction_states[0].error_code == E.NotCoordinatorError.code
