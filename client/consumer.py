@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
@@ -243,6 +244,7 @@ class Consumer:
         while True:
             out = self._drain_buffer(max_records)
             if out:
+                self._prefetch()
                 self.metrics_.record_poll(len(out))
                 if self.group is not None:
                     self.group.on_records_returned()
@@ -254,6 +256,7 @@ class Consumer:
                 self._fetch(fetchable, max(0, min(left_ms, self.config.fetch_max_wait_ms)), deadline)
                 out = self._drain_buffer(max_records)
                 if out:
+                    self._prefetch()
                     self.metrics_.record_poll(len(out))
                     return out
             elif left_ms > 0:
@@ -286,10 +289,18 @@ class Consumer:
                 break
         return out
 
-    def _fetch(self, tps: list[TopicPartition], max_wait_ms: int, deadline: float | None = None) -> None:
+    def _prefetch(self) -> None:
+        """As Kafka's fetcher: partitions with nothing buffered are fetched before poll returns, so
+        the brokers work while the application processes what it got."""
+        self._fetch([tp for tp in self._assigned if tp not in self._paused and tp in self._positions],
+                    self.config.fetch_max_wait_ms, send_only=True)
+
+    def _fetch(self, tps: list[TopicPartition], max_wait_ms: int, deadline: float | None = None,
+               send_only: bool = False) -> None:
         """Sends fetches for partitions with nothing buffered or in flight, then handles the answers
         that arrive before `deadline`. A fetch still unanswered then stays in flight for the next
-        poll, so poll(timeout) returns on time even when a leader hangs (Kafka's fetcher does the same)."""
+        poll, so poll(timeout) returns on time even when a leader hangs (Kafka's fetcher does the same).
+        `send_only`: send and return; the answers are handled by a later call."""
         if deadline is None:
             deadline = time.monotonic() + max_wait_ms / 1000.0 + self.config.request_timeout_ms / 1000.0
         now = time.monotonic()
@@ -319,7 +330,7 @@ class Consumer:
         if missing:
             self._refresh_metadata()
         if not by_leader and not self._inflight:
-            if missing:
+            if missing and not send_only:
                 time.sleep(max(0.0, min(max_wait_ms / 1000.0, 0.1, deadline - time.monotonic())))
             return
         c = self.config
@@ -334,6 +345,8 @@ class Consumer:
             call = stub.Fetch.future(req, timeout=max_wait_ms / 1000.0 + c.request_timeout_ms / 1000.0)
             self._inflight[addr] = (call, {tp: self._positions[tp] for tp in group}, time.monotonic())
             call.add_done_callback(lambda _f: self._fetch_done.set())
+        if send_only:
+            return
         # Wait until some fetch answers (or the deadline); one hung leader must not hold up the others.
         while not any(call.done() for call, _, _ in self._inflight.values()):
             left = deadline - time.monotonic()
@@ -369,15 +382,16 @@ class Consumer:
                         raise err
                     continue
                 self._high_watermarks[tp] = p.high_watermark
-                if p.records:
+                data = p.records  # a protobuf bytes field is copied on every access: read it once
+                if data:
                     with records.gc_paused():
-                        recs = self._decode(tp, p.records, self._positions[tp], p.aborted_transactions)
+                        recs = self._decode(tp, data, self._positions[tp], p.aborted_transactions)
                     if recs:
                         self._buffer[tp] = recs
-                    elif p.records:
+                    else:
                         # Only control records / aborted data: step past them.
                         last = None
-                        for h, _ in records.iter_batches(p.records):
+                        for h, _ in records.iter_batches(data):
                             last = h
                         if last is not None and last.next_offset > self._positions[tp]:
                             self._positions[tp] = last.next_offset
