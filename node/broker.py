@@ -712,6 +712,7 @@ class Broker:
                 if self._proposal_pending(r, change):
                     r.model.on_isr_change_failed()
             return
+        committed = not resp.error_code and resp.state.leader_epoch == change.leader_epoch
         with r.lock:
             if not self._proposal_pending(r, change):
                 # Usually metadata already brought this very change (the controller wakes watchers
@@ -722,9 +723,10 @@ class Broker:
             elif resp.error_code:
                 log.info("AlterPartition for %s-%d refused: %s", r.topic, r.partition, resp.error_message)
                 r.model.on_isr_change_failed()
-            elif resp.state.leader_epoch == change.leader_epoch:
+            elif committed:
                 r.model.on_isr_change_committed(list(resp.state.isr), resp.state.partition_epoch)
-                self.metrics.on_isr_change(expanded=bool(change.added))
+        if committed:  # the controller committed this proposal, whichever path applied it here
+            self.metrics.on_isr_change(expanded=bool(change.added))
         self.wake(r)
 
     @staticmethod

@@ -96,7 +96,8 @@ def test_underreplicated_rises_on_the_leader_during_a_chaos_kill_of_a_follower(c
     out = subprocess.run(cli + ["kill", follower] + where, check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert cluster.state(follower) == "killed"
-    wait_until(lambda: urp() == 1, timeout_s=30, what=f"underreplicatedpartitions 1 on {leader}")
+    # At least 1: the leader may also lead an internal partition (__consumer_offsets-0, ...) the follower is in.
+    wait_until(lambda: urp() >= 1, timeout_s=30, what=f"underreplicatedpartitions 1 or more on {leader}")
     out = subprocess.run(cli + ["start", follower] + where, check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     wait_until(lambda: urp() == 0, timeout_s=30, what=f"underreplicatedpartitions back to 0 on {leader}")
