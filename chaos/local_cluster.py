@@ -44,17 +44,20 @@ log = logging.getLogger(__name__)
 class LocalCluster:
     def __init__(self, brokers: int = 3, configs: dict | None = None, *, data_dir: str | None = None,
                  fast: bool = True, host: str = "127.0.0.1", keep_data: bool = False,
-                 startup_timeout_s: float = 60.0):
+                 startup_timeout_s: float = 60.0, security=None):
         """brokers: how many brokers. configs: broker/topic defaults as Kafka's dotted keys (on top of
         FAST_CONFIGS when fast=True: failure detection in about a second instead of Kafka's defaults).
         data_dir: where node data and logs go (default: a new temporary dir, removed on stop unless
-        keep_data)."""
+        keep_data). security: None (off), a protocol name ("SASL_SSL", "SSL", "SASL_PLAINTEXT") or a
+        node.security.settings.Security (users, ACLs, super users); see docs/security.md."""
         if not isinstance(brokers, int) or brokers < 1:
             raise ValueError(f"brokers must be an integer >= 1, got {brokers!r}")
         self.n_brokers = brokers
         self.configs = dict(FAST_CONFIGS) if fast else {}
         self.configs.update(configs or {})
         BrokerConfig.from_props(self.configs)  # a bad key fails here, naming it, not in a node's log
+        from node.security.settings import Security
+        self.security = Security.coerce(security)
         self.host = host
         self.keep_data = keep_data
         self.startup_timeout_s = startup_timeout_s
@@ -97,7 +100,8 @@ class LocalCluster:
         for attempt in (1, 2):
             ports = _free_ports(self.n_brokers + 1, self.host)
             c = Cluster(self.data_dir, brokers=self.n_brokers, host=self.host, configs=self.configs,
-                        env={PARENT_PID_ENV: str(os.getpid())})
+                        env={PARENT_PID_ENV: str(os.getpid())}, security=self.security)
+            c.write_client_props()
             self._cluster = c
             logs = os.path.join(self.data_dir, "logs")
             self._log_paths = {n: os.path.join(logs, f"{n}.log")
@@ -108,13 +112,14 @@ class LocalCluster:
                 name = COORDINATOR if i == 0 else f"broker-{i}"
                 c.agents[name] = Agent(name, "coordinator" if i == 0 else "broker", node_id=i, host=self.host,
                                        port=port, data_dir=os.path.join(self.data_dir, name),
-                                       coordinator=coordinator if i else "", configs=self.configs,
+                                       coordinator=coordinator if i else "", configs=c.configs,
                                        log_path=os.path.join(logs, f"{name}.log"), env=c.env,
                                        control_token=c.ensure_control_token())
             try:
                 for a in c.agents.values():
                     a.start()
                 c.wait_ready(self.startup_timeout_s)
+                c.create_users()
                 break
             except RuntimeError as e:  # a node exited during startup
                 text = self._all_logs_text().lower()
@@ -217,6 +222,24 @@ class LocalCluster:
     def metadata(self):
         """The controller's MetadataResponse (brokers, topics, partitions with leader and ISR)."""
         return self._c().metadata()
+
+    # -- security (node/security; docs/security.md) -------------------------
+    def security_admin(self):
+        """A SecurityAdmin for users and ACLs (create_user, delete_user, create_acls, ...); close it after use."""
+        return self._c().security_admin()
+
+    def create_user(self, user: str, password: str) -> None:
+        """A SCRAM-SHA-256 and -512 credential for `user`, in force on every node when this returns."""
+        with self.security_admin() as admin:
+            admin.create_user(user, password)
+
+    def kafka_client_config(self, user: str | None = None, password: str | None = None,
+                            mechanism: str = "SCRAM-SHA-512") -> dict:
+        """bootstrap.servers plus the security settings a Kafka client needs here (librdkafka's keys)."""
+        props = {"bootstrap.servers": self.kafka_bootstrap_servers}
+        if self.security is not None:
+            props.update(self.security.client_props(self.data_dir, user, password, mechanism))
+        return props
 
     # -- topics ----------------------------------------------------------
     def create_topic(self, name: str, partitions: int = 1, replication_factor: int | None = None,

@@ -19,8 +19,9 @@ TOKEN_FILE = "control-token"
 TOKEN_ENV = "BROKERLAB_CONTROL_TOKEN"
 DEFAULT_DATA_DIR = ".brokerlab"
 METADATA_KEY = "authorization"
-# The gRPC services that act on the cluster; data-plane services stay open to clients.
-CONTROL_SERVICES = ("/brokerlab.Agent/", "/brokerlab.Faults/")
+# The gRPC services that act on the cluster (Security: users and ACLs); data-plane services stay open
+# to clients.
+CONTROL_SERVICES = ("/brokerlab.Agent/", "/brokerlab.Faults/", "/brokerlab.Security/")
 _HINT = (f"brokerlab writes the cluster's token to <data dir>/{TOKEN_FILE} when it starts (brokerlab up, "
          f"LocalCluster, brokerlab agent); pass it with --control-token or {TOKEN_ENV}")
 

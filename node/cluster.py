@@ -36,9 +36,10 @@ FAST_CONFIGS = {
 class Cluster:
     def __init__(self, data_dir: str, brokers: int = 3, port: int = 0, host: str = "127.0.0.1",
                  configs: dict | None = None, env: dict | None = None, kafka_port: int | None = 0,
-                 metrics_port: int | None = 0):
+                 metrics_port: int | None = 0, security=None):
         """`kafka_port`: the coordinator's Kafka-protocol port, broker-i's is kafka_port + i
-        (0: free ports; None: no Kafka listeners). `metrics_port` likewise for the Prometheus endpoints."""
+        (0: free ports; None: no Kafka listeners). `metrics_port` likewise for the Prometheus endpoints.
+        `security`: None (off), a protocol name ("SASL_SSL") or a node.security.settings.Security."""
         if brokers < 1:
             raise ValueError("a cluster needs at least one broker")
         self.data_dir = os.path.abspath(data_dir)
@@ -48,6 +49,10 @@ class Cluster:
         self.kafka_port = kafka_port
         self.metrics_port = metrics_port
         self.configs = dict(configs or {})
+        from node.security.settings import Security
+        self.security = Security.coerce(security)
+        if self.security is not None:
+            self.configs.update(self.security.node_configs(self.data_dir))
         BrokerConfig.from_props(self.configs)  # an unknown or bad setting fails here, naming it
         self.env = dict(env or {})
         self.agents: dict[str, Agent] = {}
@@ -90,6 +95,7 @@ class Cluster:
         logs = os.path.join(self.data_dir, "logs")
         os.makedirs(logs, exist_ok=True)
         token = self.ensure_control_token()
+        self.write_client_props()
         try:
             coord = Agent("coordinator", "coordinator", host=self.host, port=self.base_port,
                           data_dir=os.path.join(self.data_dir, "coordinator"), configs=self.configs,
@@ -110,10 +116,34 @@ class Cluster:
             for name in self.broker_names():
                 self.agents[name].start()
             self.wait_ready(timeout_s)
+            self.create_users()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def write_client_props(self) -> None:
+        """<data dir>/client-security.properties for the tools started later (none: security is off)."""
+        from node.security.settings import CLIENT_PROPS_FILE, write_client_props
+        if self.security is None:
+            try:
+                os.unlink(os.path.join(self.data_dir, CLIENT_PROPS_FILE))
+            except FileNotFoundError:
+                pass
+            return
+        write_client_props(self.data_dir, self.security.client_props(self.data_dir))
+
+    def security_admin(self):
+        """A node.security.admin.SecurityAdmin for this cluster's users and ACLs (close it after use)."""
+        from node.security.admin import SecurityAdmin
+        return SecurityAdmin(self.bootstrap_servers, self.ensure_control_token())
+
+    def create_users(self) -> None:
+        if self.security is None or not self.security.users:
+            return
+        with self.security_admin() as admin:
+            for user, password in self.security.users.items():
+                admin.create_user(user, password)
 
     def metadata(self, timeout_s: float = 2.0) -> mpb.MetadataResponse:
         return mgrpc.MetadataStub(self.pool.get(self.coordinator.address)).GetMetadata(

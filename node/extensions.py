@@ -9,5 +9,6 @@ from __future__ import annotations
 
 def coordinator_extensions(node) -> list:
     from node.group_coordinator import GroupCoordinator
+    from node.security.service import SecurityManager
     from node.txn_coordinator import TxnCoordinator
-    return [TxnCoordinator(node), GroupCoordinator(node)]
+    return [TxnCoordinator(node), GroupCoordinator(node), SecurityManager(node, getattr(node, "security_gate", None))]

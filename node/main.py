@@ -43,10 +43,13 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
     os.makedirs(data_dir, exist_ok=True)
     config = BrokerConfig.from_props(configs)
     faults = FaultState.from_env(name)
+    from node.security.gate import SecurityGate
+    gate = SecurityGate.for_config(config)  # None: security off, nothing on the request paths
     if kind == "coordinator":
         from node.coordinator import Coordinator
         from node.extensions import coordinator_extensions
         node = Coordinator(data_dir, host, port, config, clock=faults.clock, agent=agent)
+        node.security_gate = gate  # its SecurityManager feeds it
         from node.metrics import CoordinatorMetrics
         node.extensions.extend(coordinator_extensions(node))
         node.metrics = CoordinatorMetrics(node)
@@ -71,8 +74,18 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         from node.kafka.context import KafkaContext
         from node.kafka.registry import load_handlers
         from node.kafka.server import KafkaListener
-        kafka = KafkaListener(host, kafka_port, KafkaContext.for_node(node), load_handlers(), faults,
-                              observe_request=node.metrics.observe_request)
+        handlers = load_handlers()
+        ssl_context = None
+        if gate is not None:
+            from node.security import kafka_authz
+            if gate.sasl:
+                handlers.update(kafka_authz.sasl_handlers())
+            if gate.tls:
+                from node.security.tls import server_ssl_context
+                ssl_context = server_ssl_context(config)
+        kafka = KafkaListener(host, kafka_port, KafkaContext.for_node(node), handlers, faults,
+                              observe_request=node.metrics.observe_request, security=gate,
+                              ssl_context=ssl_context)
         node.kafka_port = kafka.port
     if metrics_port is not None:  # bound before serving too; and before the port file, which the agent waits for
         node.metrics.serve(host, metrics_port, data_dir)
@@ -87,6 +100,11 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
     with open(os.path.join(data_dir, "port"), "w") as f:
         f.write(str(bound))
     node.start()
+    watcher = None
+    if gate is not None and kind != "coordinator":
+        from node.security.service import SecurityWatcher
+        watcher = SecurityWatcher(node, gate, os.environ.get(TOKEN_ENV, "").strip() or None)
+        watcher.start()
     if kafka is not None:
         kafka.start()
     log.info("%s listening on %s:%d (data dir %s)", name, host, bound, data_dir)
@@ -110,6 +128,8 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
     log.info("%s shutting down", name)
     if kafka is not None:
         kafka.stop()
+    if watcher is not None:
+        watcher.stop()
     server.stop(grace=1).wait(2)
     node.metrics.close()
     node.stop()

@@ -7,8 +7,9 @@ construction. Emulator-only keys carry the `emu.` prefix.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from client.common.errors import ConfigError
 
@@ -137,6 +138,7 @@ def parse_acks(value: Any) -> int:
 
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 class CommonClientConfig(Config):
@@ -335,8 +337,24 @@ class BrokerConfig(Config):
                   doc="emu: the longest a fetch long-polls, whatever its max_wait_ms (node/limits.py)"),
         ConfigDef("emu.produce.purgatory.max.ms", "int", 30000, at_least(0),
                   doc="emu: the longest an acks=all produce waits for replication, whatever its timeout"),
+        # Security (node/security): off by default. One protocol for every listener of a node.
+        ConfigDef("security.protocol", "str", "PLAINTEXT", choices=SECURITY_PROTOCOLS,
+                  doc="of every listener (Kafka and gRPC), node-to-node included"),
+        ConfigDef("sasl.enabled.mechanisms", "list", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+                  lambda v: all(m in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") for m in v)),
+        ConfigDef("authorizer.class.name", "str", "",
+                  doc="set (e.g. org.apache.kafka.metadata.authorizer.StandardAuthorizer): ACLs are enforced"),
+        ConfigDef("allow.everyone.if.no.acl.found", "bool", False),
+        ConfigDef("super.users", "str", "", doc="principals allowed everything, e.g. User:admin;User:ops"),
+        ConfigDef("ssl.keystore.location", "str", None, doc="PEM file with the node's private key and certificate"),
+        ConfigDef("ssl.truststore.location", "str", None, doc="PEM file with the CA certificate(s) to trust"),
     )
 
     def validate(self) -> None:
         if self._values["broker.heartbeat.interval.ms"] >= self._values["broker.session.timeout.ms"]:
             raise ConfigError("broker.heartbeat.interval.ms must be lower than broker.session.timeout.ms")
+        if self._values["security.protocol"].endswith("SSL"):
+            for key in ("ssl.keystore.location", "ssl.truststore.location"):
+                if not self._values[key]:
+                    raise ConfigError(f"security.protocol={self._values['security.protocol']} needs {key} "
+                                      f"(brokerlab certs create --dir D makes one)")

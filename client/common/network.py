@@ -52,8 +52,10 @@ class ChannelPool:
     control token of an agent's or the chaos controller's calls. `extra_interceptors` lets a node add its
     outbound fault rules."""
 
-    def __init__(self, source: str, extra_interceptors=(), metadata=()):
+    def __init__(self, source: str, extra_interceptors=(), metadata=(), channel_credentials=None):
+        """channel_credentials: grpc.ssl_channel_credentials(...) for a TLS cluster (None: plaintext)."""
         self.source = source
+        self.channel_credentials = channel_credentials
         self._interceptors = [_SourceInterceptor(source, metadata), *extra_interceptors]
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
@@ -64,7 +66,10 @@ class ChannelPool:
             with self._lock:
                 ch = self._channels.get(address)
                 if ch is None:
-                    raw = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                    if self.channel_credentials is None:
+                        raw = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+                    else:
+                        raw = grpc.secure_channel(address, self.channel_credentials, options=CHANNEL_OPTIONS)
                     ch = grpc.intercept_channel(raw, *self._interceptors)
                     ch._raw = raw  # kept for close()
                     self._channels[address] = ch

@@ -38,9 +38,12 @@ class _Closed(Exception):
 
 class KafkaListener:
     def __init__(self, host: str, port: int, ctx, handlers: dict, faults=None, sleep=time.sleep,
-                 observe_request=None):
-        """observe_request(name, ms): the node's request-time metric (node.metrics), or None."""
+                 observe_request=None, security=None, ssl_context=None):
+        """observe_request(name, ms): the node's request-time metric (node.metrics), or None.
+        security: the node's SecurityGate (SASL, ACLs) or None; ssl_context: TLS on every connection."""
         self.ctx = ctx
+        self.security = security
+        self.ssl_context = ssl_context
         self._sleep = sleep  # how a fault's delay waits (tests pass one they control)
         self.observe_request = observe_request
         self.handlers = handlers
@@ -88,23 +91,38 @@ class KafkaListener:
             threading.Thread(target=self._serve, args=(conn, peer), name=f"kafka-conn-{n}", daemon=True).start()
 
     def _serve(self, conn: socket.socket, peer) -> None:
+        session = None
         try:
+            if self.ssl_context is not None:
+                conn = self._tls(conn)
+            if self.security is not None:
+                session = self.security.new_session(peer[0])
             while not self._stop.is_set():
                 frame = _read_frame(conn)
-                if not self._handle(conn, peer, frame):
+                if not self._handle(conn, peer, frame, session):
                     return
         except _Closed:
             pass
         except MalformedRequest as e:
             log.warning("Closing Kafka connection from %s:%d: malformed request: %s", *peer[:2], e)
-        except OSError as e:
+        except OSError as e:  # a plaintext client at a TLS listener lands here (its handshake fails)
             log.info("Kafka connection from %s:%d failed: %s", *peer[:2], e)
         finally:
             with self._lock:
                 self._conns.discard(conn)
             _close(conn)
 
-    def _handle(self, conn: socket.socket, peer, frame: bytes) -> bool:
+    def _tls(self, raw: socket.socket):
+        with self._lock:
+            self._conns.discard(raw)
+        raw.settimeout(10)  # a client that never completes its handshake does not hold the thread
+        conn = self.ssl_context.wrap_socket(raw, server_side=True)
+        conn.settimeout(None)
+        with self._lock:
+            self._conns.add(conn)
+        return conn
+
+    def _handle(self, conn: socket.socket, peer, frame: bytes, session=None) -> bool:
         """Serves one request; False when the connection must close."""
         api_key, version, correlation_id = codec.peek_header(frame)
         name = codec.api_name(api_key)
@@ -128,6 +146,12 @@ class KafkaListener:
             return True
         t0 = time.perf_counter()
         header, request = codec.decode_request(frame, api_key, version)
+        verdict = None
+        if session is not None:  # node/security: SASL, then the ACLs for this request
+            verdict = self._security_check(conn, session, api_key, header, request)
+            if verdict is False or verdict is True:
+                return verdict
+            request = verdict.request if verdict is not None else request
         src = f"client:{header.client_id or 'unknown'}"
         decision = self.faults.decide(src, name) if self.faults is not None else PASS
         if decision.delay_ms:
@@ -145,6 +169,8 @@ class KafkaListener:
         except Exception:  # a handler bug answers UNKNOWN_SERVER_ERROR; the connection lives on
             log.exception("%s v%d from %s failed", name, version, src)
             response = codec.error_response(api_key, version, errors.UnknownServerError.code)
+        if verdict is not None and response is not None:
+            response = verdict.merge(response)
         if self.observe_request is not None:
             self.observe_request(request_name(name, request), (time.perf_counter() - t0) * 1000.0)
         if decision.action == "drop-response":
@@ -155,6 +181,24 @@ class KafkaListener:
         if response is not None:
             _send(conn, codec.encode_response(correlation_id, response))
         return True
+
+    def _security_check(self, conn, session, api_key: int, header, request):
+        """None: serve as is; a Verdict with a request and merge: serve that; True / False: answered here
+        (the connection stays / closes)."""
+        from node.security import kafka_authz
+        if not self.security.still_valid(session):
+            log.info("Closing connection of %s from %s: its credentials were removed", session.principal,
+                     session.host)
+            return False
+        v = kafka_authz.check(self.security, session, api_key, header, request)
+        if v is None:
+            return None
+        if v.close:
+            return False
+        if v.response is not None:
+            _send(conn, codec.encode_response(header.correlation_id, v.response))
+            return True
+        return v
 
     def _refuse(self, conn: socket.socket, src: str, name: str, decision: Decision, what: str) -> bool:
         """Loss closes the connection; a partition black-holes it until the rule is healed (then
@@ -202,7 +246,8 @@ def _read_frame(conn: socket.socket) -> bytes:
 def _peer_closed(conn: socket.socket) -> bool:
     """True when the client has closed its side (EOF waiting), without consuming its next request."""
     try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        # the raw socket's recv, also under TLS (an SSLSocket refuses flags): EOF is below TLS anyway
+        return socket.socket.recv(conn, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except OSError:
