@@ -39,7 +39,8 @@ def _add_commands() -> None:
         main.add_command(cmd)
     # Command groups that later parts add; each lives with the package it drives.
     for optional in ("client.groups_cli:groups", "client.txn_cli:transactions", "client.dlq:dlq",
-                     "client.perf:perf", "chaos.cli:chaos", "chaos.bench:bench", "chaos.serve:serve"):
+                     "client.perf:perf", "chaos.cli:chaos", "chaos.bench:bench", "chaos.serve:serve",
+                     "node.security.cli:users", "node.security.cli:acls", "node.security.cli:certs"):
         mod, _, attr = optional.partition(":")
         try:
             module = __import__(mod, fromlist=[attr])

@@ -68,7 +68,7 @@ def parse_link(link: str) -> tuple[str, str]:
 
 class ChaosController:
     def __init__(self, bootstrap: str, state_path: str | None = None, rpc_timeout_s: float = 5.0, *,
-                 control_token: str | None = None, data_dir: str | None = None):
+                 control_token: str | None = None, data_dir: str | None = None, channel_credentials=None):
         """control_token: the cluster's (node.auth); default $BROKERLAB_CONTROL_TOKEN, else
         `<data_dir>/control-token` (data_dir default .brokerlab, where `brokerlab up` and the Procfile put it)."""
         self.bootstrap = bootstrap
@@ -76,7 +76,12 @@ class ChaosController:
         self.rpc_timeout_s = rpc_timeout_s
         self._token_args = (control_token, data_dir)
         self._token = resolve_token(control_token, data_dir)
-        self.pool = ChannelPool("chaos", metadata=lambda: call_metadata(self.token.token))
+        if channel_credentials is None:  # a TLS cluster started by `brokerlab up --tls` says so in its data dir
+            from client.common.security import channel_credentials_from_config
+            from node.security.settings import read_client_props
+            channel_credentials = channel_credentials_from_config(read_client_props(data_dir))
+        self.pool = ChannelPool("chaos", metadata=lambda: call_metadata(self.token.token),
+                                channel_credentials=channel_credentials)
         self.nodes: dict[str, NodeInfo] = {}
         self.last_metadata: mpb.MetadataResponse | None = None
 

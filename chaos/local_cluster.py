@@ -131,7 +131,7 @@ class LocalCluster:
                     shutil.rmtree(os.path.join(self.data_dir, name), ignore_errors=True)
         self._chaos = ChaosController(self.bootstrap_servers,
                                       state_path=os.path.join(self.data_dir, "chaos-agents.json"),
-                                      control_token=c.control_token)
+                                      control_token=c.control_token, channel_credentials=c.channel_credentials())
         self._chaos.nodes = {n: NodeInfo(n, a.address, a.agent_address) for n, a in c.agents.items()}
 
     def _start_reaper(self) -> None:
@@ -233,6 +233,16 @@ class LocalCluster:
         with self.security_admin() as admin:
             admin.create_user(user, password)
 
+    def client_config(self, user: str | None = None, password: str | None = None,
+                      mechanism: str = "SCRAM-SHA-512") -> dict:
+        """bootstrap.servers (gRPC) plus the security settings brokerlab's own client needs here."""
+        props = {"bootstrap.servers": self.bootstrap_servers}
+        if self.security is not None:
+            props.update(self.security.client_props(self.data_dir, user, password, mechanism))
+            if user is None and self.security.sasl:  # the cluster's own tools: TLS only, the control token
+                props["security.protocol"] = "SSL" if self.security.tls else "PLAINTEXT"
+        return props
+
     def kafka_client_config(self, user: str | None = None, password: str | None = None,
                             mechanism: str = "SCRAM-SHA-512") -> dict:
         """bootstrap.servers plus the security settings a Kafka client needs here (librdkafka's keys)."""
@@ -248,7 +258,7 @@ class LocalCluster:
         defaults to min(3, brokers)."""
         from client import Admin
         rf = replication_factor if replication_factor is not None else min(3, self.n_brokers)
-        with Admin({"bootstrap.servers": self.bootstrap_servers}) as admin:
+        with Admin(self.client_config()) as admin:
             admin.create_topic(name, partitions, rf, configs)
 
     def _partition(self, topic: str, partition: int):

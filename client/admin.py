@@ -12,6 +12,7 @@ from client.common.config import AdminConfig
 from client.common.network import ChannelPool, transport_error
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
+from client.common.security import channel_credentials_from_config, sasl_metadata
 from client.common.types import PartitionInfo
 from client.metadata import Metadata
 
@@ -37,7 +38,8 @@ class Admin:
     def __init__(self, config: dict[str, Any] | None = None, **kwargs):
         self.config = AdminConfig.from_props(config, **kwargs)  # kwargs: linger_ms=5 -> linger.ms
         self.client_id = self.config.client_id or "admin"
-        self.pool = ChannelPool(f"client:{self.client_id}")
+        self.pool = ChannelPool(f"client:{self.client_id}", metadata=sasl_metadata(self.config),
+                                channel_credentials=channel_credentials_from_config(self.config))
         self.metadata = Metadata(self.config.bootstrap_servers, self.pool,
                                  request_timeout_ms=self.config.request_timeout_ms)
 

@@ -20,6 +20,7 @@ from client.common.config import ConsumerConfig
 from client.common.network import ChannelPool, transport_error
 from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
+from client.common.security import channel_credentials_from_config, sasl_metadata
 from client.common.types import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from client.metadata import Metadata
 from client.metrics import ConsumerMetrics
@@ -61,7 +62,8 @@ class Consumer:
         c = self.config
         self.client_id = c.client_id or f"consumer-{id(self) & 0xffff}"
         self.clock = SystemClock()
-        self.pool = ChannelPool(f"client:{self.client_id}")
+        self.pool = ChannelPool(f"client:{self.client_id}", metadata=sasl_metadata(self.config),
+                                channel_credentials=channel_credentials_from_config(self.config))
         self.metadata = Metadata(c.bootstrap_servers, self.pool, self.clock, c.request_timeout_ms)
         self.metrics_ = ConsumerMetrics(self.clock)
         self.read_committed = c.isolation_level == "read_committed"

@@ -26,6 +26,7 @@ from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
 from client.common.pb import txn_pb2 as tpb
 from client.common.pb import txn_pb2_grpc as tgrpc
+from client.common.security import channel_credentials_from_config, sasl_metadata
 from client.common.types import TopicPartition
 from client.future import FutureRecordMetadata, ProduceRequestResult
 from client.metadata import Metadata
@@ -52,7 +53,8 @@ class Producer:
         c = self.config
         self.client_id = c.client_id or f"producer-{id(self) & 0xffff}"
         self.clock = SystemClock()
-        self.pool = ChannelPool(f"client:{self.client_id}")
+        self.pool = ChannelPool(f"client:{self.client_id}", metadata=sasl_metadata(self.config),
+                                channel_credentials=channel_credentials_from_config(self.config))
         self.metadata = Metadata(c.bootstrap_servers, self.pool, self.clock, c.request_timeout_ms)
         self.acks = c.acks_int
         self.key_serializer = c.key_serializer

@@ -77,10 +77,13 @@ class Agent:
         self.faults = apb.FaultRules()
         self._push_lock = threading.Lock()  # one push to the node at a time
         self._control_token = control_token
-        self.pool = ChannelPool(f"agent:{name}", metadata=call_metadata(control_token))
+        from node.security.tls import channel_and_server_credentials
+        channel_creds, server_creds = channel_and_server_credentials(self.configs)  # (None, None): plaintext
+        self.pool = ChannelPool(f"agent:{name}", metadata=call_metadata(control_token),
+                                channel_credentials=channel_creds)
         self.server, self.agent_port = create_server(agent_host, agent_port, self._register,
                                                      interceptors=[ControlAuthInterceptor(control_token)],
-                                                     max_workers=8)
+                                                     max_workers=8, server_credentials=server_creds)
         self.agent_address = f"{agent_host}:{self.agent_port}"
         self._closing = False
         threading.Thread(target=self._watch, name=f"agent-watch-{name}", daemon=True).start()

@@ -26,8 +26,16 @@ from node.main import parse_configs, run_node
 @click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listeners (gRPC only).")
 @click.option("--metrics-port", default=9404, show_default=True, type=click.IntRange(min=0, max=65535),
               help="Prometheus metrics port of the coordinator; broker-i gets metrics-port+i (0: free ports).")
+@click.option("--tls", is_flag=True,
+              help="TLS on every listener, node-to-node included; certificates generated into <data dir>/tls "
+                   "when absent (brokerlab certs create).")
+@click.option("--sasl", is_flag=True, help="SASL (PLAIN, SCRAM-SHA-256/512) on the Kafka listeners; add users "
+                                           "with brokerlab users create.")
+@click.option("--acls", "with_acls", is_flag=True, help="Enforce ACLs (brokerlab acls); see --super-user.")
+@click.option("--super-user", "super_users", multiple=True, metavar="User:NAME",
+              help="A principal allowed everything (super.users; repeatable).")
 def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, kafka_port: int,
-       no_kafka: bool, metrics_port: int) -> None:
+       no_kafka: bool, metrics_port: int, tls: bool, sasl: bool, with_acls: bool, super_users) -> None:
     """Start a coordinator and N brokers, each a process under its own agent; Ctrl-C stops them."""
     from node.cluster import FAST_CONFIGS, Cluster
     from node.rpc import advertisable_host
@@ -45,8 +53,13 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
                 f"(both use {clash[0]}): move --kafka-port or --port", param_hint="--kafka-port")
     cfg = dict(FAST_CONFIGS) if fast else {}
     cfg.update(parse_configs(configs))
+    security = None
+    if tls or sasl or with_acls:
+        from node.security.settings import Security
+        protocol = ("SASL_" if sasl else "") + ("SSL" if tls else "PLAINTEXT")
+        security = Security(protocol, authorizer=with_acls, super_users=tuple(super_users))
     cluster = Cluster(data_dir, brokers=brokers, port=port, host=host, configs=cfg,
-                      kafka_port=None if no_kafka else kafka_port, metrics_port=metrics_port)
+                      kafka_port=None if no_kafka else kafka_port, metrics_port=metrics_port, security=security)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())
@@ -58,6 +71,9 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
                    f"({brokers} brokers, data dir {os.path.abspath(data_dir)}; agents {agents}; "
                    f"control token in {os.path.join(data_dir, 'control-token')})")
         click.echo("metrics: " + ", ".join(f"{a.name}={a.metrics_url}" for a in cluster.agents.values()))
+        if security is not None:
+            props = security.client_props(cluster.data_dir)
+            click.echo("security: " + ", ".join(f"{k}={v}" for k, v in props.items()))
         sys.stdout.flush()
         while not done.wait(0.5):
             pass

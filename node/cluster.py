@@ -56,7 +56,7 @@ class Cluster:
         BrokerConfig.from_props(self.configs)  # an unknown or bad setting fails here, naming it
         self.env = dict(env or {})
         self.agents: dict[str, Agent] = {}
-        self.pool = ChannelPool("cluster")
+        self.pool = ChannelPool("cluster", channel_credentials=self.channel_credentials())
         self.control_token: str | None = None  # set by start(): <data_dir>/control-token
 
     def ensure_control_token(self) -> str:
@@ -133,10 +133,18 @@ class Cluster:
             return
         write_client_props(self.data_dir, self.security.client_props(self.data_dir))
 
+    def channel_credentials(self):
+        """gRPC channel credentials for this cluster (TLS: its CA), None when plaintext."""
+        if self.security is None or not self.security.tls:
+            return None
+        from client.common.security import channel_credentials_from_config
+        return channel_credentials_from_config(self.security.client_props(self.data_dir))
+
     def security_admin(self):
         """A node.security.admin.SecurityAdmin for this cluster's users and ACLs (close it after use)."""
         from node.security.admin import SecurityAdmin
-        return SecurityAdmin(self.bootstrap_servers, self.ensure_control_token())
+        return SecurityAdmin(self.bootstrap_servers, self.ensure_control_token(),
+                             channel_credentials=self.channel_credentials())
 
     def create_users(self) -> None:
         if self.security is None or not self.security.users:

@@ -91,8 +91,16 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         node.metrics.serve(host, metrics_port, data_dir)
     # The fault service obeys only callers with the cluster's control token (its agent hands it over).
     auth = ControlAuthInterceptor(os.environ.get(TOKEN_ENV, "").strip() or None)
+    server_credentials = None
+    if gate is not None and gate.tls:  # every listener and every node-to-node channel
+        from client.common.security import channel_credentials
+        from node.security.tls import grpc_server_credentials
+        server_credentials = grpc_server_credentials(config)
+        node.pool.channel_credentials = channel_credentials(config.security_protocol,
+                                                            config.ssl_truststore_location)
     server, bound = create_server(host, port, register_all,
-                                  interceptors=[node.metrics.server_interceptor(), auth, faults.server_interceptor()])
+                                  interceptors=[node.metrics.server_interceptor(), auth, faults.server_interceptor()],
+                                  server_credentials=server_credentials)
     node.port = bound
     if kafka is not None:
         with open(os.path.join(data_dir, "kafka_port"), "w") as f:

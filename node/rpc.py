@@ -18,12 +18,16 @@ def advertisable_host(host: str, what: str) -> str:
     return host
 
 
-def create_server(host: str, port: int, register, interceptors=(), max_workers: int = 64):
-    """Binds `host:port` (0 picks a free port) and returns (server, port); `register(server)` adds servicers."""
+def create_server(host: str, port: int, register, interceptors=(), max_workers: int = 64, server_credentials=None):
+    """Binds `host:port` (0 picks a free port) and returns (server, port); `register(server)` adds servicers.
+    server_credentials: TLS (node.security.tls.grpc_server_credentials), None: plaintext."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
                          interceptors=list(interceptors), options=CHANNEL_OPTIONS)
     register(server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if server_credentials is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", server_credentials)
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     server.start()

@@ -152,6 +152,16 @@ class CommonClientConfig(Config):
         ConfigDef("metadata.max.age.ms", "int", 300000, at_least(0)),
         ConfigDef("reconnect.backoff.ms", "int", 50, at_least(0)),
         ConfigDef("socket.connection.setup.timeout.ms", "int", 10000, at_least(0)),
+        # Security (client/common/security.py): Kafka's / librdkafka's keys.
+        ConfigDef("security.protocol", "str", "PLAINTEXT", choices=SECURITY_PROTOCOLS),
+        ConfigDef("ssl.ca.location", "str", None, doc="PEM CA certificate(s) (librdkafka's key)"),
+        ConfigDef("ssl.truststore.location", "str", None, doc="PEM CA certificate(s) (Java's key)"),
+        ConfigDef("ssl.truststore.type", "str", "PEM", choices=("PEM",)),
+        ConfigDef("ssl.certificate.location", "str", None),
+        ConfigDef("ssl.key.location", "str", None),
+        ConfigDef("sasl.mechanism", "str", "PLAIN", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+        ConfigDef("sasl.username", "str", None),
+        ConfigDef("sasl.password", "str", None),
     )
 
 

@@ -147,13 +147,14 @@ def grpc_server_credentials(config):
 
 
 def grpc_channel_credentials(ca_location: str, cert_location: str | None = None, key_location: str | None = None):
-    import grpc
-    with open(ca_location, "rb") as f:
-        ca = f.read()
-    cert = key = None
-    if cert_location and key_location:
-        with open(cert_location, "rb") as f:
-            cert = f.read()
-        with open(key_location, "rb") as f:
-            key = f.read()
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    from client.common.security import channel_credentials
+    return channel_credentials("SSL", ca_location, cert_location, key_location)
+
+
+def channel_and_server_credentials(configs: dict):
+    """For a process holding a node's configs (an agent): (channel creds, server creds), or (None, None)."""
+    if not str(configs.get("security.protocol", "PLAINTEXT")).endswith("SSL"):
+        return None, None
+    from client.common.config import BrokerConfig
+    config = BrokerConfig.from_props(configs)
+    return grpc_channel_credentials(config.ssl_truststore_location), grpc_server_credentials(config)

@@ -1,0 +1,238 @@
+"""Security end to end (issue 16): SASL_SSL + SCRAM with kafka-python and confluent-kafka, a wrong
+password, plaintext at a TLS listener, ACLs (TOPIC / GROUP_AUTHORIZATION_FAILED, prefixed), the CLIs,
+users and ACLs surviving a coordinator restart. One secured cluster serves the module."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from chaos.local_cluster import LocalCluster
+from node.security import acl as A
+from node.security.settings import Security
+from tests.helpers import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ADMIN, ALICE = ("admin", "admin-secret"), ("alice", "alice-secret")
+T, G = A.ResourceType.TOPIC, A.ResourceType.GROUP
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    sec = Security("SASL_SSL", users=dict([ADMIN, ALICE]), authorizer=True, super_users=("User:admin",))
+    with LocalCluster(brokers=2, configs={"offsets.topic.replication.factor": 2,
+                                          "transaction.state.log.replication.factor": 2},
+                      security=sec) as c:
+        with c.security_admin() as admin:
+            allow = lambda rt, name, op, pt=A.PatternType.LITERAL: A.AclBinding(
+                A.ResourcePattern(rt, name, pt), A.AccessControlEntry("User:alice", "*", op, A.Permission.ALLOW))
+            admin.create_acls([
+                allow(T, "orders", A.Operation.WRITE),
+                allow(T, "orders", A.Operation.READ),
+                allow(T, "payments", A.Operation.DESCRIBE),
+                A.AclBinding(A.ResourcePattern(T, "payments", A.PatternType.LITERAL),
+                             A.AccessControlEntry("User:alice", "*", A.Operation.WRITE, A.Permission.DENY)),
+                allow(G, "alice-", A.Operation.READ, A.PatternType.PREFIXED),
+                allow(T, "shared-", A.Operation.ALL, A.PatternType.PREFIXED),
+            ])
+        for t in ("orders", "payments", "shared-events"):
+            c.create_topic(t, partitions=1, replication_factor=2)
+        yield c
+
+
+def _kp(cluster, user, password, **kw):
+    cfg = cluster.kafka_client_config(user, password)
+    return dict(bootstrap_servers=cfg["bootstrap.servers"], security_protocol="SASL_SSL",
+                ssl_cafile=cfg["ssl.ca.location"], sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=user,
+                sasl_plain_password=password, **kw)
+
+
+def test_kafka_python_sasl_ssl_scram_sha_512_produces_and_consumes(cluster):
+    from kafka import KafkaConsumer, KafkaProducer
+    p = KafkaProducer(**_kp(cluster, *ALICE))
+    try:
+        md = p.send("orders", b"kp-" + uuid.uuid4().hex.encode()).get(timeout=30)
+        value = b"kp-marker-%d" % md.offset
+        p.send("orders", value).get(timeout=30)
+    finally:
+        p.close()
+    c = KafkaConsumer("orders", group_id="alice-kp", auto_offset_reset="earliest", consumer_timeout_ms=20000,
+                      **_kp(cluster, *ALICE))
+    try:
+        seen = []
+        for m in c:
+            seen.append(m.value)
+            if value in seen:
+                break
+        assert value in seen
+    finally:
+        c.close()
+
+
+def test_confluent_kafka_sasl_ssl_scram_sha_512_produces_and_consumes(cluster):
+    from confluent_kafka import Consumer, Producer
+    cfg = cluster.kafka_client_config(*ALICE)
+    assert cfg["security.protocol"] == "SASL_SSL" and cfg["sasl.mechanism"] == "SCRAM-SHA-512"
+    value = b"ck-" + uuid.uuid4().hex.encode()
+    reports = []
+    p = Producer({**cfg, "enable.idempotence": True})
+    p.produce("orders", value, on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(30) == 0 and reports == [None]
+    c = Consumer({**cfg, "group.id": "alice-ck", "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe(["orders"])
+        got = []
+        wait_until(lambda: (got.append(c.poll(0.5)) or any(m is not None and m.error() is None and m.value() == value
+                                                           for m in got)), 30, what="the record read back")
+    finally:
+        c.close()
+
+
+def test_a_wrong_password_is_sasl_authentication_failed_for_both_clients(cluster, caplog):
+    from confluent_kafka import KafkaError, Producer
+    errs = []
+    p = Producer({**cluster.kafka_client_config("alice", "not-her-password"), "error_cb": errs.append})
+    p.produce("orders", b"x")
+    wait_until(lambda: p.poll(0.2) is not None and any(e.code() == KafkaError._AUTHENTICATION for e in errs), 20,
+               what="librdkafka's authentication error")
+    auth = next(e for e in errs if e.code() == KafkaError._AUTHENTICATION)
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in auth.str()
+    p.purge()
+    p.flush(1)
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as KpError
+    caplog.set_level(logging.ERROR, logger="kafka")
+    with pytest.raises(KpError):
+        KafkaProducer(**_kp(cluster, "alice", "not-her-password", bootstrap_timeout_ms=3000,
+                            max_block_ms=3000))
+    assert "SaslAuthenticationFailedError" in caplog.text and "invalid credentials" in caplog.text
+
+
+def _api_versions_frame() -> bytes:
+    body = struct.pack(">hhih", 18, 0, 1, 4) + b"test"  # ApiVersions v0, correlation 1, client id "test"
+    return struct.pack(">i", len(body)) + body
+
+
+def test_plaintext_at_a_tls_listener_is_closed_cleanly_and_the_listener_keeps_serving(cluster):
+    host, port = cluster.kafka_bootstrap_servers.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(_api_versions_frame())
+        try:
+            data = s.recv(4096)
+        except ConnectionResetError:
+            data = b""
+        assert data == b"" or data[:1] == b"\x15"  # closed, or a TLS alert record: never a Kafka response
+    from confluent_kafka import Producer
+    reports = []
+    p = Producer(cluster.kafka_client_config(*ADMIN))
+    p.produce("orders", b"after-plaintext", on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(30) == 0 and reports == [None]
+
+
+def test_acls_alice_writes_orders_but_not_payments(cluster):
+    from kafka import KafkaProducer
+    from kafka.errors import TopicAuthorizationFailedError
+    p = KafkaProducer(**_kp(cluster, *ALICE), retries=0)
+    try:
+        p.send("orders", b"allowed").get(timeout=30)
+        with pytest.raises(TopicAuthorizationFailedError):
+            p.send("payments", b"denied").get(timeout=30)
+    finally:
+        p.close()
+    # no ACL at all for alice on this topic: the producer learns it from Metadata already
+    p = KafkaProducer(**_kp(cluster, *ALICE), retries=0, max_block_ms=10000)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            p.send("admin-only", b"denied").get(timeout=30)
+    finally:
+        p.close()
+
+
+def test_acls_a_group_alice_may_not_use_is_group_authorization_failed_and_prefixed_acls_allow(cluster):
+    from kafka import KafkaConsumer
+    from kafka.errors import GroupAuthorizationFailedError
+    c = KafkaConsumer("orders", group_id="billing", auto_offset_reset="earliest", **_kp(cluster, *ALICE))
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            for _ in range(20):
+                c.poll(timeout_ms=500)
+    finally:
+        c.close()
+    # prefixed: topic shared-* (ALL) and group alice-* (READ)
+    from kafka import KafkaProducer
+    p = KafkaProducer(**_kp(cluster, *ALICE))
+    try:
+        p.send("shared-events", b"prefixed-ok").get(timeout=30)
+    finally:
+        p.close()
+    c = KafkaConsumer("shared-events", group_id="alice-prefixed", auto_offset_reset="earliest",
+                      consumer_timeout_ms=20000, **_kp(cluster, *ALICE))
+    try:
+        assert any(m.value == b"prefixed-ok" for m in c)
+    finally:
+        c.close()
+
+
+def _cli(cluster, *args, input_text=None):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-m", "brokerlab_cli", *args, "--bootstrap-server",
+                           cluster.bootstrap_servers, "--data-dir", cluster.data_dir], input=input_text,
+                          capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, check=False)
+
+
+def test_acls_cli_add_and_list_in_kafka_acls_layout(cluster):
+    r = _cli(cluster, "acls", "--add", "--allow-principal", "User:carol", "--operation", "Write", "--operation",
+             "Describe", "--topic", "cli-topic")
+    assert r.returncode == 0, r.stderr
+    assert "Adding ACLs for resource `ResourcePattern(resourceType=TOPIC, name=cli-topic, patternType=LITERAL)`" \
+        in r.stdout
+    r = _cli(cluster, "acls", "--add", "--allow-principal", "User:carol", "--operation", "Read", "--group", "carol-",
+             "--resource-pattern-type", "prefixed")
+    assert r.returncode == 0, r.stderr
+    r = _cli(cluster, "acls", "--list", "--principal", "User:carol")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.rstrip("\n").splitlines() == [
+        "Current ACLs for resource `ResourcePattern(resourceType=TOPIC, name=cli-topic, patternType=LITERAL)`: ",
+        " \t(principal=User:carol, host=*, operation=WRITE, permissionType=ALLOW)",
+        "\t(principal=User:carol, host=*, operation=DESCRIBE, permissionType=ALLOW) ",
+        "",
+        "Current ACLs for resource `ResourcePattern(resourceType=GROUP, name=carol-, patternType=PREFIXED)`: ",
+        " \t(principal=User:carol, host=*, operation=READ, permissionType=ALLOW) ",
+    ]
+    r = _cli(cluster, "acls", "--remove", "--allow-principal", "User:carol", "--operation", "Write", "--topic",
+             "cli-topic", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "operation=WRITE" not in _cli(cluster, "acls", "--list", "--topic", "cli-topic").stdout
+    bad = _cli(cluster, "acls", "--add", "--allow-principal", "carol", "--topic", "x")
+    assert bad.returncode != 0 and "User:alice" in bad.stderr
+
+
+def test_users_cli_and_state_survive_a_coordinator_restart(cluster):
+    r = _cli(cluster, "users", "create", "dave", "--password", "dave-secret", "--mechanism", "SCRAM-SHA-512")
+    assert r.returncode == 0, r.stderr
+    listed = _cli(cluster, "users", "list").stdout
+    assert "SCRAM credential configs for user-principal 'dave' are SCRAM-SHA-512=iterations=4096" in listed
+    assert "dave-secret" not in listed
+    cluster.kill("coordinator")
+    cluster.start("coordinator")
+    with cluster.security_admin() as admin:
+        assert "dave" in {u.user for u in admin.list_users()}
+        assert any(b.pattern.name == "orders" for b in admin.describe_acls())
+    # dave (no ACLs) authenticates but is denied; after the delete he cannot authenticate
+    from confluent_kafka import KafkaError, Producer
+    errs, reports = [], []
+    p = Producer({**cluster.kafka_client_config("dave", "dave-secret"), "error_cb": errs.append})
+    p.produce("orders", b"d", on_delivery=lambda err, msg: reports.append(err))
+    p.flush(30)
+    assert reports and reports[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert not any(e.code() == KafkaError._AUTHENTICATION for e in errs)
+    r = _cli(cluster, "users", "delete", "dave")
+    assert r.returncode == 0, r.stderr
+    assert "'dave'" not in _cli(cluster, "users", "list").stdout
