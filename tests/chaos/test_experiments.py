@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from chaos.run import load_experiment, run_experiment
 
 
@@ -78,3 +80,27 @@ def test_leader_churn_with_overlapping_coordinator_kills_is_valid(tmp_path):
         elif op["f"] in ("kill", "pause", "partition") and down:
             overlapped = True
     assert overlapped
+
+
+def test_group_members_sigkilled_after_commits_are_replaced_within_the_session_timeout(tmp_path):
+    out = _run("group-members-killed", seed=4, duration_s=26, tmp_path=tmp_path)
+    gm = out.result["stats"]["group-members"]
+    with open(os.path.join(out.run_dir, "history.jsonl")) as fh:
+        history = [json.loads(line) for line in fh]
+    kills = [op for op in history if op.get("kill") == "SIGKILL"]
+    assert len(kills) >= 2 and gm["member_kills"] == len(kills)
+    for op in kills:  # a real process, really gone (no LeaveGroup could have been sent)
+        with pytest.raises(ProcessLookupError):
+            os.kill(op["pid"], 0)
+    # Right after a commit: the killed process's previous completed op was a commit.
+    for op in kills:
+        before = [o for o in history if o["process"] == op["process"] and o["index"] < op["index"]
+                  and o["type"] != "invoke"]
+        assert before[-1]["f"] == "commit", before[-1]
+    assert {op["f"] for op in history if op["process"] == "nemesis"} >= {"kill-member", "clock", "kill", "start"}
+    rows = gm["reassignments"]
+    assert any(r["reassigned_ms"] is not None for r in rows), rows
+    assert not gm["not_reassigned"], [r for r in rows if r["late"]]
+    assert out.result["valid"] is True, json.dumps(out.result["anomalies"], default=str)[:2000]
+    with open(os.path.join(out.run_dir, "report.html")) as fh:
+        assert "Partitions reassigned after member kills" in fh.read()
