@@ -29,8 +29,12 @@ from chaos.run import describe_expect
 @click.option("--clients", "clients", default=None, metavar="all|LIB,LIB",
               help="Run under several client libraries ('all', or a comma-separated list); prints "
                    "experiment x library -> expected / got.")
+@click.option("--network", type=click.Choice(["edge", "netns"]), default=None,
+              help="Where network faults are applied: the nodes' gRPC edge, or kernel rules with every node in "
+                   "a network namespace (root) (default: the experiment's `network`, else edge).")
 @control_options
-def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progress, client, clients) -> None:
+def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progress, client, clients,
+              network) -> None:
     """Run EXPERIMENT (a name from chaos/experiments or a YAML path; default: safe) and check it.
 
     Prints the seed first, then the verdict and the report's path. Exit status: 0 when
@@ -49,13 +53,14 @@ def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progre
             raise click.UsageError("give an EXPERIMENT or --all, not both")
         names = list(experiment_paths()) if run_all else [experiment or "safe"]
         ok = _run_table(names, libraries or [client], seed=seed, duration=duration, out_dir=out_dir,
-                        progress=not no_progress, bootstrap=None if run_all else bootstrap)
+                        progress=not no_progress, bootstrap=None if run_all else bootstrap, network=network)
         sys.exit(0 if ok else 1)
     exp = load_experiment(experiment)
+    from node.netns import NetnsError
     try:
         outcome = _run_one(exp, client, seed=seed, duration_s=duration, bootstrap=bootstrap, out_dir=out_dir,
-                           progress=not no_progress, **control_settings())
-    except ClientUnsupported as e:
+                           progress=not no_progress, network=network, **control_settings())
+    except (ClientUnsupported, NetnsError) as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"verdict: {outcome.verdict_line()}; expected {describe_expect(outcome.expect)}: "
                f"{'as expected' if outcome.behaved else 'NOT as expected'}")
@@ -88,7 +93,8 @@ def _run_one(exp: dict, library: str | None, **kw):
     return run_experiment(exp, client=library, **kw)
 
 
-def _run_table(names: list[str], libraries: list, *, seed, duration, out_dir, progress, bootstrap) -> bool:
+def _run_table(names: list[str], libraries: list, *, seed, duration, out_dir, progress, bootstrap,
+               network=None) -> bool:
     """Every experiment under every library; one line each (experiment x library -> expected / got).
     A library that cannot run an experiment is a row saying why, not a failure."""
     from chaos.clients import ClientUnsupported
@@ -106,6 +112,7 @@ def _run_table(names: list[str], libraries: list, *, seed, duration, out_dir, pr
             expected = describe_expect(expectation_for(exp, lib))
             try:
                 outcome = _run_one(exp, lib, seed=seed, duration_s=duration, bootstrap=bootstrap, out_dir=sub,
+                                   network=network,
                                    progress=progress, echo=lambda s: click.echo(s, err=True))
             except ClientUnsupported as e:
                 click.echo(f"{name:32} {label:16} {expected:40} {'-':28} NOT RUN: {e}")

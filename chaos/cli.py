@@ -59,6 +59,9 @@ def chaos_status(bootstrap: str, as_json: bool) -> None:
         clock = f" clock {row['clock']}" if row.get("clock") else ""
         click.echo(f"{row['node']:<12} {row.get('state', '?'):<11} pid {row.get('pid', 0):<7} "
                    f"node {row['address']:<16} agent {row['agent']:<16} faults: {faults}{clock}")
+    if st.get("layers"):
+        click.echo(f"network: {st['network']}; fault layers: "
+                   + "; ".join(f"{what}: {layer}" for what, layer in st["layers"].items()))
     if "fenced" in st:
         click.echo(f"fenced brokers: {', '.join(st['fenced']) or '-'}; "
                    f"under-replicated partitions: {', '.join(st['under_replicated']) or '-'}")

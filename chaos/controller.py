@@ -7,6 +7,7 @@ node holds the whole rule set and checks the requests it receives and the replie
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from node.faults import HEARTBEAT_METHODS, Rule, rules_from_pb, rules_to_pb
 log = logging.getLogger(__name__)
 
 COORDINATOR = "coordinator"
+NETWORKS = ("edge", "netns")
 HEARTBEATS = "|".join(HEARTBEAT_METHODS)
 _LINK = re.compile(r"^(client:[^:]+|[^:]+):(client:[^:]+|[^:]+)$")
 
@@ -68,9 +70,15 @@ def parse_link(link: str) -> tuple[str, str]:
 
 class ChaosController:
     def __init__(self, bootstrap: str, state_path: str | None = None, rpc_timeout_s: float = 5.0, *,
-                 control_token: str | None = None, data_dir: str | None = None, channel_credentials=None):
+                 control_token: str | None = None, data_dir: str | None = None, channel_credentials=None,
+                 network: str | None = None):
         """control_token: the cluster's (node.auth); default $BROKERLAB_CONTROL_TOKEN, else
-        `<data_dir>/control-token` (data_dir default .brokerlab, where `brokerlab up` and the Procfile put it)."""
+        `<data_dir>/control-token` (data_dir default .brokerlab, where `brokerlab up` and the Procfile put it).
+        network: where partitions, loss and cut-clients are applied: "edge" (the nodes' gRPC / Kafka edge),
+        "netns" (nftables rules in the nodes' hosts, by their agents), None: "netns" when every agent
+        can (a `brokerlab up --netns` cluster), else "edge"."""
+        if network not in (None, *NETWORKS):
+            raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
         self.bootstrap = bootstrap
         self.state_path = state_path or default_state_path()
         self.rpc_timeout_s = rpc_timeout_s
@@ -84,6 +92,9 @@ class ChaosController:
                                 channel_credentials=channel_credentials)
         self.nodes: dict[str, NodeInfo] = {}
         self.last_metadata: mpb.MetadataResponse | None = None
+        self._network = network
+        self._netem: bool | None = None
+        self.last_layers: list[str] = []  # the layers of the rules the last fault added ("edge", "kernel")
 
     @property
     def token(self) -> ResolvedToken:
@@ -218,6 +229,45 @@ class ChaosController:
     def resume(self, *names: str) -> list[dict]:
         return self._process("Resume", list(names))
 
+    # -- fault layers ----------------------------------------------------
+    @property
+    def network(self) -> str:
+        """"netns" or "edge" (see __init__); asked of the agents once."""
+        if self._network is None or self._netem is None:
+            statuses = {}
+            for name in sorted(self._known()):
+                try:
+                    statuses[name] = self._agent_call(name, "Status", timeout_s=2)
+                except ChaosError:
+                    continue
+            kernel = bool(statuses) and all(st.network == "netns" for st in statuses.values())
+            self._netem = kernel and all(st.netem for st in statuses.values())
+            if self._network is None:
+                self._network = "netns" if kernel else "edge"
+            elif self._network == "netns" and not kernel:
+                edge = sorted(n for n, st in statuses.items() if st.network != "netns")
+                raise ChaosError("network netns: the agents of " + (", ".join(edge) or "every node")
+                                 + " apply no kernel rules (start the cluster with `brokerlab up --netns`, "
+                                   "or agents with --kernel-faults)")
+        return self._network
+
+    def delay_layer(self) -> str:
+        """Where delay and jitter are applied, and why."""
+        if self.network != "netns":
+            return "edge"
+        return "edge (netem is not used for delay yet)" if self._netem else "edge (this kernel has no netem)"
+
+    def _layered(self, rules: list[Rule]) -> list[Rule]:
+        """With network netns, the rules the kernel can express become kernel rules."""
+        if self.network != "netns":
+            return rules
+        from node.kernel_faults import kernel_expressible
+        nodes = set(self._known())
+        return [dataclasses.replace(r, layer="kernel") if kernel_expressible(r, nodes) else r for r in rules]
+
+    def _hosts(self) -> dict[str, str]:
+        return {n: i.address.rsplit(":", 1)[0].strip("[]") for n, i in self._known().items()}
+
     # -- rules -----------------------------------------------------------
     def faults(self, name: str) -> apb.FaultRules:
         return self._agent_call(name, "GetFaults", apb.Empty())
@@ -227,6 +277,7 @@ class ChaosController:
         each node's rules become edit(current rules); its clock skew is kept. Every node is tried;
         returns the nodes that took it, else raises PartialFaultError naming the ones that did not."""
         applied, failed = [], {}
+        hosts = self._hosts()
         for name in sorted(self._known()):
             try:
                 current = self.faults(name)
@@ -235,6 +286,8 @@ class ChaosController:
                 spec.refused = spec.delayed = 0
                 del spec.rules[:]
                 spec.rules.extend(rules_to_pb(edit(rules_from_pb(current.rules))))
+                spec.hosts.clear()
+                spec.hosts.update(hosts)
                 self._agent_call(name, "SetFaults", spec)
             except ChaosError as e:
                 failed[name] = str(e)
@@ -245,9 +298,13 @@ class ChaosController:
         return applied
 
     def _replace(self, tag: str, rules: list[Rule]) -> list[str]:
+        rules = self._layered(rules)
+        self.last_layers = sorted({r.layer or "edge" for r in rules})
         return self._set_rules(lambda cur: [r for r in cur if r.tag != tag] + rules, tag)
 
     def _add(self, rules: list[Rule]) -> list[str]:
+        rules = self._layered(rules)
+        self.last_layers = sorted({r.layer or "edge" for r in rules})
         return self._set_rules(lambda cur: cur + [r for r in rules if r not in cur],
                                "+".join(sorted({r.tag for r in rules})) or "faults")
 
@@ -402,6 +459,13 @@ class ChaosController:
                 row.update({"state": "unreachable", "error": str(e)})
             nodes.append(row)
         out = {"bootstrap": self.bootstrap, "nodes": nodes}
+        try:
+            out["network"] = self.network
+            out["layers"] = {"partition, isolate, loss, cut-clients": "kernel" if self.network == "netns" else "edge",
+                             "delay, jitter": self.delay_layer(),
+                             "heartbeat-*, drop-response, clock, client:<id> links": "edge"}
+        except ChaosError as e:
+            out["network"] = f"unknown ({e})"
         md = self.metadata()
         if md is not None:
             out["fenced"] = sorted(f"broker-{b.node_id}" for b in md.brokers if b.fenced)
@@ -450,4 +514,4 @@ def _rule_text(r: Rule) -> str:
     what = {"delay": f"delay {r.delay_ms}ms" + (f"±{r.jitter_ms}" if r.jitter_ms else ""),
             "loss": f"loss p={r.probability:g}"}.get(r.kind, r.kind)
     method = f" [{r.method}]" if r.method else ""
-    return f"{what} {r.src} -> {r.dst}{method}"
+    return f"{what} {r.src} -> {r.dst}{method} ({r.layer or 'edge'})"

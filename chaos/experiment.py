@@ -7,6 +7,7 @@ schedule, a time limit and a seed. Loading validates everything and names the ba
     seed: 42
     time_limit_s: 60
     cluster: {brokers: 3, configs: {min.insync.replicas: 2}}
+    network: edge                 # or netns: nodes in network namespaces, faults as kernel rules (root)
     topics:
       - {name: t0, partitions: 3, replication_factor: 3, configs: {min.insync.replicas: "2"}}
     steady_state_hypothesis:
@@ -32,7 +33,8 @@ PROBE_TYPES = ("isr-full", "brokers-unfenced", "healthy")
 NEMESIS_FS = tuple(FAULTS) + ("start", "resume", "heal", "drop-response")
 PASS_THROUGH = ("workload", "checker", "report", "clients")  # sections other parts of chaos read
 KNOWN = ("title", "description", "seed", "time_limit_s", "cluster", "topics", "steady_state_hypothesis",
-         "method", "nemesis", "rollbacks", "tags") + PASS_THROUGH
+         "method", "nemesis", "rollbacks", "tags", "network") + PASS_THROUGH
+NETWORKS = ("edge", "netns")
 
 
 class ExperimentError(SpecError):
@@ -69,6 +71,7 @@ class Experiment:
     nemeses: tuple[NemesisSpec, ...] = ()
     rollbacks: tuple[dict, ...] = ({"process": "nemesis", "type": "info", "f": "heal", "value": None},)
     extra: dict = field(default_factory=dict)  # workload, checker, ... as given
+    network: str = "edge"  # where network faults are applied: the gRPC edge, or the kernel (netns)
 
 
 def _err(path: str, msg: str) -> ExperimentError:
@@ -163,6 +166,9 @@ def parse_experiment(raw, source: str = "experiment") -> Experiment:
     if unknown:
         raise _err(f"{p}cluster.{sorted(unknown)[0]}", "unknown field (brokers, configs)")
     brokers = _int(cluster, "brokers", 3, 1, f"{p}cluster.")
+    network = raw.get("network", "edge")
+    if network not in NETWORKS:
+        raise _err(f"{p}network", f"expected one of {', '.join(NETWORKS)}, got {network!r}")
     configs = dict(_mapping(cluster.get("configs"), f"{p}cluster.configs"))
     topics = raw.get("topics") or []
     if not isinstance(topics, list):
@@ -193,7 +199,7 @@ def parse_experiment(raw, source: str = "experiment") -> Experiment:
         method=tuple(_nemesis_op(m, f"{p}method[{i}]") for i, m in enumerate(method)),
         nemesis=nemeses[0], nemeses=nemeses,
         rollbacks=tuple(_nemesis_op(m, f"{p}rollbacks[{i}]") for i, m in enumerate(rollbacks)),
-        extra={k: raw[k] for k in PASS_THROUGH if k in raw})
+        extra={k: raw[k] for k in PASS_THROUGH if k in raw}, network=network)
 
 
 def load_experiment(path: str) -> Experiment:

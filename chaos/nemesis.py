@@ -79,11 +79,18 @@ class Nemesis:
         """Runs a controller call that acts on `nodes` (default: every node, as rule sets do) and
         records on `out` which nodes took it; when some did not, records which and why and fails
         the op with that value. Returns the nodes that took it."""
+        if hasattr(self.c, "last_layers"):
+            self.c.last_layers = []
         try:
             call(*args)
         except PartialFaultError as e:
             out["applied"], out["failed"] = e.applied, e.failed
             raise _NotApplied(out, f"{type(e).__name__}: {e}") from None
+        finally:
+            # Which layer applies the fault: "edge" (the nodes' gRPC / Kafka edge), "kernel" (nftables).
+            layers = getattr(self.c, "last_layers", None)
+            if layers:
+                out["layer"] = "+".join(layers)
         out["applied"] = list(nodes) if nodes is not None else self.c.node_names()
         return out["applied"]
 

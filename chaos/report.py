@@ -70,6 +70,8 @@ def _label(op: dict) -> str:
             target = " " + ",".join(v["nodes"])
         elif v.get("groups"):
             target = " " + " | ".join(",".join(g) for g in v["groups"])
+        if v.get("layer"):  # which layer applied it: the nodes' gRPC edge or the kernel (nftables)
+            target += f" ({v['layer']})"
     return op["f"] + target
 
 

@@ -226,14 +226,19 @@ def default_run_dir(name: str, seed: int, library: str = "brokerlab") -> str:
 def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | None = None,
                    bootstrap: str | None = None, out_dir: str | None = None, progress: bool = True,
                    echo=print, control_token: str | None = None, data_dir: str | None = None,
-                   client: str | None = None) -> RunOutcome:
+                   client: str | None = None, network: str | None = None) -> RunOutcome:
     """control_token / data_dir: for a running cluster (bootstrap), where its control token is
     (ChaosController); a cluster this run starts uses its own. `client`: the client library the
     workload drives (chaos.clients.LIBRARIES; default: the experiment's `clients.library`, else
     brokerlab). A library that cannot run the experiment raises ClientUnsupported before anything
-    starts."""
+    starts. `network`: "edge" or "netns" (default: the experiment's `network`, else edge); netns without
+    the privileges raises NetnsError naming what is missing, before anything starts."""
     from chaos.clients import resolve_clients
     started = time.monotonic()
+    network = network or exp["spec"].network
+    if network == "netns":
+        from node.netns import require_privileges
+        require_privileges("network: netns")
     if seed is None:
         raw_seed = exp["raw"].get("seed")
         seed = raw_seed if raw_seed is not None else random.SystemRandom().randrange(1, 2**31)
@@ -249,7 +254,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
                    configs=t.configs) for t in spec.topics] or DEFAULT_TOPICS
     run_dir = os.path.abspath(out_dir or default_run_dir(name, seed, cspec.library))
     os.makedirs(run_dir, exist_ok=True)
-    echo(f"experiment: {name} ({duration_s:g} s), client: {cspec.label}, run folder: {run_dir}")
+    echo(f"experiment: {name} ({duration_s:g} s), client: {cspec.label}, network: {network}, run folder: {run_dir}")
     _write_experiment(exp, seed, duration_s, run_dir, cspec)
     concurrency = int(workload_spec.pop("concurrency", 4))
     final_read_s = float(workload_spec.pop("final_read_s", 30))
@@ -275,7 +280,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     try:
         client_bootstrap = bootstrap
         if bootstrap is None:
-            cluster, cluster_tmp = _start_cluster(spec, echo)
+            cluster, cluster_tmp = _start_cluster(spec, echo, network)
             bootstrap = cluster.bootstrap_servers
             client_bootstrap = cluster.all_servers
         from chaos.controller import ChaosController
@@ -283,8 +288,11 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         if cluster is not None:
             control_token = cluster.control_token
         controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"),
-                                     control_token=control_token, data_dir=data_dir)
+                                     control_token=control_token, data_dir=data_dir, network=network)
         controller.discover()
+        if network == "netns":
+            echo(f"network netns: partitions, isolate, loss and cut-clients are kernel rules (nftables); "
+                 f"delay and jitter at the {controller.delay_layer()}")
         if cspec.library != "brokerlab":
             from chaos.clients import kafka_bootstrap
             client_bootstrap = ",".join(a.kafka_address for a in cluster.agents.values() if a.kafka_address) \
@@ -348,7 +356,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         json.dump({**{k: v for k, v in result.items() if not k.startswith("_")}, "client": client_info}, fh,
                   indent=1, sort_keys=True, default=str)
     with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as fh:
-        json.dump({"name": name, "seed": seed, "client": client_info, "duration_s": duration_s,
+        json.dump({"name": name, "seed": seed, "client": client_info, "network": network, "duration_s": duration_s,
                    "elapsed_s": outcome.elapsed_s,
                    "expect": outcome.expect, "verdict": outcome.verdict, "behaved": outcome.behaved,
                    "interrupted": interrupted, "notes": notes, "caveats": outcome.caveats,
@@ -524,13 +532,18 @@ def _write_experiment(exp: dict, seed: int, duration_s: float, run_dir: str, csp
         yaml.safe_dump(out, fh, sort_keys=False)
 
 
-def _start_cluster(spec, echo):
+def _start_cluster(spec, echo, network: str = "edge"):
     from node.cluster import FAST_CONFIGS, Cluster
     configs = {**FAST_CONFIGS, **spec.configs}
     tmp = tempfile.mkdtemp(prefix="brokerlab-run-")
-    echo(f"starting a cluster: coordinator and {spec.brokers} brokers ...")
+    where = " in network namespaces" if network == "netns" else ""
+    echo(f"starting a cluster: coordinator and {spec.brokers} brokers{where} ...")
     try:
-        cluster = Cluster(tmp, brokers=spec.brokers, port=0, configs=configs).start()
+        if network == "netns":
+            from node.netns_cluster import NetnsCluster
+            cluster = NetnsCluster(tmp, brokers=spec.brokers, configs=configs, echo=echo).start()
+        else:
+            cluster = Cluster(tmp, brokers=spec.brokers, port=0, configs=configs).start()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

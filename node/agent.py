@@ -31,9 +31,11 @@ PUSH_TIMEOUT_S = 4.0  # a just-started node may take this long to listen (below 
 
 def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str = "",
               configs: dict | None = None, agent: str = "", kafka_port: int | None = None,
-              metrics_port: int | None = None) -> list[str]:
+              metrics_port: int | None = None, advertised_host: str = "") -> list[str]:
     argv = [sys.executable, "-m", "brokerlab_cli", "node", kind, "--host", host, "--port", str(port),
             "--data-dir", data_dir]
+    if advertised_host:
+        argv += ["--advertised-host", advertised_host]
     argv += ["--no-kafka"] if kafka_port is None else ["--kafka-port", str(kafka_port)]
     argv += ["--no-metrics"] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     if kind == "broker":
@@ -53,15 +55,28 @@ class Agent:
     def __init__(self, name: str, kind: str, *, node_id: int = 0, host: str = "127.0.0.1", port: int = 0,
                  data_dir: str, coordinator: str = "", configs: dict | None = None, log_path: str | None = None,
                  agent_host: str | None = None, agent_port: int = 0, env: dict | None = None,
-                 control_token: str, kafka_port: int | None = 0, metrics_port: int | None = 0):
-        """control_token: the cluster's (node.auth): required on every call to this agent, handed to the node."""
+                 control_token: str, kafka_port: int | None = 0, metrics_port: int | None = 0,
+                 kernel_faults: bool = False, advertised_host: str | None = None):
+        """control_token: the cluster's (node.auth): required on every call to this agent, handed to the node.
+        kernel_faults: this agent applies the kernel-layer rules (node.kernel_faults) in its host's kernel:
+        the host must be the node's own (a network namespace, a machine), as it changes its firewall.
+        advertised_host: the address others dial for the node and this agent, when `host` (what they
+        bind) is not it (a wildcard, or a private address behind NAT)."""
         if not control_token:
             raise ValueError(f"agent {name}: a control token is required (node.auth.ensure_token)")
         self.name, self.kind = name, kind
         self.node_id = node_id
         # The agent binds the node's host: its address is advertised in the metadata.
-        agent_host = advertisable_host(agent_host or host, f"{name}'s agent host")
-        self.host, self.port = advertisable_host(host, f"{name}'s host"), port
+        self.bind_host = host
+        self.advertised_host = advertised_host or ""
+        if advertised_host:
+            advertisable_host(advertised_host, f"{name}'s advertised host")
+            agent_host = agent_host or host
+            self.host = advertised_host
+        else:
+            agent_host = advertisable_host(agent_host or host, f"{name}'s agent host")
+            self.host = advertisable_host(host, f"{name}'s host")
+        self.port = port
         self.kafka_port = kafka_port  # None: no Kafka listener; 0: a free port, pinned after the first start
         self.metrics_port = metrics_port  # None: no metrics endpoint; 0: a free port, pinned likewise
         self.data_dir = data_dir
@@ -76,6 +91,7 @@ class Agent:
         self.exit_code = 0
         self.faults = apb.FaultRules()
         self._push_lock = threading.Lock()  # one push to the node at a time
+        self._nft_lock = threading.Lock()  # one kernel ruleset change at a time
         self._control_token = control_token
         from node.security.tls import channel_and_server_credentials
         channel_creds, server_creds = channel_and_server_credentials(self.configs)  # (None, None): plaintext
@@ -84,7 +100,17 @@ class Agent:
         self.server, self.agent_port = create_server(agent_host, agent_port, self._register,
                                                      interceptors=[ControlAuthInterceptor(control_token)],
                                                      max_workers=8, server_credentials=server_creds)
-        self.agent_address = f"{agent_host}:{self.agent_port}"
+        self.agent_address = f"{advertised_host or agent_host}:{self.agent_port}"
+        self.kernel_faults = kernel_faults
+        self.netem = False
+        if kernel_faults:
+            from node import kernel_faults as kf
+            missing = kf.missing_tools()
+            if missing:
+                self.server.stop(0)
+                raise ValueError(f"agent {name}: kernel faults need {' and '.join(missing)}")
+            kf.remove()  # a table left by an earlier agent of this host is no rule of ours any more
+            self.netem = kf.has_netem()
         self._closing = False
         threading.Thread(target=self._watch, name=f"agent-watch-{name}", daemon=True).start()
 
@@ -120,10 +146,10 @@ class Agent:
                 os.unlink(kafka_port_file)
             if self.metrics_port == 0 and os.path.exists(metrics_port_file):
                 os.unlink(metrics_port_file)
-            argv = node_argv(self.kind, node_id=self.node_id, host=self.host, port=self.port,
+            argv = node_argv(self.kind, node_id=self.node_id, host=self.bind_host, port=self.port,
                              data_dir=self.data_dir, coordinator=self.coordinator, configs=self.configs,
                              agent=self.agent_address, kafka_port=self.kafka_port,
-                             metrics_port=self.metrics_port)
+                             metrics_port=self.metrics_port, advertised_host=self.advertised_host)
             env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults),
                    TOKEN_ENV: self._control_token}
             logf = open(self.log_path, "ab")
@@ -217,7 +243,8 @@ class Agent:
             state = "exited"
         return apb.AgentStatus(node=self.name, state=state, pid=p.pid if p else 0, restarts=self.restarts,
                                address=self.address, agent=self.agent_address,
-                               exit_code=code if code is not None else 0, metrics_port=self.metrics_port or 0)
+                               exit_code=code if code is not None else 0, metrics_port=self.metrics_port or 0,
+                               network="netns" if self.kernel_faults else "edge", netem=self.netem)
 
     def _watch(self) -> None:
         while not self._closing:
@@ -233,10 +260,25 @@ class Agent:
     def set_faults(self, spec: apb.FaultRules) -> apb.FaultRules:
         """Keeps the rules for restarts and pushes them to the node if it runs. Raises FaultsNotPushed
         when a running node did not take them: the caller must not count them as in force."""
+        self._apply_kernel(spec)
         with self.lock:
             self.faults = spec
         self._push_faults()
         return spec
+
+    def _apply_kernel(self, spec: apb.FaultRules) -> None:
+        """Kernel-layer rules become this host's nftables table (replaced whole, in one transaction)."""
+        from node import kernel_faults as kf
+        from node.faults import rules_from_pb
+        rules = [r for r in rules_from_pb(spec.rules) if r.layer == "kernel"]
+        if not self.kernel_faults:
+            if rules:
+                raise kf.KernelFaultsError(f"agent {self.name} applies no kernel rules (it was not started "
+                                           f"for a netns cluster / with --kernel-faults)")
+            return
+        ports = tuple(p for p in (self.port, self.kafka_port) if p)
+        with self._nft_lock:  # one nft transaction at a time, in the order the rules came
+            kf.apply(kf.ruleset(kf.NodeHost(self.name, dict(spec.hosts), ports), rules))
 
     def _push_faults(self, timeout_s: float = PUSH_TIMEOUT_S) -> None:
         """Hands the current rules to the running node (a stopped or paused one gets them when it
@@ -268,6 +310,12 @@ class Agent:
     def close(self) -> None:
         self._closing = True
         self.stop()
+        if self.kernel_faults:
+            from node import kernel_faults as kf
+            try:
+                kf.remove()
+            except kf.KernelFaultsError:
+                log.exception("removing %s's kernel rules", self.name)
         self.server.stop(grace=0.5)
         self.pool.close()
 
@@ -304,10 +352,13 @@ class AgentServicer(agrpc.AgentServicer):
         return self._guard(self.a.restart, context)
 
     def SetFaults(self, request, context):
+        from node.kernel_faults import KernelFaultsError
         try:
             return self.a.set_faults(request)
         except FaultsNotPushed as e:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except (KernelFaultsError, ValueError) as e:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
 
     def GetFaults(self, request, context):
         return self.a.faults

@@ -11,6 +11,9 @@ import click
 
 from node.main import parse_configs, run_node
 
+ADVERTISED_HELP = ("The address other hosts dial for this node (registered in the metadata), when --host, "
+                   "what it binds, is not it: e.g. --host 0.0.0.0 --advertised-host node1.example.")
+
 
 @click.command("up")
 @click.option("--brokers", default=3, show_default=True, help="Number of brokers.")
@@ -34,11 +37,28 @@ from node.main import parse_configs, run_node
 @click.option("--acls", "with_acls", is_flag=True, help="Enforce ACLs (brokerlab acls); see --super-user.")
 @click.option("--super-user", "super_users", multiple=True, metavar="User:NAME",
               help="A principal allowed everything (super.users; repeatable).")
+@click.option("--netns", is_flag=True,
+              help="Every node in its own network namespace with its own address on a bridge (root or "
+                   "CAP_NET_ADMIN); network faults become kernel rules. All of it is removed on exit.")
+@click.option("--subnet", default=None, metavar="CIDR",
+              help="With --netns: the private subnet of the bridge (default: a free /24 of 10.213.0.0/16).")
 def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, kafka_port: int,
-       no_kafka: bool, metrics_port: int, tls: bool, sasl: bool, with_acls: bool, super_users) -> None:
+       no_kafka: bool, metrics_port: int, tls: bool, sasl: bool, with_acls: bool, super_users, netns: bool,
+       subnet: str | None) -> None:
     """Start a coordinator and N brokers, each a process under its own agent; Ctrl-C stops them."""
     from node.cluster import FAST_CONFIGS, Cluster
     from node.rpc import advertisable_host
+
+    if subnet and not netns:
+        raise click.BadParameter("only with --netns", param_hint="--subnet")
+    if netns:
+        if tls or sasl or with_acls:
+            raise click.UsageError("--netns does not take --tls, --sasl or --acls yet")
+        cfg = dict(FAST_CONFIGS) if fast else {}
+        cfg.update(parse_configs(configs))
+        _up_netns(brokers, port or 9100, data_dir, cfg, None if no_kafka else (kafka_port or 9092),
+                  metrics_port or 9404, subnet)
+        return
 
     try:
         advertisable_host(host, "--host")
@@ -83,6 +103,56 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
         click.echo("stopped")
 
 
+def _up_netns(brokers: int, port: int, data_dir: str, configs: dict, kafka_port: int | None, metrics_port: int,
+              subnet: str | None) -> None:
+    from node.netns import NetnsError, missing_privileges, parse_subnet
+    from node.netns_cluster import NetnsCluster
+
+    missing = missing_privileges()
+    if missing:
+        raise click.UsageError(f"--netns needs {' and '.join(missing)}")
+    if subnet:
+        try:
+            parse_subnet(subnet)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--subnet") from None
+    try:
+        cluster = NetnsCluster(data_dir, brokers, configs, subnet=subnet, port=port, kafka_port=kafka_port,
+                               metrics_port=metrics_port, echo=click.echo)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    done = threading.Event()
+    # Ctrl-C and SIGTERM end the wait below; the finally removes namespaces, links and rules. A crash
+    # (SIGKILL) leaves that to the reaper process, and to the leftover check of the next start.
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, lambda *a: done.set())
+    signal.signal(signal.SIGHUP, lambda *a: done.set())
+    try:
+        try:
+            cluster.start()
+        except NetnsError as e:
+            raise click.ClickException(str(e)) from None
+        plan = cluster.plan
+        kafka = f", kafka bootstrap {cluster.kafka_bootstrap_servers}" if kafka_port else ""
+        click.echo(f"brokerlab cluster ready (network namespaces): bootstrap {cluster.bootstrap_servers}{kafka} "
+                   f"({brokers} brokers, data dir {os.path.abspath(data_dir)}; "
+                   f"control token in {os.path.join(data_dir, 'control-token')})")
+        click.echo(f"network: bridge {plan.bridge} {plan.subnet} (this host {plan.host_ip}); nodes "
+                   + ", ".join(f"{a.name}={a.host} (namespace {plan.namespace(a.name)})"
+                               for a in cluster.agents.values()))
+        click.echo("agents: " + ", ".join(f"{a.name}={a.agent_address}" for a in cluster.agents.values()))
+        click.echo("metrics: " + ", ".join(f"{a.name}={a.metrics_url}" for a in cluster.agents.values()))
+        click.echo(f"BROKERLAB_BOOTSTRAP={cluster.bootstrap_servers} brokerlab chaos status  # faults: "
+                   f"partition, isolate, loss, cut-clients as kernel rules")
+        sys.stdout.flush()
+        while not done.wait(0.5):
+            pass
+    finally:
+        click.echo("stopping cluster ...")
+        removed = cluster.stop()
+        click.echo(f"stopped; removed {len(removed)} namespaces and links ({', '.join(removed) or '-'})")
+
+
 @click.command("node")
 @click.argument("kind", type=click.Choice(["coordinator", "broker"]))
 @click.option("--id", "node_id", default=0, help="Broker id (brokers only).")
@@ -98,15 +168,16 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
 @click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
               help="Prometheus metrics port to bind (0: a free one).")
 @click.option("--no-metrics", is_flag=True, help="No Prometheus metrics endpoint.")
+@click.option("--advertised-host", default="", help=ADVERTISED_HELP)
 def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, kafka_port, no_kafka,
-             metrics_port, no_metrics) -> None:
+             metrics_port, no_metrics, advertised_host) -> None:
     """Run one node in this process (what agents and the Procfile start)."""
     if kind == "broker" and node_id < 1:
         raise click.BadParameter("brokers need --id N (N >= 1)", param_hint="--id")
     sys.exit(run_node(kind, node_id=node_id, host=host, port=port, data_dir=data_dir,
                       coordinator=coordinator, configs=parse_configs(configs), agent=agent,
                       kafka_port=None if no_kafka else kafka_port,
-                      metrics_port=None if no_metrics else metrics_port))
+                      metrics_port=None if no_metrics else metrics_port, advertised_host=advertised_host))
 
 
 @click.command("agent")
@@ -129,8 +200,15 @@ def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, k
 @click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
               help="The node's Prometheus metrics port (0: a free one, kept across restarts).")
 @click.option("--no-metrics", is_flag=True, help="No Prometheus metrics endpoint.")
+@click.option("--advertised-host", default="", help=ADVERTISED_HELP)
+@click.option("--kernel-faults", is_flag=True,
+              help="Apply network faults as nftables rules in this host's kernel (root or CAP_NET_ADMIN; "
+                   "only where the host is the node's own: a network namespace or a machine of its own).")
+@click.option("--log-path", default="", type=click.Path(dir_okay=False),
+              help="The node's log file (default <data-dir>/<node>.log).")
 def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, configs, fast,
-              control_token_file, kafka_port, no_kafka, metrics_port, no_metrics) -> None:
+              control_token_file, kafka_port, no_kafka, metrics_port, no_metrics, advertised_host,
+              kernel_faults, log_path) -> None:
     """Supervise one node (a Procfile entry): start it, restart it on command, outlive it."""
     from node.agent import Agent
     from node.auth import TOKEN_ENV, ensure_token
@@ -145,12 +223,14 @@ def agent_cmd(kind, node_id, host, port, agent_port, data_dir, coordinator, conf
     token = os.environ.get(TOKEN_ENV, "").strip() or ensure_token(control_token_file)
     try:
         a = Agent(name, kind, node_id=node_id, host=host, port=port, data_dir=data_dir, coordinator=coordinator,
-                  configs=cfg, log_path=os.path.join(data_dir, f"{name}.log"), agent_host=host,
+                  configs=cfg, log_path=log_path or os.path.join(data_dir, f"{name}.log"), agent_host=host,
                   agent_port=agent_port, control_token=token,
                   kafka_port=None if no_kafka else kafka_port,
-                  metrics_port=None if no_metrics else metrics_port)
+                  metrics_port=None if no_metrics else metrics_port,
+                  kernel_faults=kernel_faults, advertised_host=advertised_host or None)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--host") from None
+        raise click.BadParameter(str(e), param_hint="--kernel-faults" if "kernel" in str(e)
+                                 else "--host / --advertised-host") from None
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *x: done.set())
     signal.signal(signal.SIGINT, lambda *x: done.set())

@@ -28,6 +28,7 @@ from client.common.pb import agent_pb2_grpc as agrpc
 log = logging.getLogger(__name__)
 
 KINDS = ("drop", "drop-response", "delay", "loss")
+LAYERS = ("", "edge", "kernel")
 HEARTBEAT_METHODS = ("BrokerHeartbeat", "Heartbeat")
 
 
@@ -41,6 +42,7 @@ class Rule:
     probability: float = 1.0
     method: str = ""  # "" any; else names separated by "|", matched against the method's last part
     tag: str = ""  # the fault that made it (partition, delay, heartbeat, ...), so one kind can be healed
+    layer: str = ""  # "" (edge): decided here, at the node's gRPC / Kafka edge; "kernel": node.kernel_faults
 
     def matches(self, src: str, dst: str, method: str) -> bool:
         if self.dst not in ("*", dst):
@@ -96,8 +98,11 @@ def rules_from_pb(pbs) -> list[Rule]:
     for p in pbs:
         if p.kind not in KINDS:
             raise ValueError(f"unknown fault kind '{p.kind}' (one of {', '.join(KINDS)})")
+        if p.layer not in LAYERS:
+            raise ValueError(f"unknown fault layer '{p.layer}' (one of edge, kernel)")
         out.append(Rule(p.kind, p.src or "*", p.dst or "*", p.delay_ms, p.jitter_ms,
-                        p.probability if p.probability > 0 else 1.0, p.method, p.tag))
+                        p.probability if p.probability > 0 else 1.0, p.method, p.tag,
+                        "" if p.layer in ("", "edge") else p.layer))
     return out
 
 
@@ -123,7 +128,8 @@ class FaultState:
         return st
 
     def apply(self, spec: apb.FaultRules) -> apb.FaultRules:
-        table = RuleTable(rules_from_pb(spec.rules), seed=spec.seed)
+        # Kernel-layer rules are the agent's (nftables in this node's host): not applied twice here.
+        table = RuleTable([r for r in rules_from_pb(spec.rules) if not r.layer], seed=spec.seed)
         with self._lock:
             self.table = table
             self.spec = spec

@@ -30,15 +30,19 @@ def setup_logging(name: str, level: str = "INFO") -> None:
 
 def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str,
              configs: dict, agent: str = "", kafka_port: int | None = None,
-             metrics_port: int | None = None) -> int:
+             metrics_port: int | None = None, advertised_host: str = "") -> int:
     """`kafka_port`: where the Kafka-protocol listener binds (0: a free port), None: no listener.
-    `metrics_port`: where Prometheus metrics are served (0: a free port), None: not served."""
+    `metrics_port`: where Prometheus metrics are served (0: a free port), None: not served.
+    `advertised_host`: the address registered in the metadata, when it is not `host` (the bind address:
+    a wildcard, or a private address behind NAT), as Kafka's advertised.listeners."""
     from node.auth import TOKEN_ENV, ControlAuthInterceptor
     from node.faults import FaultState, register_fault_service
     from node.rpc import advertisable_host
 
     name = "coordinator" if kind == "coordinator" else f"broker-{node_id}"
-    host = advertisable_host(host, f"{name}'s --host")
+    bind_host = host
+    host = advertisable_host(advertised_host or host, f"{name}'s --advertised-host" if advertised_host
+                             else f"{name}'s --host")
     setup_logging(name, os.environ.get("BROKERLAB_LOG_LEVEL", "INFO"))
     os.makedirs(data_dir, exist_ok=True)
     config = BrokerConfig.from_props(configs)
@@ -83,12 +87,12 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
             if gate.tls:
                 from node.security.tls import server_ssl_context
                 ssl_context = server_ssl_context(config)
-        kafka = KafkaListener(host, kafka_port, KafkaContext.for_node(node), handlers, faults,
+        kafka = KafkaListener(bind_host, kafka_port, KafkaContext.for_node(node), handlers, faults,
                               observe_request=node.metrics.observe_request, security=gate,
                               ssl_context=ssl_context)
         node.kafka_port = kafka.port
     if metrics_port is not None:  # bound before serving too; and before the port file, which the agent waits for
-        node.metrics.serve(host, metrics_port, data_dir)
+        node.metrics.serve(bind_host, metrics_port, data_dir)
     # The fault service obeys only callers with the cluster's control token (its agent hands it over).
     auth = ControlAuthInterceptor(os.environ.get(TOKEN_ENV, "").strip() or None)
     server_credentials = None
@@ -98,7 +102,7 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         server_credentials = grpc_server_credentials(config)
         node.pool.channel_credentials = channel_credentials(config.security_protocol,
                                                             config.ssl_truststore_location)
-    server, bound = create_server(host, port, register_all,
+    server, bound = create_server(bind_host, port, register_all,
                                   interceptors=[node.metrics.server_interceptor(), auth, faults.server_interceptor()],
                                   server_credentials=server_credentials)
     node.port = bound
