@@ -531,6 +531,7 @@ class GroupMetadata:
         waiting = [m for m in self.members.values() if m.awaiting_sync]
         for m in waiting:
             m.awaiting_sync = False
+            m.last_heartbeat_ms = now_ms  # a fresh session from the answer, as Kafka's propagateAssignment
         if error_code != NONE:
             for m in self.members.values():
                 m.assignment = b""

@@ -271,6 +271,25 @@ def test_member_not_syncing_in_time_triggers_another_rebalance():
     assert g.state is GroupState.PREPARING_REBALANCE and g.leader_id == b
 
 
+def test_a_parked_sync_answered_late_restarts_the_members_session():
+    """Kafka's propagateAssignment: the members whose SyncGroup was parked get a fresh session when it is
+    answered (over the Kafka protocol a parked request also holds back the member's heartbeats)."""
+    g = make_group(delay=100)
+    a = join_new(g, 0).member_id
+    b = join_new(g, 0).member_id
+    settle(g, 1_000)
+    assert g.handle_sync_group(b, 1, None, None, 1_100).pending  # b waits for the leader's assignment
+    late = 1_100 + SESSION + 500
+    for t in range(3_000, late, 3_000):  # the leader heartbeats, so its own session holds
+        assert g.handle_heartbeat(a, 1, None, t).error_code == NONE
+        assert g.tick(t) == []
+    res = g.handle_sync_group(a, 1, None, {a: b"a0", b: b"a1"}, late)
+    assert syncs(stored(g, res.effects, late))[b].assignment == b"a1"
+    assert not [e for e in g.tick(late + 1) if isinstance(e, MemberRemoved)]
+    assert g.next_deadline_ms() == late + SESSION
+    assert g.state is GroupState.STABLE and set(g.members) == {a, b}
+
+
 def test_member_id_required_pending_member_expires():
     g = make_group()
     pending_id = join(g, "", 0).member_id
