@@ -171,21 +171,24 @@ def test_coordinator_killed_and_restarted_under_a_group_consumer_and_a_transacti
                             "enable.auto.commit": False, "isolation.level": "read_committed",
                             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
     producer = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("coord-kill-tid")})
-    got: list[bytes] = []
+    got: set[bytes] = set()  # a rebalance may deliver a record again (at-least-once): a set
     next_offsets: dict[int, int] = {}  # partition -> the offset after the last record read
 
     def poll_until(n: int, what: str) -> None:
         def step() -> bool:
             m = consumer.poll(0.2)
             if m is not None and m.error() is None:
-                got.append(m.value())
-                next_offsets[m.partition()] = m.offset() + 1
+                got.add(m.value())
+                next_offsets[m.partition()] = max(next_offsets.get(m.partition(), 0), m.offset() + 1)
             return len(got) >= n
         wait_until(step, 120, what=f"{what} (have {len(got)})")
 
     def commit() -> bool:
+        """The offsets after every record read, explicitly (librdkafka's stored offsets reset on a
+        rebalance)."""
         try:
-            consumer.commit(asynchronous=False)
+            consumer.commit(offsets=[ck.TopicPartition(topic, p, o) for p, o in next_offsets.items()],
+                            asynchronous=False)
         except ck.KafkaException:
             consumer.poll(0.2)
             return False
@@ -210,9 +213,7 @@ def test_coordinator_killed_and_restarted_under_a_group_consumer_and_a_transacti
         poll_until(12, "the transaction after the restart")
         wait_until(commit, 120, what="a commit after the restart")
         offsets = consumer.committed([ck.TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=60)
-        # The commit covers every record read (a COMMIT marker after the last one may be counted too).
-        committed = {tp.partition: tp.offset for tp in offsets}
-        assert all(committed[p] in (o, o + 1) for p, o in next_offsets.items()), (committed, next_offsets)
+        assert {tp.partition: tp.offset for tp in offsets if tp.offset >= 0} == next_offsets
     finally:
         consumer.close()
-    assert sorted(got) == sorted([b"before-%d" % i for i in range(10)] + [b"txn-1", b"txn-2"])
+    assert got == {b"before-%d" % i for i in range(10)} | {b"txn-1", b"txn-2"}
