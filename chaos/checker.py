@@ -323,15 +323,15 @@ class _Checker:
                                 okr = ok_read[k] = set()
                         else:
                             okr = None
+                        if okr is not None:
+                            okr.update([pair[1] for pair in pairs])
+                        setdefault = log.setdefault
                         for pair in pairs:
-                            off, v = pair[0], pair[1]
-                            if okr is not None:
-                                okr.add(v)
+                            off = pair[0]
                             if off is not None:
-                                cur = log.get(off)
-                                if cur is None:
-                                    log[off] = v
-                                elif cur != v:
+                                v = pair[1]
+                                cur = setdefault(off, v)
+                                if cur != v:
                                     conflicts.setdefault((k, off), {cur}).add(v)
                     if writes and f == "txn":
                         self._precommitted(idx, writes, reads)
@@ -592,8 +592,12 @@ class _Checker:
                         if prev is not None:
                             order = orders.get(k)
                             if order is not None:
-                                i1 = _dense(order, prev[1], prev[2])
-                                i2 = _dense(order, o2, v2)
+                                i1 = order[4].get(prev[1])  # _dense, inlined: it runs per key per poll
+                                if i1 is None:
+                                    i1 = order[2].get(prev[2])
+                                i2 = order[4].get(o2)
+                                if i2 is None:
+                                    i2 = order[2].get(v2)
                                 if i1 is not None and i2 is not None:
                                     delta = i2 - i1
                                     if delta > 1:
@@ -670,6 +674,13 @@ class _Checker:
                 continue
             order = orders.get(k)
             if order is None:
+                continue
+            # Fast path, nearly every poll: the offsets' dense indexes are consecutive. Offsets not
+            # in the index (None) or a gap take the careful loop below, which reports.
+            at = order[4].get
+            dense = [at(pair[0]) for pair in pairs]
+            i0 = dense[0]
+            if i0 is not None and dense == list(range(i0, i0 + len(dense))):
                 continue
             prev = pairs[0]
             i1 = _dense(order, prev[0], prev[1])
@@ -843,10 +854,9 @@ class _Commits:
 def _dense(order: tuple, offset, value) -> int | None:
     """A read's or send's dense index: by its offset when known (a duplicated
     value sits at several), else by the value's first offset."""
-    if offset is not None:
-        i = order[4].get(offset)
-        if i is not None:
-            return i
+    i = order[4].get(offset)  # offsets are ints: None is never a key
+    if i is not None:
+        return i
     return order[2].get(value)
 
 
