@@ -241,6 +241,7 @@ class LocalCluster:
             props.update(self.security.client_props(self.data_dir, user, password, mechanism))
             if user is None and self.security.sasl:  # the cluster's own tools: TLS only, the control token
                 props["security.protocol"] = "SSL" if self.security.tls else "PLAINTEXT"
+                props["emu.control.token"] = self._c().ensure_control_token()
         return props
 
     def kafka_client_config(self, user: str | None = None, password: str | None = None,

@@ -16,7 +16,7 @@ from client.common.network import ChannelPool
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.agent import Agent
-from node.auth import ensure_token, token_path
+from node.auth import call_metadata, ensure_token, token_path
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,10 @@ class Cluster:
         BrokerConfig.from_props(self.configs)  # an unknown or bad setting fails here, naming it
         self.env = dict(env or {})
         self.agents: dict[str, Agent] = {}
-        self.pool = ChannelPool("cluster", channel_credentials=self.channel_credentials())
         self.control_token: str | None = None  # set by start(): <data_dir>/control-token
+        # the cluster's own calls carry its control token: with SASL on, data-plane calls need it too
+        self.pool = ChannelPool("cluster", channel_credentials=self.channel_credentials(),
+                                metadata=lambda: call_metadata(self.control_token))
 
     def ensure_control_token(self) -> str:
         """The cluster's control token (node.auth), created in the data dir if it has none yet."""

@@ -102,8 +102,14 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         server_credentials = grpc_server_credentials(config)
         node.pool.channel_credentials = channel_credentials(config.security_protocol,
                                                             config.ssl_truststore_location)
-    server, bound = create_server(bind_host, port, register_all,
-                                  interceptors=[node.metrics.server_interceptor(), auth, faults.server_interceptor()],
+    interceptors = [node.metrics.server_interceptor(), auth, faults.server_interceptor()]
+    if gate is not None and gate.sasl:  # data-plane calls need SASL credentials or the control token
+        from node.auth import call_metadata
+        from node.security.grpc_auth import SaslAuthInterceptor
+        token = os.environ.get(TOKEN_ENV, "").strip() or None
+        interceptors.insert(1, SaslAuthInterceptor(gate, token))
+        node.pool.add_call_metadata(call_metadata(token))  # this node's own calls to the others
+    server, bound = create_server(bind_host, port, register_all, interceptors=interceptors,
                                   server_credentials=server_credentials)
     node.port = bound
     if kafka is not None:

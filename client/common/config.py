@@ -162,6 +162,8 @@ class CommonClientConfig(Config):
         ConfigDef("sasl.mechanism", "str", "PLAIN", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
         ConfigDef("sasl.username", "str", None),
         ConfigDef("sasl.password", "str", None),
+        ConfigDef("emu.control.token", "str", None,
+                  doc="emu: the cluster's control token instead of SASL credentials (the cluster's own tools)"),
     )
 
 

@@ -60,6 +60,11 @@ class ChannelPool:
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
 
+    def add_call_metadata(self, pairs) -> None:
+        """More metadata for every call of this pool (before its first channel): a node's control token."""
+        extra = self._interceptors[0]._extra
+        self._interceptors[0]._extra = lambda: tuple(extra()) + tuple(pairs)
+
     def get(self, address: str) -> grpc.Channel:
         ch = self._channels.get(address)
         if ch is None:

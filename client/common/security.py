@@ -52,6 +52,9 @@ def sasl_metadata(config) -> tuple:
     """The per-call metadata proving the client's SASL user; () without SASL."""
     get = config.get if isinstance(config, dict) else (lambda k, d=None: config.get(k))
     protocol = get("security.protocol", "PLAINTEXT") or "PLAINTEXT"
+    token = get("emu.control.token", None)
+    if token:
+        return (("authorization", f"Bearer {token}"),)  # node.auth's form
     if not protocol.startswith("SASL_"):
         return ()
     user, password = get("sasl.username", None), get("sasl.password", None)

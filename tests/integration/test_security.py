@@ -236,3 +236,19 @@ def test_users_cli_and_state_survive_a_coordinator_restart(cluster):
     r = _cli(cluster, "users", "delete", "dave")
     assert r.returncode == 0, r.stderr
     assert "'dave'" not in _cli(cluster, "users", "list").stdout
+
+
+def test_brokerlab_client_authenticates_over_grpc_with_the_same_credentials(cluster):
+    from client import Admin, Producer
+    from client.common import errors
+    with Producer({**cluster.client_config(*ALICE), "acks": "all"}) as p:
+        assert p.send("orders", b"grpc-sasl").get(30).offset >= 0
+    # a wrong password (or none) is refused before any servicer runs
+    bad = {**cluster.client_config("alice", "not-her-password"), "request.timeout.ms": 3000,
+           "default.api.timeout.ms": 3000}
+    with Admin(bad) as admin, pytest.raises(errors.KafkaError, match="UNAUTHENTICATED"):
+        admin.list_topics()
+    no_creds = {**cluster.client_config(), "request.timeout.ms": 3000, "default.api.timeout.ms": 3000}
+    no_creds.pop("emu.control.token")
+    with Admin(no_creds) as admin, pytest.raises(errors.KafkaError, match="SASL authentication required"):
+        admin.list_topics()
