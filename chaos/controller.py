@@ -90,6 +90,8 @@ class ChaosController:
             channel_credentials = channel_credentials_from_config(read_client_props(data_dir))
         self.pool = ChannelPool("chaos", metadata=lambda: call_metadata(self.token.token),
                                 channel_credentials=channel_credentials)
+        self._channel_credentials = channel_credentials
+        self.revoked_users: set[str] = set()  # users revoke_user took away (restored by heal)
         self.nodes: dict[str, NodeInfo] = {}
         self.last_metadata: mpb.MetadataResponse | None = None
         self._network = network
@@ -409,6 +411,21 @@ class ChaosController:
         return applied
 
     # -- heal and status -------------------------------------------------
+    # -- credential fault (node/security) ---------------------------------
+    def revoke_user(self, user: str, revoked: bool = True) -> None:
+        """The user's SASL authentication fails (and its connections close) until restored; its
+        credential is kept. Cluster-wide: the coordinator's security state."""
+        from node.security.admin import SecurityAdmin
+        with SecurityAdmin(self.bootstrap, self.token.token, channel_credentials=self._channel_credentials) as a:
+            a.revoke_user(user, revoked)
+        (self.revoked_users.add if revoked else self.revoked_users.discard)(user)
+
+    def restore_users(self) -> list[str]:
+        users = sorted(self.revoked_users)
+        for u in users:
+            self.revoke_user(u, False)
+        return users
+
     def heal(self, nodes: list[str] | None = None) -> dict:
         """Every rule and clock skew removed, paused nodes resumed, stopped / killed nodes started:
         on every known node (or these). A node is `healed` only when its agent confirmed each step
@@ -433,6 +450,11 @@ class ChaosController:
                 continue
             healed.append(name)
         out = {"healed": healed, "resumed": resumed, "started": started}
+        if nodes is None and self.revoked_users:  # a full heal gives revoked users back too
+            try:
+                out["restored_users"] = self.restore_users()
+            except Exception as e:  # noqa: BLE001 - reported with the heal, as a node's failure is
+                failed["security"] = f"restoring users {sorted(self.revoked_users)}: {e}"
         if failed:
             out["failed"] = failed
         return out

@@ -15,6 +15,8 @@ Op values it understands (what chaos/schedule.py emits, or written by hand):
     loss                            {"target"|"nodes"|"links", "p"}
     heartbeat-delay / heartbeat-drop {"target"|"nodes", "ms"}
     clock                           {"target"|"nodes", "offset_ms", "strobe_ms", "period_ms"}
+    revoke-user / restore-user      {"user": "alice"}: SASL authentication fails for that user (its open
+                                    connections close) / works again; the credential is kept
     heal                            null (everything), {"nodes": [...]} (everything on those nodes),
                                     or {"of": fault f, "nodes": [...]} (what one fault did)
 
@@ -47,6 +49,8 @@ class Nemesis:
         v = fault.get("value") if isinstance(fault.get("value"), dict) else {}
         # A fault that reached only some nodes is undone on those (its "applied").
         nodes = v.get("applied") if fault.get("error") and "applied" in v else v.get("nodes")
+        if fault["f"] == "revoke-user":
+            return {"of": "revoke-user", "user": v.get("user")} if v.get("user") and not fault.get("error") else None
         if fault.get("error") and not nodes:
             return None  # it failed before touching a node
         if op["f"] == "heal":
@@ -239,10 +243,25 @@ class Nemesis:
                                                                for n, e in sorted(out["failed"].items())))
         return out
 
+    def _revoke_user(self, value):
+        if not value.get("user"):
+            raise ValueError("revoke-user needs {\"user\": NAME}")
+        self.c.revoke_user(value["user"])
+        return {"user": value["user"], "nodes": []}
+
+    def _restore_user(self, value):
+        if not value.get("user"):
+            raise ValueError("restore-user needs {\"user\": NAME}")
+        self.c.revoke_user(value["user"], False)
+        return {"user": value["user"], "nodes": []}
+
     def _heal_one(self, value: dict) -> dict:
-        """Undoes one fault: its kind of rules, or the clock skew of its nodes."""
+        """Undoes one fault: its kind of rules, the clock skew of its nodes, or a revoked user."""
         f = value["of"]
         out = dict(value)
+        if f == "revoke-user":
+            self.c.revoke_user(value["user"], False)
+            return out
         if f == "clock":
             nodes = list(value.get("nodes", []))
             self._apply(out, self._clock_each, nodes, 0, 0, 0, nodes=nodes)

@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 __all__ = ["FAULT_FS", "HEAL_FS", "Runner"]
 
 # Nemesis fs that open a fault window, and those that close one.
-FAULT_FS = frozenset({"kill", "pause", "partition", "delay", "heartbeat-delay", "clock", "faults",
+FAULT_FS = frozenset({"kill", "pause", "partition", "delay", "heartbeat-delay", "clock", "faults", "revoke-user",
                       "drop-response", "loss", "isolate", "drop"})
-HEAL_FS = frozenset({"start", "resume", "heal", "restart"})
+HEAL_FS = frozenset({"start", "resume", "heal", "restart", "restore-user"})
 
 
 class Runner:

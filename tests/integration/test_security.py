@@ -252,3 +252,27 @@ def test_brokerlab_client_authenticates_over_grpc_with_the_same_credentials(clus
     no_creds.pop("emu.control.token")
     with Admin(no_creds) as admin, pytest.raises(errors.KafkaError, match="SASL authentication required"):
         admin.list_topics()
+
+
+def test_revoke_user_fault_fails_authentication_mid_run_and_its_heal_restores_it(cluster):
+    from confluent_kafka import KafkaError, Producer
+
+    from chaos.nemesis import Nemesis
+    nemesis = Nemesis(cluster.chaos)
+    errs, reports = [], []
+    p = Producer({**cluster.kafka_client_config(*ALICE), "error_cb": errs.append, "message.timeout.ms": 60000})
+    p.produce("orders", b"before", on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(30) == 0 and reports == [None]  # connected and authenticated
+    done = nemesis.invoke({"process": "nemesis", "type": "info", "f": "revoke-user", "value": {"user": "alice"},
+                           "fault_id": "r1"})
+    assert "error" not in done, done
+    # the open connection is closed at its next request; reconnecting fails authentication
+    p.produce("orders", b"during", on_delivery=lambda err, msg: reports.append(err))
+    wait_until(lambda: p.poll(0.2) is not None and any(e.code() == KafkaError._AUTHENTICATION for e in errs), 30,
+               what="an authentication error while alice is revoked")
+    assert len(reports) == 1
+    healed = nemesis.invoke({"process": "nemesis", "type": "info", "f": "heal", "recovers": "r1"})
+    assert "error" not in healed, healed
+    assert p.flush(60) == 0 and reports == [None, None]  # the record sent during the window gets through
+    with cluster.security_admin() as admin:
+        assert not any(u.revoked for u in admin.list_users())
