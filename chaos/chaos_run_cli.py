@@ -52,6 +52,8 @@ def chaos_run(experiment, run_all, seed, duration, bootstrap, out_dir, no_progre
         if run_all and experiment:
             raise click.UsageError("give an EXPERIMENT or --all, not both")
         names = list(experiment_paths()) if run_all else [experiment or "safe"]
+        if bootstrap and (run_all or len(libraries or [client]) > 1):
+            raise click.UsageError("--bootstrap-server runs one experiment under one library (runs need fresh topics)")
         ok = _run_table(names, libraries or [client], seed=seed, duration=duration, out_dir=out_dir,
                         progress=not no_progress, bootstrap=None if run_all else bootstrap, network=network)
         sys.exit(0 if ok else 1)

@@ -25,8 +25,6 @@ MISSING = {"group": "its chaos adapter drives assign-mode consumers only (no sub
            "eos": "its chaos adapter does not drive consume-transform-produce yet"}
 ADAPTER_KEYS = {"max.block.ms": "librdkafka has no max.block.ms: the adapter times its transaction calls with it",
                 "max.poll.records": "librdkafka has no max.poll.records: the adapter's consume() takes at most that many"}
-# Delivery errors after which librdkafka guarantees the record was never sent (purged from its queue).
-DEFINITE_DELIVERY = frozenset({ck.KafkaError._PURGE_QUEUE})
 
 
 def version() -> str:
@@ -149,8 +147,9 @@ class LogClient(AdapterClient):
         if isinstance(e, Refused):
             return e.name, e.definite
         if isinstance(e, ck.KafkaException) and e.args and isinstance(e.args[0], ck.KafkaError):
-            err = e.args[0]
-            return err.name(), err.code() in DEFINITE_DELIVERY
+            # Never definite: the Python binding does not expose librdkafka's per-message persistence
+            # status (rd_kafka_message_status), so a delivery error may follow an attempt that landed.
+            return e.args[0].name(), False
         if isinstance(e, TimeoutError):
             return "timeout", False
         return type(e).__name__, False

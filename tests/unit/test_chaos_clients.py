@@ -1,0 +1,193 @@
+"""chaos/clients: choosing a client library for a run, translating Kafka's configs to its spelling,
+refusing what it cannot do, and the outcome rules every library adapter shares (chaos/clients/base.py),
+driven through a scripted fake library."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from chaos.clients import ClientUnsupported, kafka_bootstrap, resolve_clients
+from chaos.clients.base import AdapterClient, Refused
+from chaos.run import expectation_for
+
+# ------------------------------------------------------------------------------- choosing and translating
+
+
+def test_default_is_brokerlab_with_configs_as_given():
+    spec = resolve_clients({"producer": {"acks": "all", "linger.ms": 2}}, "log")
+    assert (spec.library, spec.producer, spec.notes) == ("brokerlab", {"acks": "all", "linger.ms": 2}, ())
+
+
+def test_kafka_python_spells_settings_with_underscores_and_refuses_unknown_ones():
+    spec = resolve_clients({"producer": {"acks": 1, "enable.idempotence": False, "delivery.timeout.ms": 8000},
+                            "consumer": {"isolation.level": "read_committed", "max.poll.records": 50}},
+                           "log", "kafka-python")
+    assert spec.producer == {"acks": 1, "enable_idempotence": False, "delivery_timeout_ms": 8000}
+    assert spec.consumer == {"isolation_level": "read_committed", "max_poll_records": 50}
+    assert spec.version and spec.label.startswith("kafka-python ")
+    with pytest.raises(ClientUnsupported, match="kafka-python has no producer setting for Kafka's 'emu.x'"):
+        resolve_clients({"producer": {"emu.x": 1}}, "log", "kafka-python")
+
+
+def test_aiokafka_leaves_out_what_it_has_no_setting_for_and_refuses_retries_off():
+    spec = resolve_clients({"producer": {"acks": "all", "retries": 100, "delivery.timeout.ms": 15000,
+                                         "request.timeout.ms": 2000}}, "log", "aiokafka")
+    assert spec.producer == {"acks": "all", "request_timeout_ms": 2000}
+    assert any("retries=100 left out" in n for n in spec.notes)
+    assert any("delivery.timeout.ms=15000 left out" in n for n in spec.notes)
+    with pytest.raises(ClientUnsupported, match="aiokafka cannot turn retries off"):
+        resolve_clients({"producer": {"retries": 0}}, "log", "aiokafka")
+
+
+def test_confluent_takes_kafkas_spelling_and_notes_the_keys_the_adapter_honours():
+    spec = resolve_clients({"producer": {"max.block.ms": 10000, "linger.ms": 2}}, "txn", "confluent-kafka")
+    assert spec.producer == {"max.block.ms": 10000, "linger.ms": 2}
+    assert any("max.block.ms" in n for n in spec.notes)
+
+
+@pytest.mark.parametrize("library", ["kafka-python", "confluent-kafka", "aiokafka"])
+@pytest.mark.parametrize("workload", ["group", "eos", "group-members"])
+def test_a_workload_a_library_adapter_lacks_is_refused_naming_both(library, workload):
+    with pytest.raises(ClientUnsupported, match=f"{library} cannot run the {workload} workload"):
+        resolve_clients({}, workload, library)
+
+
+def test_a_section_written_for_one_library_runs_only_with_it():
+    section = {"library": "kafka-python", "producer": {"linger_ms": 5}}
+    spec = resolve_clients(section, "log")
+    assert (spec.library, spec.producer) == ("kafka-python", {"linger_ms": 5})  # its own spelling, as is
+    with pytest.raises(ClientUnsupported, match="written for kafka-python.*--client aiokafka"):
+        resolve_clients(section, "log", "aiokafka")
+    with pytest.raises(ClientUnsupported, match="unknown client library 'kafka-java'"):
+        resolve_clients({"library": "kafka-java"}, "log")
+    with pytest.raises(ClientUnsupported, match="clients.lib: unknown field"):
+        resolve_clients({"lib": "x"}, "log")
+
+
+def test_expectation_per_library_and_its_validation():
+    from chaos.run import _by_client
+    exp = {"raw": {"checker": {"expect": "valid", "by_client": {
+        "aiokafka": {"expect": {"any_of": ["duplicate"]}, "why": "it retries"}}}}, "expect": "valid"}
+    assert expectation_for(exp, "aiokafka") == {"any_of": ["duplicate"]}
+    assert expectation_for(exp, "kafka-python") == "valid"
+    assert expectation_for(exp, None) == "valid"
+    with pytest.raises(ValueError, match="give exactly 'expect' and 'why'"):
+        _by_client({"by_client": {"aiokafka": {"expect": "valid"}}})
+    with pytest.raises(ValueError, match="unknown client library"):
+        _by_client({"by_client": {"kafka-java": {"expect": "valid", "why": "x"}}})
+
+
+def test_kafka_bootstrap_lists_every_nodes_kafka_listener():
+    md = SimpleNamespace(controller="127.0.0.1:5000", controller_kafka_port=9092,
+                         brokers=[SimpleNamespace(node_id=2, host="127.0.0.1", kafka_port=9094),
+                                  SimpleNamespace(node_id=1, host="127.0.0.1", kafka_port=9093)])
+    assert kafka_bootstrap(md) == "127.0.0.1:9092,127.0.0.1:9093,127.0.0.1:9094"
+    with pytest.raises(ClientUnsupported, match="no Kafka-protocol listeners"):
+        kafka_bootstrap(SimpleNamespace(controller="h:1", controller_kafka_port=0, brokers=[]))
+
+
+# ------------------------------------------------------------------------------- outcome rules
+
+
+class Boom(Exception):
+    pass
+
+
+class FakeLibrary(AdapterClient):
+    """A scripted library: `refuse` maps a value to the error produce() raises for it; `results` maps a
+    value to (offset, error) its acknowledgement brings; `commit_error` fails commit()."""
+
+    LIBRARY = "fake"
+
+    def __init__(self, **kw):
+        super().__init__("b:1", {}, {}, transactional_id="tid", **kw)
+        self.refuse: dict = {}
+        self.results: dict = {}
+        self.polls: list = []
+        self.commit_error = None
+        self.calls: list = []
+
+    def delivery_timeout_s(self):
+        return 1.0
+
+    def produce(self, topic, partition, value):
+        v = int(value)
+        if v in self.refuse:
+            raise self.refuse[v]
+        self.calls.append(("produce", topic, partition, v))
+        return v
+
+    def wait(self, handles, timeout_s):
+        return [self.results.get(v, (10 + v, None)) for v in handles]
+
+    def poll_records(self):
+        return self.polls.pop(0) if self.polls else {}
+
+    def classify(self, e):
+        if isinstance(e, Refused):
+            return e.name, e.definite
+        return type(e).__name__, False
+
+    def begin(self):
+        self.calls.append("begin")
+
+    def commit(self):
+        self.calls.append("commit")
+        if self.commit_error:
+            raise self.commit_error
+
+    def abort(self):
+        self.calls.append("abort")
+
+
+def test_send_ok_only_with_every_acknowledgement_and_its_offset():
+    c = FakeLibrary()
+    out = c.invoke("send", [["send", "t/0", 1], ["send", "t/1", 2]], {})
+    assert (out.type, out.value) == ("ok", [["send", "t/0", [11, 1]], ["send", "t/1", [12, 2]]])
+
+
+def test_send_fails_only_when_the_first_record_is_refused_definitely():
+    c = FakeLibrary()
+    c.refuse = {1: Refused("_QUEUE_FULL", True)}
+    assert (c.invoke("send", [["send", "t/0", 1]], {}).type) == "fail"
+    c.refuse = {1: Refused("timeout", False)}
+    assert c.invoke("send", [["send", "t/0", 1]], {}).type == "info"
+    c.refuse = {2: Refused("_QUEUE_FULL", True)}  # the first record was already handed over
+    out = c.invoke("send", [["send", "t/0", 1], ["send", "t/0", 2]], {})
+    assert (out.type, out.error) == ("info", "_QUEUE_FULL")
+
+
+def test_a_failed_acknowledgement_is_info_whatever_the_error():
+    c = FakeLibrary()
+    c.results = {2: (None, Boom())}
+    out = c.invoke("send", [["send", "t/0", 1], ["send", "t/0", 2]], {})
+    assert (out.type, out.error, out.value) == ("info", "Boom", [["send", "t/0", 1], ["send", "t/0", 2]])
+
+
+def test_txn_committed_is_ok_with_polls_and_offsets():
+    c = FakeLibrary()
+    c.polls = [{("t", 0): [(5, b"7")]}]
+    out = c.invoke("txn", [["send", "t/0", 1], ["poll"]], {})
+    assert (out.type, out.value) == ("ok", [["send", "t/0", [11, 1]], ["poll", {"t/0": [[5, 7]]}]])
+    assert c.calls[0] == "begin" and c.calls[-1] == "commit"
+
+
+def test_txn_aborted_before_commit_is_fail_and_keeps_its_polls():
+    c = FakeLibrary()
+    c.polls = [{("t", 0): [(5, b"7")]}]
+    out = c.invoke("txn", [["poll"], ["send", "t/0", 1]], {"abort": True})
+    assert (out.type, out.error) == ("fail", "aborted")
+    assert out.value == [["poll", {"t/0": [[5, 7]]}], ["send", "t/0", 1]]
+    assert "commit" not in c.calls and c.calls[-1] == "abort"
+    c = FakeLibrary()
+    c.results = {1: (None, Boom())}  # a send failed: abort, never commit
+    out = c.invoke("txn", [["send", "t/0", 1]], {})
+    assert (out.type, out.error) == ("fail", "Boom") and "commit" not in c.calls
+
+
+def test_txn_commit_error_is_info():
+    c = FakeLibrary()
+    c.commit_error = Boom()
+    out = c.invoke("txn", [["send", "t/0", 1]], {})
+    assert (out.type, out.error) == ("info", "Boom")
