@@ -15,15 +15,14 @@ import aiokafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from chaos.clients import ClientUnsupported, dotted_to_underscore
-from chaos.clients.base import AdapterClient, Refused
+from chaos.clients.base import AdapterClient, GroupAdapter, Refused
 from chaos.workloads import key_tp
 
-__all__ = ["LIBRARY", "WORKLOADS", "LogClient", "TxnClient", "translate", "version"]
+__all__ = ["LIBRARY", "WORKLOADS", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
 
 LIBRARY = "aiokafka"
-WORKLOADS = frozenset({"log", "txn"})
-MISSING = {"group": "its chaos adapter drives assign-mode consumers only (no subscribe/commit yet)",
-           "group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
+WORKLOADS = frozenset({"log", "txn", "group"})
+MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
            "eos": "its chaos adapter does not drive consume-transform-produce yet"}
 ADAPTER_KEYS = {"max_block_ms"}  # bounds the adapter's waits on start and transaction calls
 DEFAULT_REQUEST_TIMEOUT_MS = 40000
@@ -96,6 +95,9 @@ class LogClient(AdapterClient):
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, **kw) -> None:
         super().__init__(bootstrap, producer_props, consumer_props, **kw)
         self.call_s = int(self.producer_props.get("max_block_ms", 60000)) / 1000.0
+        # Other calls (assign, poll, positions) are bounded by the request timeout, plus slack.
+        request_timeout_s = int(self.consumer_props.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)) / 1000.0
+        self.op_s = request_timeout_s + 5.0
         self.max_records = self.consumer_props.get("max_poll_records")
         self.producer = None
         self.consumer = None
@@ -133,7 +135,7 @@ class LogClient(AdapterClient):
         self.io = _LoopThread(self.client_id)
         try:
             self.producer = self._run(self._start_producer())
-            self.consumer = self._run(self._start_consumer())
+            self.consumer = self.new_consumer(None)
         except BaseException:
             self.close()
             raise
@@ -151,6 +153,37 @@ class LogClient(AdapterClient):
         self.producer = self.consumer = self._hw_reader = None
         self.io.stop()
         self.io = None
+
+    def new_consumer(self, group_id: str | None) -> AIOKafkaConsumer:
+        return self._run(self._start_consumer(**({"group_id": group_id} if group_id else {})))
+
+    def close_consumer(self, c) -> None:
+        try:
+            self._run(c.stop(), 5.0)
+        except BaseException:  # noqa: BLE001, S110 -- gone either way
+            pass
+
+    def subscribe_topics(self, topics: list[str]) -> None:
+        async def subscribe():
+            self.consumer.subscribe(topics=topics)
+        self._run(subscribe(), self.op_s)
+
+    def consumed_positions(self) -> dict[tuple[str, int], int]:
+        async def positions():
+            # What aiokafka's own auto-commit takes: positions of the assigned partitions (no I/O).
+            sub = self.consumer._subscription.subscription
+            if sub is None or sub.assignment is None:
+                return {}
+            return {(tp.topic, tp.partition): om.offset for tp, om in sub.assignment.all_consumed_offsets().items()}
+        return self._run(positions(), 5.0)
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        self._run(self.consumer.commit({TopicPartition(t, p): o for (t, p), o in offsets.items()}), self.op_s)
+
+    def committed_offsets(self, reader, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        async def committed():
+            return {(t, p): await reader.committed(TopicPartition(t, p)) for t, p in tps}
+        return self._run(committed(), self.op_s)
 
     def produce(self, topic: str, partition: int, value: bytes):
         try:
@@ -177,7 +210,7 @@ class LogClient(AdapterClient):
 
     def poll_records(self) -> dict:
         got = self._run(self.consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records),
-                        self.poll_ms / 1000.0 + 30.0)
+                        self.poll_ms / 1000.0 + self.op_s)
         return {(tp.topic, tp.partition): [(r.offset, r.value) for r in recs] for tp, recs in got.items()}
 
     def assign_tps(self, tps: list[tuple[str, int]], seek_to_beginning: bool) -> None:
@@ -186,7 +219,7 @@ class LogClient(AdapterClient):
             self.consumer.assign(parts)
             if seek_to_beginning:
                 await self.consumer.seek_to_beginning(*parts)
-        self._run(assign())
+        self._run(assign(), self.op_s)
 
     def classify(self, e: BaseException) -> tuple[str, bool]:
         if isinstance(e, Refused):
@@ -222,7 +255,7 @@ class LogClient(AdapterClient):
     def positions(self, keys: list[str]) -> dict[str, int]:
         async def positions():
             return {k: await self.consumer.position(TopicPartition(*key_tp(k))) for k in keys}
-        return self._run(positions(), 10.0)
+        return self._run(positions(), self.op_s)
 
 
 class TxnClient(LogClient):
@@ -243,3 +276,7 @@ def _name(e: BaseException) -> str:
     if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
         return "timeout"
     return type(e).__name__
+
+
+class GroupClient(GroupAdapter, LogClient):
+    """A producer and a member of the workload's consumer group (chaos/clients/base.py GroupAdapter)."""

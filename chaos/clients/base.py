@@ -55,6 +55,7 @@ class AdapterClient:
         self.client_id = client_id
         self.transactional_id = transactional_id
         self.send_wait_s = self.delivery_timeout_s() + 2.0
+        self.producer_broken = False  # an abort failed: a new transactional producer before the next txn
 
     # -- primitives (per library) ---------------------------------------------
     def delivery_timeout_s(self) -> float:
@@ -160,6 +161,9 @@ class AdapterClient:
 
     def txn(self, mops: list, abort: bool) -> Outcome:
         try:
+            if self.producer_broken:
+                self.reopen_producer()  # init_transactions fences the old one and aborts what it left
+                self.producer_broken = False
             self.begin()
         except Exception as e:  # noqa: BLE001 -- no transaction began: nothing to commit
             return self._abort(mops, None, self.classify(e)[0])
@@ -191,10 +195,12 @@ class AdapterClient:
     def _abort(self, mops: list, done: list | None, why: str) -> Outcome:
         """`fail` even when the abort call errs: commit was never asked for. Polls that ran stay in
         the value (they are evidence); sends keep their invoke form."""
-        try:
-            self.abort()
-        except Exception:  # noqa: BLE001 -- the next init_transactions (fencing) or the timeout aborts it
-            self.reopen_producer()
+        if not self.producer_broken:
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001 -- the next init_transactions (fencing) or the timeout aborts it
+                # Replaced at the next txn, not now: the op's outcome is already known.
+                self.producer_broken = True
         value = [m if m[0] == "poll" else list(m) for m in (done or [])] + \
             [list(m) for m in mops[len(done or []):] if m[0] == "send"]
         return Outcome("fail", value, why)
@@ -206,3 +212,70 @@ def _by_key(records: dict[tuple[str, int], list[tuple[int, bytes | None]]]) -> d
 
 def deadline_left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+class GroupAdapter:
+    """The group workload's ops (chaos/workloads/group.py) over a library adapter: a producer and a
+    group member (subscribe mode, manual commits of its positions, committed reads); `assign` (the
+    final read) leaves the group and reads with a plain consumer. Mixed in before a library's
+    LogClient, which supplies `new_consumer(group_id)`, `subscribe_topics`, `consumed_positions`
+    (local state, no I/O), `commit_offsets` and `committed_offsets`.
+
+    Outcomes: subscribe / commit / committed errors are `info`. A commit rejected by the coordinator
+    (rebalance, unknown member) did not move the offsets — but the libraries retry commits inside
+    the call, so an earlier attempt of unknown outcome may have landed: never definite."""
+
+    def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, group: str, **kw) -> None:
+        super().__init__(bootstrap, producer_props, consumer_props, **kw)
+        self.group = group
+        self.in_group = False  # the consumer is a member of `group` (else a plain one)
+        self.subscribed = False
+
+    def open(self):
+        super().open()
+        self._swap_consumer(True)
+        return self
+
+    def _swap_consumer(self, member: bool) -> None:
+        old, self.consumer = self.consumer, None
+        if old is not None:
+            self.close_consumer(old)
+        self.consumer = self.new_consumer(self.group if member else None)
+        self.in_group, self.subscribed = member, False
+
+    def prepare(self, f: str, value: Any, extra: dict) -> Any:
+        if f != "commit" or self.consumer is None or not self.in_group:
+            return value
+        return {tp_key(t, p): off for (t, p), off in sorted(self.consumed_positions().items())}
+
+    def invoke(self, f: str, value: Any, extra: dict) -> Outcome:
+        if f == "subscribe":
+            try:
+                if not self.in_group or self.subscribed:
+                    self._swap_consumer(True)
+                self.subscribe_topics(sorted({key_tp(k)[0] for k in value}))
+                self.subscribed = True
+            except Exception as e:  # noqa: BLE001 -- each library raises its own classes
+                return Outcome("info", value, self.classify(e)[0])
+            return Outcome("ok", value)
+        if f == "commit":
+            if not value:
+                return Outcome("ok", value)
+            try:
+                self.commit_offsets({key_tp(k): o for k, o in value.items()})
+            except Exception as e:  # noqa: BLE001 -- see the class: never definite
+                return Outcome("info", value, self.classify(e)[0])
+            return Outcome("ok", value)
+        if f == "committed":
+            reader = self.consumer if self.in_group else self.new_consumer(self.group)
+            try:
+                got = self.committed_offsets(reader, [key_tp(k) for k in value])
+            except Exception as e:  # noqa: BLE001 -- a read: nothing to undo
+                return Outcome("info", value, self.classify(e)[0])
+            finally:
+                if reader is not self.consumer:
+                    self.close_consumer(reader)
+            return Outcome("ok", {tp_key(t, p): off for (t, p), off in got.items()})
+        if f == "assign" and self.in_group:
+            self._swap_consumer(False)
+        return super().invoke(f, value, extra)

@@ -12,16 +12,15 @@ import time
 
 import confluent_kafka as ck
 
-from chaos.clients.base import AdapterClient, Refused
+from chaos.clients.base import AdapterClient, GroupAdapter, Refused
 from chaos.workloads import key_tp, tp_key
 
 __all__ = ["LIBRARY", "WORKLOADS", "LogClient", "TxnClient", "translate", "version"]
 
 LIBRARY = "confluent-kafka"
 LOG = logging.getLogger("chaos.clients.librdkafka")  # librdkafka's log lines (chaos run: logs/client.log)
-WORKLOADS = frozenset({"log", "txn"})
-MISSING = {"group": "its chaos adapter drives assign-mode consumers only (no subscribe/commit yet)",
-           "group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
+WORKLOADS = frozenset({"log", "txn", "group"})
+MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
            "eos": "its chaos adapter does not drive consume-transform-produce yet"}
 ADAPTER_KEYS = {"max.block.ms": "librdkafka has no max.block.ms: the adapter times its transaction calls with it",
                 "max.poll.records": "librdkafka has no max.poll.records: the adapter's consume() takes at most that many"}
@@ -88,7 +87,7 @@ class LogClient(AdapterClient):
 
     def open(self):
         self.producer = ck.Producer(self._pconf())
-        self.consumer = ck.Consumer(self._cconf())
+        self.consumer = self.new_consumer(None)
         if self.transactional_id is not None:
             try:
                 self.producer.init_transactions(self.txn_timeout_s)  # fences an older incarnation
@@ -111,6 +110,34 @@ class LogClient(AdapterClient):
                 except Exception:  # noqa: BLE001, S110 -- gone either way
                     pass
         self.producer = self.consumer = self._hw_reader = None
+
+    def new_consumer(self, group_id: str | None):
+        return ck.Consumer(self._cconf(**({"group.id": group_id} if group_id else {})))
+
+    @staticmethod
+    def close_consumer(c) -> None:
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001, S110 -- gone either way
+            pass
+
+    def subscribe_topics(self, topics: list[str]) -> None:
+        self.consumer.subscribe(topics)
+
+    def consumed_positions(self) -> dict[tuple[str, int], int]:
+        return {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(self.consumer.assignment())
+                if tp.offset >= 0}
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+
+    def committed_offsets(self, reader, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        out = {}
+        for tp in reader.committed([ck.TopicPartition(t, p) for t, p in tps], timeout=10):
+            if tp.error is not None:
+                raise ck.KafkaException(tp.error)
+            out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
+        return out
 
     def produce(self, topic: str, partition: int, value: bytes):
         d = _Delivery()
@@ -200,3 +227,7 @@ class TxnClient(LogClient):
         producer_props = {"enable.idempotence": True, "acks": "all", **producer_props}
         consumer_props = {**consumer_props, "isolation.level": "read_committed"}
         super().__init__(bootstrap, producer_props, consumer_props, transactional_id=transactional_id, **kw)
+
+
+class GroupClient(GroupAdapter, LogClient):
+    """A producer and a member of the workload's consumer group (chaos/clients/base.py GroupAdapter)."""

@@ -10,18 +10,17 @@ import time
 
 import kafka
 import kafka.errors as ke
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
 from chaos.clients import dotted_to_underscore
-from chaos.clients.base import AdapterClient, Refused
+from chaos.clients.base import AdapterClient, GroupAdapter, Refused
 from chaos.workloads import key_tp
 
-__all__ = ["LIBRARY", "WORKLOADS", "LogClient", "TxnClient", "translate", "version"]
+__all__ = ["LIBRARY", "WORKLOADS", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
 
 LIBRARY = "kafka-python"
-WORKLOADS = frozenset({"log", "txn"})
-MISSING = {"group": "its chaos adapter drives assign-mode consumers only (no subscribe/commit yet)",
-           "group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
+WORKLOADS = frozenset({"log", "txn", "group"})
+MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
            "eos": "its chaos adapter does not drive consume-transform-produce yet"}
 
 
@@ -64,7 +63,7 @@ class LogClient(AdapterClient):
     def open(self):
         try:
             self.producer = self._producer()
-            self.consumer = self._consumer()
+            self.consumer = self.new_consumer(None)
             if self.transactional_id is not None:
                 self.producer.init_transactions()  # fences an older incarnation; bounded by max_block_ms
         except BaseException:
@@ -81,6 +80,30 @@ class LogClient(AdapterClient):
             except Exception:  # noqa: BLE001, S110 -- closing a client under faults may fail; it is gone either way
                 pass
         self.producer = self.consumer = self._hw_reader = None
+
+    def new_consumer(self, group_id: str | None) -> KafkaConsumer:
+        return self._consumer(**({"group_id": group_id} if group_id else {}))
+
+    @staticmethod
+    def close_consumer(c) -> None:
+        try:
+            c.close(autocommit=False)
+        except Exception:  # noqa: BLE001, S110 -- gone either way
+            pass
+
+    def subscribe_topics(self, topics: list[str]) -> None:
+        self.consumer.subscribe(topics)
+
+    def consumed_positions(self) -> dict[tuple[str, int], int]:
+        # What kafka-python's own auto-commit takes: positions of the assigned partitions (no I/O).
+        return {(tp.topic, tp.partition): om.offset
+                for tp, om in self.consumer._subscription.all_consumed_offsets().items()}
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+
+    def committed_offsets(self, reader, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        return {(t, p): reader.committed(TopicPartition(t, p)) for t, p in tps}
 
     def produce(self, topic: str, partition: int, value: bytes):
         try:
@@ -170,3 +193,7 @@ def _name(e: BaseException) -> str:
     if isinstance(e, TimeoutError):
         return "timeout"
     return type(e).__name__
+
+
+class GroupClient(GroupAdapter, LogClient):
+    """A producer and a member of the workload's consumer group (chaos/clients/base.py GroupAdapter)."""

@@ -177,8 +177,9 @@ class GroupWorkload(LogWorkload):
         return GroupGenerator(self.keys, rng, self.group, weights=self.weights, max_sends=self.max_sends)
 
     def client(self, bootstrap: str, producer_props: dict, consumer_props: dict, worker: int) -> GroupClient:
-        return GroupClient(bootstrap, producer_props, consumer_props, group=self.group, poll_ms=self.poll_ms,
-                           client_id=f"{self.name}-{worker}").open()
+        cls = GroupClient if self.adapter is None else self.adapter.GroupClient
+        return cls(bootstrap, producer_props, consumer_props, group=self.group, poll_ms=self.poll_ms,
+                   client_id=f"{self.name}-{worker}").open()
 
     def final_ops(self) -> list[tuple[str, Any, dict]]:
         return [("committed", list(self.keys), {"group": self.group})]

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from chaos.clients import ClientUnsupported, kafka_bootstrap, resolve_clients
-from chaos.clients.base import AdapterClient, Refused
+from chaos.clients.base import AdapterClient, GroupAdapter, Refused
 from chaos.run import expectation_for
 
 # ------------------------------------------------------------------------------- choosing and translating
@@ -47,7 +47,7 @@ def test_confluent_takes_kafkas_spelling_and_notes_the_keys_the_adapter_honours(
 
 
 @pytest.mark.parametrize("library", ["kafka-python", "confluent-kafka", "aiokafka"])
-@pytest.mark.parametrize("workload", ["group", "eos", "group-members"])
+@pytest.mark.parametrize("workload", ["eos", "group-members"])
 def test_a_workload_a_library_adapter_lacks_is_refused_naming_both(library, workload):
     with pytest.raises(ClientUnsupported, match=f"{library} cannot run the {workload} workload"):
         resolve_clients({}, workload, library)
@@ -100,16 +100,24 @@ class FakeLibrary(AdapterClient):
 
     LIBRARY = "fake"
 
-    def __init__(self, **kw):
+    def __init__(self, *_, **kw):
         super().__init__("b:1", {}, {}, transactional_id="tid", **kw)
         self.refuse: dict = {}
         self.results: dict = {}
         self.polls: list = []
         self.commit_error = None
+        self.abort_error = None
+        self.reopen_error = None
         self.calls: list = []
 
     def delivery_timeout_s(self):
         return 1.0
+
+    def open(self):
+        return self
+
+    def close(self):
+        pass
 
     def produce(self, topic, partition, value):
         v = int(value)
@@ -139,6 +147,13 @@ class FakeLibrary(AdapterClient):
 
     def abort(self):
         self.calls.append("abort")
+        if self.abort_error:
+            raise self.abort_error
+
+    def reopen_producer(self):
+        self.calls.append("reopen")
+        if self.reopen_error:
+            raise self.reopen_error
 
 
 def test_send_ok_only_with_every_acknowledgement_and_its_offset():
@@ -191,3 +206,78 @@ def test_txn_commit_error_is_info():
     c.commit_error = Boom()
     out = c.invoke("txn", [["send", "t/0", 1]], {})
     assert (out.type, out.error) == ("info", "Boom")
+
+
+def test_a_failed_abort_is_still_fail_and_the_producer_is_replaced_before_the_next_txn():
+    c = FakeLibrary()
+    c.abort_error = Boom()
+    out = c.invoke("txn", [["send", "t/0", 1]], {"abort": True})
+    assert (out.type, out.error) == ("fail", "aborted") and "reopen" not in c.calls
+    c.abort_error, c.reopen_error, c.calls = None, Boom(), []
+    out = c.invoke("txn", [["send", "t/0", 2]], {})  # the new producer cannot start: no transaction began
+    assert (out.type, c.calls) == ("fail", ["reopen"])
+    c.reopen_error, c.calls = None, []
+    out = c.invoke("txn", [["send", "t/0", 3]], {})
+    assert out.type == "ok" and c.calls[:2] == ["reopen", "begin"] and c.calls[-1] == "commit"
+
+
+class FakeGroupLibrary(GroupAdapter, FakeLibrary):
+    """FakeLibrary with group primitives: consumers are dicts naming their group."""
+
+    def __init__(self):
+        super().__init__("b:1", {}, {}, group="g")
+        self.made: list = []
+        self.closed: list = []
+        self.positions_now = {("t", 0): 4}
+        self.commit_error = None
+        self.stored: dict = {}
+
+    def open(self):
+        self.consumer = self.new_consumer(None)  # what a library's LogClient.open does
+        return super().open()
+
+    def new_consumer(self, group_id):
+        c = {"group": group_id, "topics": None}
+        self.made.append(c)
+        return c
+
+    def close_consumer(self, c):
+        self.closed.append(c)
+
+    def assign_tps(self, tps, seek_to_beginning):
+        self.consumer["assigned"] = tps
+
+    def subscribe_topics(self, topics):
+        self.consumer["topics"] = topics
+
+    def consumed_positions(self):
+        return dict(self.positions_now)
+
+    def commit_offsets(self, offsets):
+        if self.commit_error:
+            raise self.commit_error
+        self.stored.update(offsets)
+
+    def committed_offsets(self, reader, tps):
+        assert reader["group"] == "g"
+        return {tp: self.stored.get(tp) for tp in tps}
+
+
+def test_group_member_subscribes_commits_its_positions_and_leaves_for_the_final_read():
+    c = FakeGroupLibrary().open()
+    assert c.consumer["group"] == "g" and c.in_group
+    assert c.invoke("subscribe", ["t/0", "t/1"], {}).type == "ok" and c.consumer["topics"] == ["t"]
+    offsets = c.prepare("commit", {}, {"group": "g"})
+    assert offsets == {"t/0": 4}
+    assert (c.invoke("commit", offsets, {}).type, c.stored) == ("ok", {("t", 0): 4})
+    out = c.invoke("committed", ["t/0", "t/1"], {})
+    assert (out.type, out.value) == ("ok", {"t/0": 4, "t/1": None})
+    c.commit_error = Boom()  # a rejected commit may follow an attempt that landed: info
+    assert c.invoke("commit", {"t/0": 5}, {}).type == "info"
+    member = c.consumer
+    assert c.invoke("assign", ["t/0"], {"seek_to_beginning": True}).type == "ok"
+    assert member in c.closed and c.consumer["group"] is None and not c.in_group
+    assert c.prepare("commit", {}, {}) == {}  # a plain consumer commits nothing
+    out = c.invoke("committed", ["t/0"], {})  # read through a borrowed member, closed after
+    assert (out.type, out.value) == ("ok", {"t/0": 4}) and c.closed[-1]["group"] == "g"
+    assert c.invoke("subscribe", ["t/0"], {}).type == "ok" and c.consumer["group"] == "g"
