@@ -596,3 +596,31 @@ def test_confluent_kafka_second_producer_with_the_same_transactional_id_fences_t
     assert e.value.args[0].fatal() or e.value.args[0].code() in (ck.KafkaError._FENCED,
                                                                    ck.KafkaError.PRODUCER_FENCED)
     assert sorted(_ck_read_to_sentinels(bs, topic, "read_committed")) == [SENTINEL, SENTINEL]
+
+
+def test_aiokafka_two_members_share_the_partitions_and_one_takes_over_when_the_other_leaves(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = _name("aio-two"), _name("aio-two-g")
+
+    async def run():
+        await _aio_create(bs, topic)
+        members = [aiokafka.AIOKafkaConsumer(topic, bootstrap_servers=bs, group_id=group, session_timeout_ms=6000,
+                                             heartbeat_interval_ms=500) for _ in range(2)]
+        for m in members:
+            await m.start()
+        loop = asyncio.get_running_loop()
+
+        async def until(cond, what: str) -> None:
+            deadline = loop.time() + 60
+            while not cond():
+                assert loop.time() < deadline, f"aiokafka: {what}: {[m.assignment() for m in members]}"
+                await asyncio.sleep(0.1)  # the members' own tasks join and heartbeat meanwhile
+        try:
+            await until(lambda: sorted(len(m.assignment()) for m in members) == [1, 1], "a partition each")
+            await members.pop().stop()  # LeaveGroup
+            await until(lambda: len(members[0].assignment()) == PARTITIONS, "the other member owning both")
+        finally:
+            for m in members:
+                await m.stop()
+
+    asyncio.run(run())
