@@ -2,8 +2,9 @@
 # (kafka-python against brokerlab's Kafka listener: `brokerlab up` serves localhost:9092) except for
 # the corrections marked CORRECTION, which the document's own mistakes force:
 #  1. kafka-python has no `commitSync` (that is the Java client's name); it is `commit`.
-#  2. kafka-python 3's OffsetAndMetadata is (offset, metadata, leader_epoch): the leader epoch of
-#     the record is passed too (the document's two-argument call relies on kafka-python 2).
+#  2. kafka-python's OffsetAndMetadata is (offset, metadata, leader_epoch) since 2.1, where the
+#     document's two-argument call is a TypeError; 3.x defaults leader_epoch to -1 (no epoch check),
+#     so the record's leader epoch is passed, as kafka-python's own commits do.
 #
 #     brokerlab up &
 #     python examples/kafka_python/producer.py
@@ -44,7 +45,7 @@ try:
                     offsets_to_commit[tp] = OffsetAndMetadata(
                         record.offset + 1,  # Next offset to read
                         metadata='processed',
-                        leader_epoch=record.leader_epoch,  # CORRECTION 2: kafka-python 3 takes the leader epoch
+                        leader_epoch=record.leader_epoch,  # CORRECTION 2: the record's leader epoch
                     )
                 except Exception as e:
                     print(f"Failed to process offset {record.offset}: {e}")
