@@ -103,11 +103,11 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         node.pool.channel_credentials = channel_credentials(config.security_protocol,
                                                             config.ssl_truststore_location)
     interceptors = [node.metrics.server_interceptor(), auth, faults.server_interceptor()]
-    if gate is not None and gate.sasl:  # data-plane calls need SASL credentials or the control token
+    if gate is not None and (gate.sasl or gate.authorizer):  # SASL credentials (or the token); ACLs
         from node.auth import call_metadata
-        from node.security.grpc_auth import SaslAuthInterceptor
+        from node.security.grpc_auth import GrpcSecurityInterceptor
         token = os.environ.get(TOKEN_ENV, "").strip() or None
-        interceptors.insert(1, SaslAuthInterceptor(gate, token))
+        interceptors.insert(1, GrpcSecurityInterceptor(gate, token))
         node.pool.add_call_metadata(call_metadata(token))  # this node's own calls to the others
     server, bound = create_server(bind_host, port, register_all, interceptors=interceptors,
                                   server_credentials=server_credentials)

@@ -1,8 +1,14 @@
-"""SASL on the gRPC listener: with SASL on, every data-plane call carries either the cluster's control
-token (nodes, agents, the cluster's own tools) or a client's SASL credentials (`x-sasl-plain`:
-base64 "user:password", inside TLS for SASL_SSL), checked against the same salted SCRAM credentials
-the Kafka listener uses. Anything else is refused with UNAUTHENTICATED before a servicer runs. The
+"""Security on the gRPC listener, the same gate as the Kafka listener's.
+
+Authentication (SASL on): every data-plane call carries either the cluster's control token (nodes,
+agents, the cluster's own tools) or a client's SASL credentials (`x-sasl-plain`: base64
+"user:password", inside TLS for SASL_SSL), checked against the same salted SCRAM credentials the
+Kafka listener uses. Anything else is refused with UNAUTHENTICATED before a servicer runs. The
 control services stay with ControlAuthInterceptor (token only).
+
+Authorization (ACLs on): a client's call is checked as its Kafka request is (node.security.grpc_authz);
+a denial travels in the response body with Kafka's code, per partition where the response has
+partitions. Calls with the control token are the cluster's own and pass.
 
 A verified password is remembered (by a hash of it, per security state version) so calls do not each
 pay the PBKDF2 iterations; a change of the state (a user deleted, revoked, re-keyed) forgets them all.
@@ -24,7 +30,7 @@ log = logging.getLogger(__name__)
 _CACHE_MAX = 1024
 
 
-class SaslAuthInterceptor(grpc.ServerInterceptor):
+class GrpcSecurityInterceptor(grpc.ServerInterceptor):
     def __init__(self, gate, control_token: str | None):
         self.gate = gate
         self.token = control_token
@@ -58,8 +64,14 @@ class SaslAuthInterceptor(grpc.ServerInterceptor):
     def intercept_service(self, continuation, details):
         if details.method.startswith(CONTROL_SERVICES):
             return continuation(details)
-        if self.principal(details.invocation_metadata) is not None:
-            return continuation(details)
+        principal = self.principal(details.invocation_metadata)
+        if principal is None and not self.gate.sasl:
+            principal = "User:ANONYMOUS"
+        if principal is not None:
+            if principal == "cluster" or not self.gate.authorizer:
+                return continuation(details)
+            from node.security.grpc_authz import authorized_handler
+            return authorized_handler(self.gate, principal, details.method, continuation(details))
         why = (f"{details.method}: SASL authentication required (security.protocol={self.gate.protocol}): give "
                f"sasl.username and sasl.password, or the credentials were refused")
 

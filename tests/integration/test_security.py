@@ -41,7 +41,7 @@ def cluster():
                 allow(G, "alice-", A.Operation.READ, A.PatternType.PREFIXED),
                 allow(T, "shared-", A.Operation.ALL, A.PatternType.PREFIXED),
             ])
-        for t in ("orders", "payments", "shared-events"):
+        for t in ("orders", "payments", "shared-events", "admin-only"):
             c.create_topic(t, partitions=1, replication_factor=2)
         yield c
 
@@ -276,3 +276,17 @@ def test_revoke_user_fault_fails_authentication_mid_run_and_its_heal_restores_it
     assert p.flush(60) == 0 and reports == [None, None]  # the record sent during the window gets through
     with cluster.security_admin() as admin:
         assert not any(u.revoked for u in admin.list_users())
+
+
+def test_grpc_calls_honour_the_same_acls(cluster):
+    from client import Admin, Producer
+    from client.common import errors
+    with Producer({**cluster.client_config(*ALICE), "acks": "all", "retries": 0}) as p:
+        assert p.send("orders", b"grpc-acl-ok").get(30).offset >= 0
+        with pytest.raises(errors.TopicAuthorizationFailedError):
+            p.send("payments", b"grpc-acl-denied").get(30)
+    with Admin(cluster.client_config(*ALICE)) as admin:
+        listed = set(admin.list_topics())
+    assert {"orders", "payments", "shared-events"} <= listed and "admin-only" not in listed
+    with Admin(cluster.client_config(*ADMIN)) as admin:  # a super user sees every topic
+        assert "__consumer_offsets" in set(admin.list_topics(include_internal=True))
