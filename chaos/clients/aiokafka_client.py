@@ -15,15 +15,14 @@ import aiokafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from chaos.clients import ClientUnsupported, dotted_to_underscore
-from chaos.clients.base import AdapterClient, GroupAdapter, Refused
+from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
 from chaos.workloads import key_tp
 
-__all__ = ["LIBRARY", "WORKLOADS", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
+__all__ = ["LIBRARY", "WORKLOADS", "EosClient", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
 
 LIBRARY = "aiokafka"
-WORKLOADS = frozenset({"log", "txn", "group"})
-MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
-           "eos": "its chaos adapter does not drive consume-transform-produce yet"}
+WORKLOADS = frozenset({"log", "txn", "group", "eos"})
+MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)"}
 ADAPTER_KEYS = {"max_block_ms"}  # bounds the adapter's waits on start and transaction calls
 DEFAULT_REQUEST_TIMEOUT_MS = 40000
 
@@ -91,6 +90,7 @@ class _LoopThread:
 
 class LogClient(AdapterClient):
     LIBRARY = LIBRARY
+    ISOLATION_KEY = "isolation_level"
 
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, **kw) -> None:
         super().__init__(bootstrap, producer_props, consumer_props, **kw)
@@ -184,6 +184,19 @@ class LogClient(AdapterClient):
         async def committed():
             return {(t, p): await reader.committed(TopicPartition(t, p)) for t, p in tps}
         return self._run(committed(), self.op_s)
+
+    def send_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        # aiokafka's TxnOffsetCommit names the group only (no member id or generation: before KIP-447).
+        self._run(self.producer.send_offsets_to_transaction(
+            {TopicPartition(t, p): o for (t, p), o in offsets.items()}, self.consumer._group_id))
+
+    def seek_to(self, tp: tuple[str, int], offset: int | None) -> None:
+        async def seek():
+            if offset is None:
+                await self.consumer.seek_to_beginning(TopicPartition(*tp))
+            else:
+                self.consumer.seek(TopicPartition(*tp), offset)
+        self._run(seek(), self.op_s)
 
     def produce(self, topic: str, partition: int, value: bytes):
         try:
@@ -280,3 +293,7 @@ def _name(e: BaseException) -> str:
 
 class GroupClient(GroupAdapter, LogClient):
     """A producer and a member of the workload's consumer group (chaos/clients/base.py GroupAdapter)."""
+
+
+class EosClient(EosAdapter, LogClient):
+    """An eos input producer, or a pipeline instance (chaos/clients/base.py EosAdapter)."""

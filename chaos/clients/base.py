@@ -19,7 +19,7 @@ from typing import Any
 
 from chaos.workloads import Outcome, key_tp, tp_key
 
-__all__ = ["AdapterClient", "Refused", "decode_value"]
+__all__ = ["AdapterClient", "EosAdapter", "GroupAdapter", "Refused", "decode_value"]
 
 
 class Refused(Exception):
@@ -279,3 +279,115 @@ class GroupAdapter:
         if f == "assign" and self.in_group:
             self._swap_consumer(False)
         return super().invoke(f, value, extra)
+
+
+class EosAdapter:
+    """The eos workload (chaos/workloads/eos.py) over a library adapter: an input producer, or a
+    pipeline instance — a read_committed group member and a transactional producer — whose `txn` op
+    polls the input, sends each record to the same partition of the output (value * STRIDE +
+    attempt), adds the consumed positions with send_offsets_to_transaction and commits. Outcomes as
+    brokerlab's EosClient: a commit error is `info`; anything before it aborts, rewinds the member to
+    its committed offsets and is `fail`; `crash` drops the instance mid-transaction.
+
+    A library's LogClient supplies, beyond GroupAdapter's primitives, `send_offsets(offsets)` (with
+    its member's group metadata) and `seek_to(tp, offset or None for the beginning)`."""
+
+    def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, pipeline: bool, group: str,
+                 transactional_id: str, input_keys: list[str], output_topic: str, attempts, **kw) -> None:
+        self.pipeline = pipeline
+        self.group = group
+        self.output_topic = output_topic
+        self.attempts = attempts  # the workload's shared counter: next() is atomic
+        self.input_keys = list(input_keys)
+        self.subscribed = False
+        consumer_props = {**consumer_props, self.ISOLATION_KEY: "read_committed"}
+        super().__init__(bootstrap, producer_props, consumer_props,
+                         transactional_id=transactional_id if pipeline else None, **kw)
+
+    def open(self):
+        super().open()
+        if self.pipeline:
+            old, self.consumer = self.consumer, self.new_consumer(self.group)
+            self.close_consumer(old)
+            self.subscribed = False
+        return self
+
+    def invoke(self, f: str, value: Any, extra: dict) -> Outcome:
+        if f == "txn":
+            return self.step(value)
+        if f == "subscribe":
+            try:
+                self.subscribe_topics(sorted({key_tp(k)[0] for k in value}))
+                self.subscribed = True
+            except Exception as e:  # noqa: BLE001 -- each library raises its own classes
+                return Outcome("info", value, self.classify(e)[0])
+            return Outcome("ok", value)
+        if f == "crash" and self.pipeline:
+            if self.subscribed:
+                self.step([["poll"]], crash=True)
+            self.close()
+            self.open()
+            return Outcome("info", None, "crash")
+        if f == "committed":
+            reader = self.new_consumer(self.group)
+            try:
+                got = self.committed_offsets(reader, [key_tp(k) for k in value])
+            except Exception as e:  # noqa: BLE001 -- a read: nothing to undo
+                return Outcome("info", value, self.classify(e)[0])
+            finally:
+                self.close_consumer(reader)
+            return Outcome("ok", {tp_key(t, p): off for (t, p), off in got.items()})
+        return super().invoke(f, value, extra)
+
+    def step(self, mops: list, crash: bool = False) -> Outcome:
+        from chaos.workloads.eos import STRIDE
+        try:
+            records = {tp: recs for tp, recs in self.poll_records().items() if recs}
+        except Exception as e:  # noqa: BLE001 -- a read: nothing to undo
+            return Outcome("info", mops, self.classify(e)[0])
+        done: list[list] = [["poll", _by_key(records)]]
+        if not records:
+            return Outcome("ok", done)
+        sends: list[tuple[int, Any]] = []
+        try:
+            if self.producer_broken:
+                self.reopen_producer()
+                self.producer_broken = False
+            self.begin()
+            attempt = next(self.attempts)
+            for (_, partition), recs in sorted(records.items()):
+                for _, raw in recs:
+                    v = int(raw) * STRIDE + attempt
+                    sends.append((len(done), self.produce(self.output_topic, partition, str(v).encode())))
+                    done.append(["send", tp_key(self.output_topic, partition), v])
+            # The next offset to read of each partition polled: what the transaction commits for the group.
+            self.send_offsets({tp: recs[-1][0] + 1 for tp, recs in records.items()})
+            if crash:
+                return Outcome("info", done, "crash")  # dropped as it is: never committed nor aborted
+            for (i, _), (offset, err) in zip(sends, self.wait([h for _, h in sends], self.send_wait_s)):
+                if err is not None:
+                    raise err
+                done[i] = ["send", done[i][1], [offset if offset is not None and offset >= 0 else None, done[i][2]]]
+        except Exception as e:  # noqa: BLE001 -- not committed: abort and rewind, a definite failure
+            self._abort_and_rewind(list(records))
+            return Outcome("fail", _plain(done), self.classify(e)[0])
+        try:
+            self.commit()
+        except Exception as e:  # noqa: BLE001 -- the commit may or may not have landed
+            return Outcome("info", _plain(done), self.classify(e)[0])
+        return Outcome("ok", done)
+
+    def _abort_and_rewind(self, tps: list[tuple[str, int]]) -> None:
+        if not self.producer_broken:
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001 -- a new producer fences this one and aborts for it
+                self.producer_broken = True
+        # Process the batch again from the last committed offsets (as the patterns document's loop).
+        for tp, off in self.committed_offsets(self.consumer, sorted(tps)).items():
+            self.seek_to(tp, off)
+
+
+def _plain(done: list) -> list:
+    """A failed or unknown step's value: polls as read, sends in their invoke form."""
+    return [m if m[0] == "poll" else ["send", m[1], m[2][1] if isinstance(m[2], list) else m[2]] for m in done]

@@ -1,10 +1,12 @@
 """brokerlab's own client (gRPC): the workloads' original clients, unchanged."""
 from __future__ import annotations
 
+from chaos.workloads.eos import EosClient
+from chaos.workloads.group import GroupClient
 from chaos.workloads.log import LogClient
 from chaos.workloads.txn import TxnClient
 
-__all__ = ["LIBRARY", "WORKLOADS", "LogClient", "TxnClient", "translate", "version"]
+__all__ = ["LIBRARY", "WORKLOADS", "EosClient", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
 
 LIBRARY = "brokerlab"
 WORKLOADS = frozenset({"log", "txn", "group", "group-members", "eos"})

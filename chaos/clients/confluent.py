@@ -12,16 +12,15 @@ import time
 
 import confluent_kafka as ck
 
-from chaos.clients.base import AdapterClient, GroupAdapter, Refused
+from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
 from chaos.workloads import key_tp, tp_key
 
-__all__ = ["LIBRARY", "WORKLOADS", "LogClient", "TxnClient", "translate", "version"]
+__all__ = ["LIBRARY", "WORKLOADS", "EosClient", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
 
 LIBRARY = "confluent-kafka"
 LOG = logging.getLogger("chaos.clients.librdkafka")  # librdkafka's log lines (chaos run: logs/client.log)
-WORKLOADS = frozenset({"log", "txn", "group"})
-MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
-           "eos": "its chaos adapter does not drive consume-transform-produce yet"}
+WORKLOADS = frozenset({"log", "txn", "group", "eos"})
+MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)"}
 ADAPTER_KEYS = {"max.block.ms": "librdkafka has no max.block.ms: the adapter times its transaction calls with it",
                 "max.poll.records": "librdkafka has no max.poll.records: the adapter's consume() takes at most that many"}
 
@@ -59,6 +58,7 @@ class _Delivery:
 
 class LogClient(AdapterClient):
     LIBRARY = LIBRARY
+    ISOLATION_KEY = "isolation.level"
 
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, **kw) -> None:
         super().__init__(bootstrap, producer_props, consumer_props, **kw)
@@ -138,6 +138,13 @@ class LogClient(AdapterClient):
                 raise ck.KafkaException(tp.error)
             out[(tp.topic, tp.partition)] = tp.offset if tp.offset >= 0 else None
         return out
+
+    def send_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.producer.send_offsets_to_transaction([ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                                  self.consumer.consumer_group_metadata(), self.txn_timeout_s)
+
+    def seek_to(self, tp: tuple[str, int], offset: int | None) -> None:
+        self.consumer.seek(ck.TopicPartition(*tp, ck.OFFSET_BEGINNING if offset is None else offset))
 
     def produce(self, topic: str, partition: int, value: bytes):
         d = _Delivery()
@@ -231,3 +238,7 @@ class TxnClient(LogClient):
 
 class GroupClient(GroupAdapter, LogClient):
     """A producer and a member of the workload's consumer group (chaos/clients/base.py GroupAdapter)."""
+
+
+class EosClient(EosAdapter, LogClient):
+    """An eos input producer, or a pipeline instance (chaos/clients/base.py EosAdapter)."""

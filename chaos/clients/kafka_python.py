@@ -13,15 +13,14 @@ import kafka.errors as ke
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
 from chaos.clients import dotted_to_underscore
-from chaos.clients.base import AdapterClient, GroupAdapter, Refused
+from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
 from chaos.workloads import key_tp
 
-__all__ = ["LIBRARY", "WORKLOADS", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
+__all__ = ["LIBRARY", "WORKLOADS", "EosClient", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
 
 LIBRARY = "kafka-python"
-WORKLOADS = frozenset({"log", "txn", "group"})
-MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)",
-           "eos": "its chaos adapter does not drive consume-transform-produce yet"}
+WORKLOADS = frozenset({"log", "txn", "group", "eos"})
+MISSING = {"group-members": "members run brokerlab's client in their own processes (chaos/workloads/member.py)"}
 
 
 def version() -> str:
@@ -40,6 +39,7 @@ def translate(kind: str, props: dict) -> tuple[dict, list[str]]:
 
 class LogClient(AdapterClient):
     LIBRARY = LIBRARY
+    ISOLATION_KEY = "isolation_level"
 
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, **kw) -> None:
         super().__init__(bootstrap, producer_props, consumer_props, **kw)
@@ -104,6 +104,18 @@ class LogClient(AdapterClient):
 
     def committed_offsets(self, reader, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
         return {(t, p): reader.committed(TopicPartition(t, p)) for t, p in tps}
+
+    def send_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        tm = self.producer._transaction_manager
+        metadata = self.consumer.group_metadata()
+        self._txn_call(lambda: tm.send_offsets_to_transaction(
+            {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}, metadata))
+
+    def seek_to(self, tp: tuple[str, int], offset: int | None) -> None:
+        if offset is None:
+            self.consumer.seek_to_beginning(TopicPartition(*tp))
+        else:
+            self.consumer.seek(TopicPartition(*tp), offset)
 
     def produce(self, topic: str, partition: int, value: bytes):
         try:
@@ -197,3 +209,7 @@ def _name(e: BaseException) -> str:
 
 class GroupClient(GroupAdapter, LogClient):
     """A producer and a member of the workload's consumer group (chaos/clients/base.py GroupAdapter)."""
+
+
+class EosClient(EosAdapter, LogClient):
+    """An eos input producer, or a pipeline instance (chaos/clients/base.py EosAdapter)."""

@@ -240,7 +240,8 @@ class EosWorkload(LogWorkload):
 
     def client(self, bootstrap: str, producer_props: dict, consumer_props: dict, worker: int) -> EosClient:
         pipeline = self.producers <= worker < self.concurrency
-        c = EosClient(bootstrap, producer_props, consumer_props, pipeline=pipeline, group=self.group,
+        cls = EosClient if self.adapter is None else self.adapter.EosClient
+        c = cls(bootstrap, producer_props, consumer_props, pipeline=pipeline, group=self.group,
                       transactional_id=f"eos-pipeline-{worker}", input_keys=self.input_keys,
                       output_topic=self.output, attempts=self.attempts, poll_ms=self.poll_ms,
                       client_id=f"{self.name}-{worker}")

@@ -39,10 +39,10 @@ def test_two_seeds_of_safe_give_one_row_and_a_folder_linking_both_reports(tmp_pa
 
 
 def test_a_library_that_cannot_run_an_experiment_is_refused_before_anything_runs(tmp_path):
-    r = _cli("chaos", "campaign", "safe", "eos-worker-kills", "--seeds", "2", "--client", "kafka-python",
+    r = _cli("chaos", "campaign", "safe", "group-members-killed", "--seeds", "2", "--client", "kafka-python",
              "--out", str(tmp_path / "c"))
     assert r.exit_code == 2
-    assert "kafka-python cannot run the eos workload" in r.output
+    assert "kafka-python cannot run the group-members workload" in r.output
     assert not (tmp_path / "c").exists()
     r = _cli("chaos", "campaign", "safe", "--seeds", "1", "--client", "kafka-java", "--out", str(tmp_path / "c"))
     assert r.exit_code == 2 and "kafka-java" in r.output and not (tmp_path / "c").exists()
