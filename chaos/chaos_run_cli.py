@@ -90,7 +90,10 @@ def _libraries(spec: str) -> list[str]:
 
 def _run_one(exp: dict, library: str | None, **kw):
     """One run; the experiment's expectation for this library (checker.by_client) replaces its own."""
+    from chaos.clients import resolve_clients
     from chaos.run import expectation_for, run_experiment
+    # Refused here (ClientUnsupported) before anything starts; run_experiment checks again.
+    resolve_clients(exp["raw"].get("clients"), str((exp["raw"].get("workload") or {}).get("name", "log")), library)
     exp = {**exp, "expect": expectation_for(exp, library)}
     return run_experiment(exp, client=library, **kw)
 

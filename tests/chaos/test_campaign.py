@@ -126,3 +126,29 @@ def test_bad_seeds_and_unknown_experiments_are_refused_before_anything_runs(tmp_
     with pytest.raises(ValueError, match="no experiment 'nope'"):
         run_campaign(["safe", "nope"], 1, out_dir=str(tmp_path / "b"), run=lambda *a, **k: None)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_chaos_run_clients_prints_experiment_by_library_and_rows_for_refusals(tmp_path, monkeypatch):
+    """`chaos run --all --clients a,b`: one row per experiment x library (expected / got); a library that
+    cannot run an experiment is a row saying why, and the rest still run."""
+    import chaos.run
+    ran = []
+
+    def fake_run(exp, *, client, seed, duration_s, bootstrap, out_dir, progress, echo, **_):
+        ran.append((exp["name"], client))
+        r = {"valid": True, "anomaly_types": [], "anomalies": {}}
+        return SimpleNamespace(result=r, verdict="valid", behaved=chaos.run.behaved(exp["expect"], r),
+                               run_dir=out_dir, caveats=[])
+
+    monkeypatch.setattr(chaos.run, "run_experiment", fake_run)
+    r = _cli("chaos", "run", "--all", "--clients", "kafka-python,aiokafka", "--out", str(tmp_path), "--no-progress")
+    rows = [line.split() for line in r.output.splitlines()[1:]]
+    names = set(chaos.run.experiment_paths())
+    assert {(x[0], x[1]) for x in rows} == {(n, lib) for n in names for lib in ("kafka-python", "aiokafka")}
+    refused = [x for x in rows if "NOT" in x and "RUN:" in x]
+    assert {(x[0], x[1]) for x in refused} == {("group-members-killed", "kafka-python"),
+                                               ("group-members-killed", "aiokafka")}
+    assert ("safe", "aiokafka") in ran and ("group-members-killed", "aiokafka") not in ran
+    safe = next(x for x in rows if x[:2] == ["safe", "kafka-python"])
+    assert safe[2:5] == ["valid", "valid", "OK"]
+    assert r.exit_code == 1  # the experiments expecting anomalies got "valid" from the fake
