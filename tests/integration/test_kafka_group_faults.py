@@ -119,10 +119,12 @@ class PollingMember:
         self.consumer.close()
 
 
-def test_kafka_python_group_member_cut_off_loses_its_partitions_to_the_other_and_rejoins(kafka_cluster):
-    """Two kafka-python members; one is cut from the coordinator: its heartbeats stop arriving, the
-    coordinator expires its session (session.timeout.ms) and gives every partition to the other member.
-    After the heal it rejoins and the partitions are split again."""
+@pytest.mark.parametrize("fault", ["cut-clients", "heartbeat-drop"])
+def test_kafka_python_group_member_cut_off_loses_its_partitions_to_the_other_and_rejoins(kafka_cluster, fault):
+    """Two kafka-python members; one is cut from the coordinator (`cut-clients coordinator --client
+    client:cut`, or `heartbeat-drop client:cut`, which covers the Kafka Heartbeat API): its heartbeats
+    stop arriving, the coordinator expires its session (session.timeout.ms) and gives every partition to
+    the other member. After the heal it rejoins and the partitions are split again."""
     c, ctl = kafka_cluster
     bs = c.kafka_bootstrap_servers
     topic, group = _name("cut-kp"), _name("cut-kp-g")
@@ -144,7 +146,10 @@ def test_kafka_python_group_member_cut_off_loses_its_partitions_to_the_other_and
 
     try:
         wait_until(split, 90, what="both members owning a partition")
-        ctl.cut_clients(["coordinator"], "client:cut")
+        if fault == "cut-clients":
+            ctl.cut_clients(["coordinator"], "client:cut")
+        else:
+            ctl.heartbeat_drop(["client:cut"])
         try:
             # Only the other member is left in the group, owning both partitions.
             wait_until(lambda: members["stays"].owned == set(range(PARTITIONS)) and coordinator_view() == {"stays"},
