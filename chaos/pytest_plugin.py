@@ -8,7 +8,8 @@
 `brokerlab_cluster` is a chaos.LocalCluster. By default one cluster serves the whole session, and
 after every test it is restored (network healed, paused nodes resumed, killed ones started), so a
 test may break it freely; topics stay, so give each test its own topic names. A test marked
-`@pytest.mark.brokerlab_fresh` (optionally `(brokers=1, configs={...})`), or every test with
+`@pytest.mark.brokerlab_fresh` (optionally `(brokers=1, configs={...}, security="SASL_SSL")`: a secured
+cluster, docs/security.md), or every test with
 `--brokerlab-fresh`, gets a cluster of its own. When a test fails, what each node logged during
 it is added to the test's report. Nothing starts unless a test uses the fixture.
 
@@ -49,12 +50,12 @@ def pytest_configure(config):
     config.stash[_STATE] = _State()
 
 
-def _new_cluster(config, brokers: int | None = None, configs: dict | None = None):
+def _new_cluster(config, brokers: int | None = None, configs: dict | None = None, security=None):
     from chaos.local_cluster import LocalCluster
     n = brokers if brokers is not None else config.getoption("brokerlab_brokers")
     if n < 1:
         raise pytest.UsageError(f"--brokerlab-brokers must be >= 1, got {n}")
-    return LocalCluster(brokers=n, configs=configs).start()
+    return LocalCluster(brokers=n, configs=configs, security=security).start()
 
 
 def _finish(config, cluster, failed: bool) -> None:
@@ -82,9 +83,9 @@ def brokerlab_cluster(request):
     fresh = marker is not None or request.config.getoption("brokerlab_fresh")
     if fresh:
         kwargs = dict(marker.kwargs) if marker is not None else {}
-        unknown = set(kwargs) - {"brokers", "configs"}
+        unknown = set(kwargs) - {"brokers", "configs", "security"}
         if unknown or (marker is not None and marker.args):
-            raise TypeError(f"@pytest.mark.brokerlab_fresh takes only brokers= and configs=, got "
+            raise TypeError(f"@pytest.mark.brokerlab_fresh takes only brokers=, configs= and security=, got "
                             f"{sorted(unknown) or list(marker.args)}")
         cluster = _new_cluster(request.config, **kwargs)
     else:

@@ -135,6 +135,10 @@ def _topics_rule(op: Op, req_field: str, req_name: str, req_parts: str, req_inde
         ok, denied = _split(getattr(request, req_field), allowed, lambda t: getattr(t, req_name))
         if not denied:
             return GO
+        if getattr(request, "acks", None) == 0:
+            # acks=0 has no response: Kafka closes the connection on an error so the client notices
+            log.info("Closing connection of %s: acks=0 produce to topics it may not write", session.principal)
+            return Verdict(close=True)
 
         def entry(t):
             parts = [{resp_index: (p if req_index is None else getattr(p, req_index)), resp_error: code}
@@ -204,8 +208,11 @@ def _metadata(gate, session, header, request):
         return GO
     entries = [{"name": t.name, "error_code": TOPIC_DENIED, "partitions": [], "is_internal": False}
                for t in denied]
-    if not ok:  # nothing to ask the handler (an empty list would mean "every topic" in v0)
-        return Verdict(request=request, merge=lambda resp: _add(_replace(resp, topics=()), "topics", entries))
+    if not ok:  # no topic to ask about: v1+ reads [] as none (v0 as every topic, so answer it here)
+        if header.request_api_version == 0:
+            resp = build(codec.response_class(header.request_api_key, 0), {"brokers": []})
+            return Verdict(response=_add(resp, "topics", entries))
+        return Verdict(request=_replace(request, topics=()), merge=lambda resp: _add(resp, "topics", entries))
     return Verdict(request=_replace(request, topics=tuple(ok)), merge=lambda resp: _add(resp, "topics", entries))
 
 

@@ -48,6 +48,13 @@ def test_second_shares_the_session_cluster_restored(brokerlab_cluster):
 def test_marked_fresh_gets_its_own_cluster(brokerlab_cluster):
     assert brokerlab_cluster.bootstrap_servers != seen["bootstrap"]
     assert brokerlab_cluster.brokers == ["broker-1"]
+
+
+@pytest.mark.brokerlab_fresh(brokers=1, configs={"offsets.topic.replication.factor": 1}, security="SASL_SSL")
+def test_marked_fresh_takes_security(brokerlab_cluster):
+    brokerlab_cluster.create_user("alice", "alice-secret")
+    with Producer({**brokerlab_cluster.client_config("alice", "alice-secret"), "acks": "all"}) as p:
+        assert p.send("secured", b"v", partition=0).get(30).offset == 0
 '''
 
 FAILING_TEST = '''
@@ -125,7 +132,7 @@ def test_a_separate_project_uses_the_fixture_and_the_example_passes(tmp_path, no
     proj = _project(tmp_path, {"test_my_app.py": example, "test_session.py": SESSION_TESTS})
     r = _pytest(tmp_path, proj)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "4 passed" in r.stdout
+    assert "5 passed" in r.stdout
     assert not os.listdir(tmp_path / "tmp"), "the clusters' temp dirs should be gone"
 
 

@@ -208,3 +208,26 @@ def test_find_coordinator_for_a_group_the_principal_may_not_use_is_group_authori
     assert kafka_authz.check(g, s, 10, _header(10, 3), fc3.FindCoordinatorRequest(key="alice-g1", key_type=0)) is None
     v = kafka_authz.check(g, s, 10, _header(10, 3), fc3.FindCoordinatorRequest(key="billing", key_type=0))
     assert v.response.error_code == errors.GroupAuthorizationFailedError.code
+
+
+def test_metadata_for_denied_topics_only_never_reaches_the_handler_with_them():
+    from kio.schema.metadata.v9 import request as md9
+    g = _gate([_b(T, "orders", A.Operation.WRITE)])
+    s = g.new_session("127.0.0.1")
+    s.principal = ALICE
+    req = md9.MetadataRequest(topics=(md9.MetadataRequestTopic(name=TopicName("not-hers")),),
+                              allow_auto_topic_creation=True, include_topic_authorized_operations=False,
+                              include_cluster_authorized_operations=False)
+    v = kafka_authz.check(g, s, 3, _header(3, 9), req)
+    assert v.request.topics == ()  # no auto-creation of a topic it may not describe
+    from node.kafka.codec import build, response_class
+    merged = v.merge(build(response_class(3, 9), {"topics": []}))
+    assert [(t.name, t.error_code) for t in merged.topics] == [("not-hers", 29)]
+
+
+def test_an_acks_0_produce_to_a_denied_topic_closes_the_connection_as_kafka_does():
+    g = _gate([_b(T, "orders", A.Operation.WRITE)])
+    s = g.new_session("127.0.0.1")
+    s.principal = ALICE
+    req = prod9.ProduceRequest(transactional_id=None, acks=0, timeout=1000, topic_data=_produce("payments").topic_data)
+    assert kafka_authz.check(g, s, 0, _header(0, 9), req).close
