@@ -6,8 +6,10 @@ run where namespaces cannot be made fails instead, so CI cannot pass without hav
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -170,3 +172,140 @@ def test_isolated_leader_times_out_acks_all_is_replaced_and_truncates_after_heal
     finally:
         pool.close()
     assert sorted(read_all(bs, "iso", 13)) == sorted(acked)
+
+
+def test_coordinator_cut_off_from_brokers_fences_them_its_writes_time_out_and_nothing_is_lost(env):
+    from client.common import errors
+    c, ctl = env
+    bs = c.bootstrap_servers
+    create(ctl, bs, "cc", {"min.insync.replicas": "2"})
+    acked = []
+    with Producer({"bootstrap.servers": bs, "acks": "all"}) as p:
+        for i in range(10):
+            p.send("cc", f"ok-{i}".encode()).get(30)
+            acked.append(f"ok-{i}".encode())
+    tp = TopicPartition("cc", 0)
+    st = state(ctl, "cc")
+    leader_addr = ctl.node(f"broker-{st.leader}").address
+    pool = ChannelPool("client:raw")
+    cons = Consumer({"bootstrap.servers": bs, "group.id": "g-cc", "enable.auto.commit": False})
+    try:
+        cons.commit_sync({tp: 5}, timeout=30)
+        ctl.partition([["coordinator"], c.broker_names()])
+        assert "ip saddr" in nft_table(c, "coordinator") and "ip saddr" in nft_table(c, "broker-1")
+        # The controller hears no heartbeat: it fences every broker.
+        wait_until(lambda: all(b.fenced for b in ctl.metadata().brokers), 60, what="every broker fenced")
+        # A commit is the coordinator's acks=all write to __consumer_offsets on the brokers: it cannot
+        # complete, and its outcome is unknown (REQUEST_TIMED_OUT), never a definite failure.
+        with pytest.raises(errors.KafkaError) as e:
+            cons.commit_sync({tp: 8}, timeout=15)
+        assert not getattr(e.value, "definite", False), e.value
+        # The brokers keep their last metadata and their links: the leader still takes acks=all writes.
+        assert raw_produce(pool, leader_addr, "cc", b"during", acks=-1, timeout_ms=5000) == 0
+        acked.append(b"during")
+        ctl.heal()
+        assert all(nft_table(c, n) == "" for n in c.node_names())
+        assert ctl.wait_healthy(90), "brokers not unfenced with full ISRs after the heal"
+        # The commit acknowledged before the cut survives; the one that timed out may or may not have landed.
+        assert cons.committed(tp).offset in (5, 8)
+        cons.commit_sync({tp: 11}, timeout=30)
+        assert cons.committed(tp).offset == 11
+    finally:
+        cons.close()
+        pool.close()
+    assert sorted(read_all(bs, "cc", len(acked))) == sorted(acked)
+
+
+# -- brokerlab up --netns: what it prints, and nothing left behind after SIGTERM or a crash ---------
+
+def _start_up(tmp_path, name):
+    from tests.helpers import ROOT
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    log = open(tmp_path / f"{name}.out", "w+")  # noqa: SIM115 -- read while the process runs
+    proc = subprocess.Popen([sys.executable, "-m", "brokerlab_cli", "up", "--netns", "--brokers", "1",
+                             "--data-dir", str(tmp_path / name)], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, cwd=ROOT)
+
+    def output():
+        log.seek(0)
+        return log.read()
+    wait_until(lambda: "cluster ready" in output() or proc.poll() is not None, 120,
+               what=f"brokerlab up --netns ready ({name})")
+    assert proc.poll() is None, output()
+    return proc, output
+
+
+def _reaper_of(prefix: str) -> int:
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"node.netns" in argv and prefix.encode() in argv:
+            return int(entry)
+    raise AssertionError(f"no reaper for {prefix}")
+
+
+def test_up_netns_prints_addresses_and_leaves_nothing_after_a_crash_or_sigterm(tmp_path):
+    import signal
+    first, out1 = _start_up(tmp_path, "first")
+    prefix1 = f"bl{first.pid}a-"
+    assert re.search(r"bootstrap 10\.\d+\.\d+\.2:9100, kafka bootstrap 10\.\d+\.\d+\.2:9092", out1()), out1()
+    assert "broker-1=10." in out1() and f"namespace {prefix1}broker-1" in out1()
+    made = netns.ours(prefix1)
+    assert sorted(made["namespaces"]) == [f"{prefix1}broker-1", f"{prefix1}coordinator"]
+    assert f"{prefix1}br" in made["links"]
+    # A crash: its reaper gone first, then `up` itself SIGKILLed. Everything stays behind ...
+    os.kill(_reaper_of(prefix1), signal.SIGKILL)
+    first.kill()
+    first.wait(10)
+    assert netns.ours(prefix1) == made
+    # ... until the next start, which removes it and says so.
+    second, out2 = _start_up(tmp_path, "second")
+    assert netns.ours(prefix1) == {"namespaces": [], "links": []}
+    assert f"namespace {prefix1}coordinator" in out2() and f"link {prefix1}br" in out2(), out2()
+    prefix2 = f"bl{second.pid}a-"
+    assert netns.ours(prefix2)["namespaces"]
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(60) == 0, out2()
+    assert "stopped; removed" in out2()
+    assert netns.ours(prefix2) == {"namespaces": [], "links": []}
+
+
+def test_reaper_removes_the_network_when_its_owner_dies():
+    import signal
+    owner = subprocess.Popen(["sleep", "60"])
+    prefix = f"bl{owner.pid}a-"
+    try:
+        subprocess.run(["ip", "netns", "add", f"{prefix}x"], check=True)
+        subprocess.run(["ip", "link", "add", f"{prefix}br", "type", "bridge"], check=True)
+        reaper = subprocess.Popen([sys.executable, "-m", "node.netns", str(owner.pid), prefix],
+                                  cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        assert netns.ours(prefix)["namespaces"] == [f"{prefix}x"]
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(5)
+        assert reaper.wait(30) == 0
+        assert netns.ours(prefix) == {"namespaces": [], "links": []}
+    finally:
+        owner.kill()
+        netns.remove_prefix(prefix)
+
+
+def test_netns_refused_without_privileges_naming_what_is_missing(tmp_path):
+    from tests.helpers import ROOT
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+              "--bounding-set=-all"]
+    (tmp_path / "d").mkdir()
+    os.chmod(tmp_path, 0o777)
+    os.chmod(tmp_path / "d", 0o777)
+    up = subprocess.run([*nobody, sys.executable, "-m", "brokerlab_cli", "up", "--netns", "--data-dir",
+                         str(tmp_path / "d")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+                        check=False)
+    assert up.returncode == 2 and "--netns needs root or CAP_NET_ADMIN" in up.stderr, up.stderr
+    run = subprocess.run([*nobody, sys.executable, "-m", "brokerlab_cli", "chaos", "run", "safe", "--network",
+                          "netns", "--out", str(tmp_path / "d" / "run")], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120, check=False)
+    assert run.returncode == 2 and "network: netns needs root or CAP_NET_ADMIN" in run.stderr, run.stderr
+    assert not os.path.exists(tmp_path / "d" / "run" / "history.jsonl")  # refused before anything started
