@@ -19,6 +19,16 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 500),
     ("grpc.so_reuseport", 0),
+    # A partition that drops packets (kernel rules, a real network) leaves connections half-open: without
+    # pings a channel keeps sending into one that TCP retransmits ever more slowly, long after the heal.
+    # Kafka closes a connection whose request timed out; gRPC's keepalive closes one that stops answering.
+    ("grpc.keepalive_time_ms", 1000),
+    ("grpc.keepalive_timeout_ms", 2000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # ... and servers accept those pings (else they answer GOAWAY too_many_pings).
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
 ]
 
 

@@ -23,28 +23,12 @@ from client.common.pb import broker_pb2_grpc as bgrpc
 from node import netns
 from node.cluster import FAST_CONFIGS
 from tests.helpers import wait_until
+from tests.netns_skip import netns_mark
 
 REQUEST_TIMED_OUT = 7
 
 
-def _unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "not root: network namespaces and nftables rules need root or CAP_NET_ADMIN (CI runs as root)"
-    missing = netns.missing_privileges()
-    if missing:
-        return "missing " + " and ".join(missing)
-    probe = f"bl{os.getpid()}z-probe"
-    p = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, check=False)
-    if p.returncode:
-        return f"cannot create a network namespace: {p.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
-    return None
-
-
-_why = _unavailable()
-if _why and os.geteuid() == 0 and os.environ.get("CI") == "true":
-    pytest.fail(f"CI runs as root but --netns cannot work here: {_why}", pytrace=False)
-pytestmark = pytest.mark.skipif(_why is not None, reason=f"--netns tests skipped: {_why}")
+pytestmark = netns_mark()
 
 
 @pytest.fixture(scope="module")
