@@ -293,3 +293,74 @@ def test_netns_refused_without_privileges_naming_what_is_missing(tmp_path):
                          cwd=ROOT, timeout=120, check=False)
     assert run.returncode == 2 and "network: netns needs root or CAP_NET_ADMIN" in run.stderr, run.stderr
     assert not os.path.exists(tmp_path / "d" / "run" / "history.jsonl")  # refused before anything started
+
+
+# -- several machines: one Procfile per host (examples/multihost), each namespace standing for a host --
+
+def test_cluster_from_one_procfile_per_host_with_advertised_hosts_and_remote_agents(tmp_path):
+    import secrets
+    import signal
+
+    from tests.helpers import ROOT
+    nodes = ["coordinator", "broker-1", "broker-2", "broker-3"]
+    net = netns.NetnsNetwork(nodes)
+    plan = net.create()
+    procs = []
+    token = secrets.token_urlsafe(16)
+    try:
+        ex = os.path.join(ROOT, "examples", "multihost")
+        for i, node in enumerate(nodes, start=1):
+            with open(os.path.join(ex, f"Procfile.host{i}")) as f:
+                text = f.read()
+            for j, other in enumerate(nodes, start=1):  # the example's 10.0.0.j are this run's addresses
+                text = text.replace(f"10.0.0.{j} ", f"{plan.ip(other)} ").replace(f"10.0.0.{j}:", f"{plan.ip(other)}:")
+            text = text.replace(".brokerlab/", f"{tmp_path}/").replace("brokerlab agent",
+                                                                       f"{sys.executable} -m brokerlab_cli agent")
+            text = text.replace(" --data-dir", " --kernel-faults --data-dir")
+            (tmp_path / f"Procfile.host{i}").write_text(text)
+            env = {**os.environ, "PYTHONPATH": ROOT, "BROKERLAB_CONTROL_TOKEN": token}
+            procs.append(subprocess.Popen([*net.exec_argv(node), sys.executable, "-m", "honcho", "-f",
+                                           str(tmp_path / f"Procfile.host{i}"), "start"], cwd=ROOT, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+        bs = f"{plan.ip('coordinator')}:9100"
+        # From this host (not one of the cluster's): the token given, never a file of the cluster's.
+        ctl = ChaosController(bs, state_path=str(tmp_path / "state.json"), control_token=token)
+        try:
+            wait_until(lambda: len([b for b in (ctl.metadata() or ()).brokers if not b.fenced]) == 3
+                       if ctl.metadata() else False, 120, what="three brokers registered")
+            md = ctl.metadata()
+            # Bound to 0.0.0.0, registered with their advertised addresses.
+            assert sorted((b.host, b.port, b.agent) for b in md.brokers) == sorted(
+                (plan.ip(n), 9100, f"{plan.ip(n)}:9190") for n in nodes[1:])
+            assert md.controller_agent == f"{plan.ip('coordinator')}:9190"
+            ctl.discover()
+            assert ctl.network == "netns"
+            create(ctl, bs, "mh", {"min.insync.replicas": "2"})
+            with Producer({"bootstrap.servers": bs, "acks": "all"}) as p:
+                p.send("mh", b"one").get(60)
+            ctl.kill("broker-2")
+            assert {r["node"]: r["state"] for r in ctl.status()["nodes"]}["broker-2"] == "killed"
+            ctl.partition([["broker-1"], ["coordinator", "broker-3"]])
+            assert "ip saddr" in subprocess.run([*net.exec_argv("broker-1"), "nft", "list", "ruleset"],
+                                                capture_output=True, text=True, check=False).stdout
+            ctl.heal()
+            assert ctl.wait_healthy(90)
+            with Producer({"bootstrap.servers": bs, "acks": "all"}) as p:
+                p.send("mh", b"two").get(60)
+            assert sorted(read_all(bs, "mh", 2)) == [b"one", b"two"]
+        finally:
+            ctl.close()
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        net.remove()
+    assert netns.ours(net.prefix) == {"namespaces": [], "links": []}
