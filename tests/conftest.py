@@ -67,3 +67,25 @@ def _cmd(p):
         return p.cmdline()
     except psutil.Error:
         return []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_netns_leftovers():
+    """Issue 15: after the suite no namespace, veth, bridge or nftables rule made by brokerlab remains:
+    none named for this run's processes, none whose owner died, and no brokerlab table on this host."""
+    yield
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return  # nothing of the kind could have been made
+    from node import netns
+    mine = netns.ours(f"bl{os.getpid()}")
+    dead_ns, dead_links = netns.leftovers(netns.namespaces(), netns.links(),
+                                          lambda pid: os.path.exists(f"/proc/{pid}"))
+    host_table = ""
+    if shutil.which("nft"):
+        host_table = subprocess.run(["nft", "list", "table", "inet", "brokerlab"], capture_output=True,
+                                    text=True, check=False).stdout
+    left = mine["namespaces"] + mine["links"] + dead_ns + dead_links
+    assert not left and not host_table, f"brokerlab left network objects behind: {left} {host_table}"

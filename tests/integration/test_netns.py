@@ -200,6 +200,50 @@ def test_coordinator_cut_off_from_brokers_fences_them_its_writes_time_out_and_no
     assert sorted(read_all(bs, "cc", len(acked))) == sorted(acked)
 
 
+def _drops(c, node) -> set[str]:
+    """The source addresses `node`'s kernel drops whole (partitions)."""
+    return set(re.findall(r"ip saddr (\d+\.\d+\.\d+\.\d+) drop", nft_table(c, node)))
+
+
+def test_one_way_partition_loss_and_cut_clients_are_kernel_rules_healed_exactly(env):
+    import grpc
+    c, ctl = env
+    ip = c.plan.ip
+    # One-way: only traffic from broker-1 is cut; broker-1 itself drops nothing.
+    ctl.partition([["broker-1"], ["broker-2", "broker-3"]], one_way=True)
+    assert _drops(c, "broker-1") == set()
+    assert _drops(c, "broker-2") == _drops(c, "broker-3") == {ip("broker-1")}
+    # Loss on broker-3's links: a share of the packets from every other node, at broker-3 and at them.
+    ctl.loss(["broker-3:*"], 0.3)
+    assert nft_table(c, "broker-3").count("numgen random mod 10000 < 3000 drop") == 3
+    assert f"ip saddr {ip('broker-3')} numgen random" in nft_table(c, "coordinator")
+    # Healing one fault removes its rules only.
+    ctl.heal_network("partition")
+    assert _drops(c, "broker-2") == set() and "numgen" in nft_table(c, "broker-2")
+    ctl.heal_network("loss")
+    assert all(nft_table(c, n) == "" for n in c.node_names())
+    # Clients cut off from broker-2: its gRPC and Kafka ports drop this host's packets (clients hang),
+    # while the other nodes and its agent (a port not cut) still reach it.
+    create(ctl, c.bootstrap_servers, "cut", {"min.insync.replicas": "2"})
+    ctl.cut_clients(["broker-2"])
+    assert "tcp dport { 9092, 9100 } drop" in nft_table(c, "broker-2")
+    import socket
+    host = c.plan.ip("broker-2")
+    for port in (9100, 9092):  # silence: the SYN is dropped, no refusal comes back
+        with pytest.raises(TimeoutError):
+            socket.create_connection((host, port), timeout=1).close()
+    socket.create_connection((host, 9404), timeout=10).close()  # its metrics port is no client port
+    pool = ChannelPool("client:raw")
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            replica_log(pool, ctl.node("broker-2").address, "cut")
+        assert "fault:" not in (e.value.details() or "")  # no edge rule answered
+        assert {r["node"]: r["state"] for r in ctl.status()["nodes"]}["broker-2"] == "running"  # its agent
+        assert 2 in state(ctl, "cut").isr  # replication goes on
+    finally:
+        pool.close()
+
+
 # -- brokerlab up --netns: what it prints, and nothing left behind after SIGTERM or a crash ---------
 
 def _start_up(tmp_path, name):
