@@ -44,12 +44,17 @@ log = logging.getLogger(__name__)
 class LocalCluster:
     def __init__(self, brokers: int = 3, configs: dict | None = None, *, data_dir: str | None = None,
                  fast: bool = True, host: str = "127.0.0.1", keep_data: bool = False,
-                 startup_timeout_s: float = 60.0, security=None):
+                 startup_timeout_s: float = 60.0, security=None, network: str = "edge"):
         """brokers: how many brokers. configs: broker/topic defaults as Kafka's dotted keys (on top of
         FAST_CONFIGS when fast=True: failure detection in about a second instead of Kafka's defaults).
         data_dir: where node data and logs go (default: a new temporary dir, removed on stop unless
         keep_data). security: None (off), a protocol name ("SASL_SSL", "SSL", "SASL_PLAINTEXT") or a
-        node.security.settings.Security (users, ACLs, super users); see docs/security.md."""
+        node.security.settings.Security (users, ACLs, super users); see docs/security.md.
+        network: "edge", or "netns": every node in a network namespace of its own, network faults as
+        kernel rules (root or CAP_NET_ADMIN; docs/netns.md)."""
+        if network not in ("edge", "netns"):
+            raise ValueError(f"network must be edge or netns, got {network!r}")
+        self.network = network
         if not isinstance(brokers, int) or brokers < 1:
             raise ValueError(f"brokers must be an integer >= 1, got {brokers!r}")
         self.n_brokers = brokers
@@ -94,6 +99,9 @@ class LocalCluster:
         return self
 
     def _start_nodes(self) -> None:
+        if self.network == "netns":
+            self._start_netns()
+            return
         # Ports chosen up front let every node start at once: a broker need not wait for the
         # coordinator to report its port. A port taken meanwhile by someone else fails the start;
         # one retry with new ports covers that rare race.
@@ -132,6 +140,19 @@ class LocalCluster:
         self._chaos = ChaosController(self.bootstrap_servers,
                                       state_path=os.path.join(self.data_dir, "chaos-agents.json"),
                                       control_token=c.control_token, channel_credentials=c.channel_credentials())
+        self._chaos.nodes = {n: NodeInfo(n, a.address, a.agent_address) for n, a in c.agents.items()}
+
+    def _start_netns(self) -> None:
+        from node.netns_cluster import NetnsCluster
+        if self.security is not None:
+            raise ValueError("network netns does not take security settings yet")
+        c = NetnsCluster(self.data_dir, self.n_brokers, self.configs)
+        self._cluster = c
+        self._log_paths = {n: os.path.join(self.data_dir, "logs", f"{n}.log")
+                           for n in [COORDINATOR] + [f"broker-{i}" for i in range(1, self.n_brokers + 1)]}
+        c.start(self.startup_timeout_s)
+        self._chaos = ChaosController(c.bootstrap_servers, state_path=os.path.join(self.data_dir, "chaos-agents.json"),
+                                      control_token=c.control_token)
         self._chaos.nodes = {n: NodeInfo(n, a.address, a.agent_address) for n, a in c.agents.items()}
 
     def _start_reaper(self) -> None:
@@ -214,6 +235,11 @@ class LocalCluster:
         """The process id of every node process that is alive."""
         out = {}
         for n, a in self._c().agents.items():
+            if self.network == "netns":  # the node runs under its agent, in its namespace
+                st = a.status()
+                if st.state in ("running", "paused") and st.pid:
+                    out[n] = st.pid
+                continue
             p = a.proc
             if p is not None and p.poll() is None:
                 out[n] = p.pid
@@ -418,6 +444,9 @@ class LocalCluster:
 
 def _stop_all_at_once(c: Cluster, kill: bool) -> None:
     """Like Cluster.stop, but the nodes shut down side by side (a clean stop takes a second or so)."""
+    if hasattr(c, "plan"):  # a NetnsCluster: its agents stop their nodes, then its network goes
+        c.stop(graceful=not kill)
+        return
     def close(a: Agent) -> None:
         try:
             if kill:

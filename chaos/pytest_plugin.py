@@ -39,6 +39,9 @@ def pytest_addoption(parser):
                 help="a fresh brokerlab cluster for every test instead of one per session")
     g.addoption("--brokerlab-keep-logs", action="store_true",
                 help="keep the data dir and node logs of brokerlab clusters whose tests failed")
+    g.addoption("--brokerlab-network", choices=("edge", "netns"), default="edge",
+                help="netns: every node of the clusters in its own network namespace, network faults as "
+                     "kernel rules (root; docs/netns.md)")
     g.addoption("--brokerlab-log-lines", type=int, default=200, metavar="N",
                 help="lines of each node's log added to a failing test's report (default 200; 0: none)")
 
@@ -55,7 +58,8 @@ def _new_cluster(config, brokers: int | None = None, configs: dict | None = None
     n = brokers if brokers is not None else config.getoption("brokerlab_brokers")
     if n < 1:
         raise pytest.UsageError(f"--brokerlab-brokers must be >= 1, got {n}")
-    return LocalCluster(brokers=n, configs=configs, security=security).start()
+    return LocalCluster(brokers=n, configs=configs, security=security,
+                        network=config.getoption("brokerlab_network")).start()
 
 
 def _finish(config, cluster, failed: bool) -> None:

@@ -42,7 +42,36 @@ class NodeProcess:
     metrics_port: int | None
     log_path: str
     agent_log_path: str
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen | None = None  # the agent's process (its node is the agent's child)
+    stub: object = None  # () -> this agent's AgentStub, set by NetnsCluster
+
+    # node.agent.Agent's process control, through the agent's gRPC service (LocalCluster calls these)
+    def _call(self, method: str, timeout_s: float = 60.0) -> apb.AgentStatus:
+        st = getattr(self.stub(), method)(apb.AgentRequest(node=self.name), timeout=timeout_s)
+        if st.error:
+            raise RuntimeError(f"{method} {self.name}: {st.error}")
+        return st
+
+    def start(self) -> apb.AgentStatus:
+        return self._call("Start")
+
+    def kill(self) -> apb.AgentStatus:
+        return self._call("Kill")
+
+    def pause(self) -> apb.AgentStatus:
+        return self._call("Pause")
+
+    def resume(self) -> apb.AgentStatus:
+        return self._call("Resume")
+
+    def restart(self) -> apb.AgentStatus:
+        return self._call("Restart")
+
+    def stop(self) -> apb.AgentStatus:
+        return self._call("Stop")
+
+    def status(self) -> apb.AgentStatus:
+        return self.stub().Status(apb.AgentRequest(node=self.name), timeout=10)
 
     @property
     def address(self) -> str:
@@ -132,7 +161,8 @@ class NetnsCluster:
                 logs = os.path.join(self.data_dir, "logs")
                 self.agents[name] = NodeProcess(name, plan.ip(name), port, agent_port, kafka_port, metrics_port,
                                                 os.path.join(logs, f"{name}.log"),
-                                                os.path.join(logs, f"{name}-agent.log"))
+                                                os.path.join(logs, f"{name}-agent.log"),
+                                                stub=lambda n=name: self.agent_stub(n))
             for name in plan.nodes:
                 self._spawn(name)
             self._wait_agents(timeout_s)
@@ -196,9 +226,16 @@ class NetnsCluster:
             mpb.MetadataRequest(include_internal=True), timeout=timeout_s)
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
-        """Until every broker is registered and unfenced."""
+        """Until every broker that runs is registered and unfenced."""
         deadline = time.monotonic() + timeout_s
-        want = set(range(1, self.n_brokers + 1))
+        want = set()
+        for name in self.broker_names():
+            try:
+                running = self.agents[name].status().state == "running"
+            except grpc.RpcError:
+                running = True  # its agent will say; until then it counts
+            if running:
+                want.add(int(name.split("-")[1]))
         delay = 0.05
         while True:
             try:

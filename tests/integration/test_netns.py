@@ -408,3 +408,25 @@ def test_cluster_from_one_procfile_per_host_with_advertised_hosts_and_remote_age
                 os.killpg(p.pid, signal.SIGKILL)
         net.remove()
     assert netns.ours(net.prefix) == {"namespaces": [], "links": []}
+
+
+def test_local_cluster_with_netns():
+    from chaos import LocalCluster
+    with LocalCluster(brokers=3, network="netns") as lc:
+        assert lc.bootstrap_servers.startswith("10.") and lc.address("broker-2") != lc.address("broker-1")
+        lc.create_topic("lc", replication_factor=3, configs={"min.insync.replicas": "2"})
+        with Producer({"bootstrap.servers": lc.bootstrap_servers, "acks": "all"}) as p:
+            p.send("lc", b"before").get(60)
+        old = lc.leader("lc")
+        lc.partition([old])  # a kernel rule: cut off from every other node
+        assert lc.chaos.faults(old).rules[0].layer == "kernel"
+        new = lc.wait_for_leader("lc", not_on=old, timeout=60)
+        lc.kill(new)
+        assert lc.state(new) == "killed" and new not in lc.pids()
+        lc.restore(timeout_s=90)
+        lc.wait_for_isr("lc", 0, 3, timeout=90)
+        with Producer({"bootstrap.servers": lc.bootstrap_servers, "acks": "all"}) as p:
+            p.send("lc", b"after").get(60)
+        assert sorted(read_all(lc.bootstrap_servers, "lc", 2)) == [b"after", b"before"]
+        prefix = lc._cluster.network.prefix
+    assert netns.ours(prefix) == {"namespaces": [], "links": []}
