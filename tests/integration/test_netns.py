@@ -281,6 +281,20 @@ def test_up_netns_prints_addresses_and_leaves_nothing_after_a_crash_or_sigterm(t
     prefix1 = f"bl{first.pid}a-"
     assert re.search(r"bootstrap 10\.\d+\.\d+\.2:9100, kafka bootstrap 10\.\d+\.\d+\.2:9092", out1()), out1()
     assert "broker-1=10." in out1() and f"namespace {prefix1}broker-1" in out1()
+    # The chaos CLI from this host, the token read from the data dir: faults as kernel rules, said so.
+    bs = re.search(r"bootstrap (\S+), kafka", out1()).group(1)
+    cli = [sys.executable, "-m", "brokerlab_cli", "chaos"]
+    opts = ["--bootstrap-server", bs, "--data-dir", str(tmp_path / "first")]
+    from tests.helpers import ROOT
+    env = {**os.environ, "PYTHONPATH": ROOT, "BROKERLAB_CHAOS_STATE": str(tmp_path / "state.json")}
+    iso = subprocess.run([*cli, "isolate", "broker-1", *opts], capture_output=True, text=True, env=env, cwd=ROOT,
+                         timeout=120, check=False)
+    assert iso.returncode == 0, iso.stderr
+    st = subprocess.run([*cli, "status", *opts], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+                        check=False)
+    assert "drop coordinator -> broker-1 (kernel)" in st.stdout, st.stdout + st.stderr
+    assert "network: netns; fault layers: partition, isolate, loss, cut-clients: kernel; delay, jitter: edge (" \
+        in st.stdout, st.stdout
     made = netns.ours(prefix1)
     assert sorted(made["namespaces"]) == [f"{prefix1}broker-1", f"{prefix1}coordinator"]
     assert f"{prefix1}br" in made["links"]
