@@ -42,7 +42,8 @@ class MemberProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 -- lives with the process
         self.proc = subprocess.Popen([sys.executable, "-m", "chaos.workloads.member"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1, env=env)
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1, env=env,
+                                     start_new_session=True)  # Ctrl-C goes to the runner, which closes it
         self._replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, name=f"member-{self.proc.pid}-reader", daemon=True).start()
         self.assignment: list[str] = []  # as of the last poll answer

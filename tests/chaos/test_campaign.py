@@ -65,8 +65,8 @@ def _fake_outcome(run_dir: str, seed: int, valid, anomalies=(), interrupted=Fals
     with open(os.path.join(run_dir, "run.json"), "w") as fh:
         json.dump({"duration_s": duration_s}, fh)
     with open(os.path.join(run_dir, "history.jsonl"), "w") as fh:
-        for i in range(ops):  # completions inside the workload phase, and one final read after it
-            fh.write(json.dumps({"process": 0, "type": "ok", "f": "poll", "time": i}) + "\n")
+        # completions inside the workload phase, and one final read after it
+        fh.writelines(json.dumps({"process": 0, "type": "ok", "f": "poll", "time": i}) + "\n" for i in range(ops))
         fh.write(json.dumps({"process": 0, "type": "ok", "f": "poll", "time": int(duration_s * 2e9)}) + "\n")
     result = {"valid": valid, "anomaly_types": list(anomalies), "anomalies": {a: [{}] for a in anomalies}}
     return SimpleNamespace(result=result, seed=seed, run_dir=run_dir, behaved=valid is True,
@@ -81,8 +81,8 @@ def test_ctrl_c_stops_the_campaign_and_keeps_the_finished_runs(tmp_path):
         # the third run is interrupted: run_experiment heals and returns it marked
         return _fake_outcome(out_dir, seed, True, interrupted=len(calls) == 3)
 
-    folder, rows, runs, interrupted = run_campaign(["safe", "min-isr-2-leader-killed"], 2, out_dir=str(tmp_path),
-                                                   echo=lambda s: None, run=run)
+    _, rows, _, interrupted = run_campaign(["safe", "min-isr-2-leader-killed"], 2, out_dir=str(tmp_path),
+                                           echo=lambda s: None, run=run)
     assert interrupted
     assert calls == [("safe", 1), ("safe", 2), ("min-isr-2-leader-killed", 1)]  # nothing after the Ctrl-C
     assert [(r.experiment, r.runs, r.valid) for r in rows] == [("safe", 2, 2), ("min-isr-2-leader-killed", 0, 0)]
@@ -152,3 +152,38 @@ def test_chaos_run_clients_prints_experiment_by_library_and_rows_for_refusals(tm
     safe = next(x for x in rows if x[:2] == ["safe", "kafka-python"])
     assert safe[2:5] == ["valid", "valid", "OK"]
     assert r.exit_code == 1  # the experiments expecting anomalies got "valid" from the fake
+
+
+def test_sigint_during_the_second_run_keeps_the_first_and_leaves_no_process(tmp_path):
+    """A real Ctrl-C (SIGINT to the campaign's process group, as a terminal sends it)."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from tests.helpers import ROOT, wait_until
+    out = tmp_path / "camp"
+    proc = subprocess.Popen([sys.executable, "-m", "brokerlab_cli", "chaos", "campaign", "safe", "--seeds", "3",
+                             "--duration", "6", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        second = out / "safe" / "seed-2" / "history.jsonl"
+        wait_until(lambda: (out / "safe" / "seed-1" / "run.json").exists() and second.exists()
+                   and second.stat().st_size > 0, 180, what="the second run's workload under way")
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 130, output
+    assert "interrupted: 1 finished runs kept" in output, output
+    doc = json.loads((out / "campaign.json").read_text())
+    assert doc["state"].startswith("interrupted")
+    assert [(r["seed"], r["interrupted"]) for r in doc["runs"]] == [(1, False), (2, True)]
+    assert doc["rows"][0]["runs"] == 1
+    assert not (out / "safe" / "seed-3").exists()
+    wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in descendants), 30,
+               what="every process the campaign started to be gone")
