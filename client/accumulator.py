@@ -3,10 +3,17 @@
 No threads or clocks inside: the producer's driver passes `now_ms` and
 holds the lock. A batch is ready when it is full, when linger.ms has passed
 since it was opened, when a flush is asked for, when send() is blocked on
-buffer.memory, or when the producer closes. While a partition has a request
-in flight it is muted (one request in flight per partition), which keeps
-send order through retries: the broker handles requests concurrently, so two
-in flight for one partition could be appended in either order.
+buffer.memory, or when the producer closes.
+
+Batches in flight per partition are capped by `max_in_flight_per_partition`:
+1 for a plain producer, which keeps send order through retries (the broker
+handles requests concurrently, so two in flight could be appended in either
+order); up to max.in.flight.requests.per.connection (<= 5) for an idempotent
+one, as Kafka: the broker appends a partition's batches in sequence order and
+answers a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, the producer retries, and 5
+is the broker's duplicate window (the last 5 batches of a producer). A batch
+coming back for a retry is put in sequence order and goes out alone, once
+nothing else of its partition is in flight.
 
 Memory is accounted as Kafka's BufferPool does: each new batch reserves
 max(batch.size, its first record) of buffer.memory, returned when the batch
@@ -21,6 +28,9 @@ from client.common.errors import BufferExhaustedError
 from client.common.records import BatchBuilder
 from client.common.types import TopicPartition
 
+# The broker recognises a retry as a duplicate among a producer's last 5 batches of a partition
+# (node/producer_state.py MAX_BATCHES_PER_PRODUCER, Kafka's too).
+MAX_UNACKED_SEQUENCED = 5
 IDLE_MS = 1000  # nothing queued: send() wakes the sender, so this only bounds the sleep
 
 
@@ -69,6 +79,11 @@ class SequenceNumbers:
         self.next.clear()
 
 
+def _sequence_order(b: ProducerBatch) -> int:
+    # Unsequenced retries (a plain producer's, one at a time) keep their place: sort is stable.
+    return b.base_sequence
+
+
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     batch: ProducerBatch | None   # None: the buffer is full, the caller must wait
@@ -85,7 +100,9 @@ class RecordAccumulator:
         self.compression = compression
         self.delivery_timeout_ms = delivery_timeout_ms
         self.batches: dict[TopicPartition, deque[ProducerBatch]] = {}
-        self.muted: set[TopicPartition] = set()
+        self.max_in_flight_per_partition = 1   # batches (or one request of a plain producer's)
+        self.sequenced = False   # an idempotent producer's batches (sequence numbers, duplicate window)
+        self.in_flight: dict[TopicPartition, int] = {}   # batches sent and not yet answered
         self.used_bytes = 0
         self.incomplete: set[ProducerBatch] = set()  # appended, not yet completed or failed (flush waits)
         self.flushes_in_progress = 0
@@ -144,10 +161,15 @@ class RecordAccumulator:
     def ready(self, now_ms: int) -> tuple[list[TopicPartition], int]:
         """Partitions with a sendable batch, and ms until the next one may become ready."""
         out, next_ms = [], IDLE_MS
+        limit = self.max_in_flight_per_partition
+        in_flight = self.in_flight
         for tp, dq in self.batches.items():
-            if not dq or tp in self.muted:
+            if not dq:
                 continue
+            n = in_flight.get(tp, 0)
             b = dq[0]
+            if n >= limit or (n and b.attempts > 0):
+                continue
             if b.retry_after_ms > now_ms:
                 next_ms = min(next_ms, b.retry_after_ms - now_ms)
                 continue
@@ -161,30 +183,40 @@ class RecordAccumulator:
         return out, max(next_ms, 1)
 
     def drain(self, tp: TopicPartition, max_bytes: int) -> list[ProducerBatch]:
-        """Takes the sendable batches at the head of tp's deque (a retry goes alone) and mutes tp."""
+        """Takes the sendable batches at the head of tp's deque (a retry goes alone), as many as
+        the in-flight cap leaves room for, and counts them in flight."""
         dq = self.batches.get(tp)
         if not dq:
             return []
+        # Sequenced batches: never more unanswered than the broker's duplicate window, or a retry
+        # after a lost reply would be refused as out of order instead of answered as a duplicate.
+        room = MAX_UNACKED_SEQUENCED - self.in_flight.get(tp, 0) if self.sequenced else len(dq)
         out = [dq.popleft()]
         if out[0].attempts == 0:
             size = out[0].builder.estimated_size
-            while dq and dq[0].attempts == 0 and size + dq[0].builder.estimated_size <= max_bytes:
+            while dq and len(out) < room and dq[0].attempts == 0 \
+                    and size + dq[0].builder.estimated_size <= max_bytes:
                 b = dq.popleft()
                 size += b.builder.estimated_size
                 out.append(b)
-        self.muted.add(tp)
+        self.in_flight[tp] = self.in_flight.get(tp, 0) + len(out)
         return out
 
     def reenqueue(self, batches: list[ProducerBatch], retry_after_ms: int) -> None:
-        """Puts retried batches back at the head, in their order, and unmutes."""
+        """Puts batches back from flight for a retry: at the head, the retries in sequence order
+        (an idempotent producer's batches come back from several requests, in any order)."""
         if not batches:
             return
         tp = batches[0].tp
+        self.unmute(tp, len(batches))
         dq = self.batches.setdefault(tp, deque())
-        for b in reversed(batches):
+        for b in batches:
             b.retry_after_ms = retry_after_ms
-            dq.appendleft(b)
-        self.muted.discard(tp)
+        retries = list(batches)
+        while dq and dq[0].attempts > 0:
+            retries.append(dq.popleft())
+        retries.sort(key=_sequence_order)
+        dq.extendleft(reversed(retries))
 
     def complete(self, batch: ProducerBatch) -> None:
         """The batch is done (sent, failed or expired): its memory goes back to the pool."""
@@ -192,8 +224,13 @@ class RecordAccumulator:
         batch.reserved_bytes = 0
         self.incomplete.discard(batch)
 
-    def unmute(self, tp: TopicPartition) -> None:
-        self.muted.discard(tp)
+    def unmute(self, tp: TopicPartition, batches: int | None = None) -> None:
+        """`batches` of tp's in-flight batches were answered (None: all of them)."""
+        left = 0 if batches is None else self.in_flight.get(tp, 0) - batches
+        if left > 0:
+            self.in_flight[tp] = left
+        else:
+            self.in_flight.pop(tp, None)
 
     def expired(self, now_ms: int) -> list[ProducerBatch]:
         """Queued batches whose delivery.timeout.ms has passed; removed from the deques.

@@ -79,6 +79,13 @@ class Producer:
         self._closed = False
         self._rng = random.Random()
         self.idempotent = c.enable_idempotence
+        # Kafka's guarantee: with idempotence up to max.in.flight (<= 5) batches of a partition in
+        # flight, kept in order by their sequence numbers; without it one, kept in order by waiting.
+        # A transactional producer keeps one: its abort path (client/transactions.py) counts on at
+        # most one request per partition whose outcome is unknown.
+        self.accumulator.max_in_flight_per_partition = \
+            c.max_in_flight_requests_per_connection if self.idempotent and not c.transactional_id else 1
+        self.accumulator.sequenced = self.idempotent
         self.producer_id, self.producer_epoch = -1, -1
         self._sequences = SequenceNumbers()  # sender thread
         self._fatal: errors.KafkaError | None = None
@@ -513,8 +520,8 @@ class Producer:
             now = self.clock.monotonic_ms()
             if self.acks == 0:
                 with self._lock:
-                    for tp in {b.tp for b in batches}:
-                        self.accumulator.unmute(tp)
+                    for b in batches:
+                        self.accumulator.unmute(b.tp, 1)
                 continue
             self.metrics_.record_latency(now - sent_ms)
             try:
@@ -544,7 +551,7 @@ class Producer:
                         if offset >= 0:
                             offset += b.record_count
                     with self._lock:
-                        self.accumulator.unmute(tp)
+                        self.accumulator.unmute(tp, len(bs))
                 else:
                     self._retry_or_fail(bs, errors.for_code(p.error_code, p.error_message), now)
 
@@ -554,9 +561,13 @@ class Producer:
         if err.invalid_metadata or isinstance(err, errors.KafkaConnectionError):
             self._metadata_stale = True
         tp = batches[0].tp
-        # With one request in flight per partition an out-of-order sequence means the broker lost
-        # our state; retrying cannot fix it.
-        retriable = err.retriable and not isinstance(err, errors.OutOfOrderSequenceNumberError)
+        # An out-of-order sequence is retriable while an earlier batch of the partition is still
+        # unanswered or queued for its retry (several in flight: it reached the broker first, or
+        # failed); otherwise the broker lost our state and a retry cannot fix it.
+        if isinstance(err, errors.OutOfOrderSequenceNumberError):
+            retriable = self._earlier_batch_pending(batches)
+        else:
+            retriable = err.retriable
         if self.txn is not None and (self._aborting or batches[0].producer_epoch != self.producer_epoch):
             retriable = False   # its transaction is aborting or over: a resend would land in the next one
         keep, fail = [], []
@@ -571,6 +582,9 @@ class Producer:
                 fail.append((b, err))
         for b, e in fail:
             self._fail_batch(b, e)
+        if fail:
+            with self._lock:
+                self.accumulator.unmute(tp, len(fail))
         if keep:
             self.metrics_.record_retry(sum(b.record_count for b in keep))
             attempt = keep[0].attempts
@@ -579,11 +593,19 @@ class Producer:
             log.debug("retrying %d batch(es) for %s after %s (attempt %d)", len(keep), tp, err, attempt)
             with self._lock:
                 self.accumulator.reenqueue(keep, now + backoff)
-        else:
-            with self._lock:
-                self.accumulator.unmute(tp)
         if self.txn is not None and fail:
             self.txn.on_send_failed(err, fail[0][0].producer_epoch)
+
+    def _earlier_batch_pending(self, batches: list[ProducerBatch]) -> bool:
+        """Whether a batch of the same partition and producer epoch with a lower sequence than these
+        is still incomplete (in flight, or back in the queue for a retry)."""
+        first = min(b.base_sequence for b in batches)
+        if first < 0:
+            return False
+        tp, epoch, mine = batches[0].tp, batches[0].producer_epoch, set(batches)
+        with self._lock:
+            return any(o.tp == tp and o.producer_epoch == epoch and 0 <= o.base_sequence < first
+                       and o not in mine for o in self.accumulator.incomplete)
 
     def _refresh_metadata(self) -> None:
         try:

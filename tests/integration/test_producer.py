@@ -132,6 +132,53 @@ def test_leader_killed_during_idempotent_stream_no_duplicates_no_reordering_noth
     assert got == list(range(len(got))), "a gap: a record after a lost one"
 
 
+def _count_in_flight(p, tp):
+    """Wraps the accumulator's drain to record the most batches of tp in flight at once."""
+    seen = [0]
+    drain = p.accumulator.drain
+
+    def counting(t, max_bytes):
+        out = drain(t, max_bytes)
+        if t == tp and out:
+            # (a producer without per-partition counts keeps one request, muted, in flight)
+            seen[0] = max(seen[0], getattr(p.accumulator, "in_flight", {}).get(t, 1))
+        return out
+    p.accumulator.drain = counting
+    return seen
+
+
+def test_five_in_flight_with_idempotence_survive_lost_replies_and_a_leader_kill(cluster):
+    # Several batches of one partition in flight (max.in.flight 5), 20% of the replies lost and the
+    # leader killed mid-stream: retries come back as duplicates or out-of-order sequences, and the
+    # log still holds every record once, in send order, each future pointing at its own record.
+    bs = cluster.bootstrap_servers
+    create(bs, "inflight5")
+    old = leader_name(bs, "inflight5")
+    set_faults(cluster, old, apb.FaultRule(kind="drop-response", src="client:if5", dst=old, method="Produce",
+                                           probability=0.2))
+    n = 6000
+    futs = []
+    with Producer({"bootstrap.servers": bs, "client.id": "if5", "acks": "all", "enable.idempotence": True,
+                   "max.in.flight.requests.per.connection": 5, "linger.ms": 0, "batch.size": 400,
+                   "retry.backoff.ms": 20, "request.timeout.ms": 5000, "delivery.timeout.ms": 90000}) as p:
+        seen = _count_in_flight(p, ("inflight5", 0))
+        for i in range(n):
+            futs.append(p.send("inflight5", b"%d" % i, partition=0))
+            if i >= 300:
+                futs[i - 300].exception(90)   # a window of 300 records: a steady pipelined stream
+            if i == n // 3:
+                cluster.agents[old].kill()
+        p.flush(120)
+        metrics = p.metrics()
+    assert [i for i, f in enumerate(futs) if f.exception(0) is not None] == []
+    assert 2 <= seen[0] <= 5, f"batches of the partition in flight at once: {seen[0]}"
+    assert metrics["record-retry-total"] > 0, "no retry: the faults never reached the producer"
+    log_values, recs = values(bs, "inflight5")
+    assert log_values == [b"%d" % i for i in range(n)], "duplicates, reordering or gaps"
+    by_offset = {r.offset: r.value for r in recs}
+    assert all(by_offset[f.get(1).offset] == b"%d" % i for i, f in enumerate(futs))
+
+
 def test_batching_is_visible_in_metrics(shared_cluster):
     bs = shared_cluster.bootstrap_servers
     create(bs, "batching", partitions=3)

@@ -246,3 +246,74 @@ def test_sequences_wrap_at_int32_max_like_kafka():
 ])
 def test_record_size_estimate(key, value, headers, expected):
     assert record_size(key, value, headers) == expected
+
+
+# -- several batches in flight per partition (idempotent producer)
+
+
+def _filled(a, clock, n, tp=TP0):
+    """n batches queued for tp (each record fills one: batch_size is tiny), and a sequence counter."""
+    seqs = SequenceNumbers()
+    out = []
+    for i in range(n):
+        r = append(a, tp, clock, b"r%d" % i * 20)
+        out.append(r.batch)
+    return out, seqs
+
+
+def test_idempotent_cap_counts_batches_in_flight_per_partition():
+    clock = ManualClock()
+    a = acc(batch_size=64, linger_ms=0)
+    a.max_in_flight_per_partition, a.sequenced = 5, True
+    queued, _ = _filled(a, clock, 7)
+    first = a.drain(TP0, 3 * queued[0].builder.estimated_size)   # the request's byte budget takes 3
+    assert first == queued[:3] and a.in_flight[TP0] == 3
+    assert a.ready(clock.monotonic_ms())[0] == [TP0]
+    second = a.drain(TP0, 1 << 20)               # the cap leaves room for 2 more
+    assert second == queued[3:5] and a.in_flight[TP0] == 5
+    assert a.ready(clock.monotonic_ms())[0] == []     # 5 in flight: the 6th waits
+    a.unmute(TP0, 3)                             # the first request answered
+    assert a.ready(clock.monotonic_ms())[0] == [TP0] and a.drain(TP0, 1 << 20) == queued[5:]
+
+
+def test_plain_producer_keeps_one_request_per_partition():
+    clock = ManualClock()
+    a = acc(batch_size=64, linger_ms=0)
+    queued, _ = _filled(a, clock, 3)
+    assert a.drain(TP0, 1 << 20) == queued          # one request takes them all
+    append(a, TP0, clock, b"x" * 40)
+    assert a.ready(clock.monotonic_ms())[0] == []   # nothing more while it is in flight
+
+
+def test_retries_come_back_in_sequence_order_and_go_alone_once_nothing_is_in_flight():
+    clock = ManualClock()
+    a = acc(batch_size=64, linger_ms=0)
+    a.max_in_flight_per_partition, a.sequenced = 5, True
+    queued, seqs = _filled(a, clock, 5)
+    sent = [a.drain(TP0, 1)[0] for _ in range(4)]    # four requests of one batch each
+    for b in sent:
+        seqs.assign(b)
+        b.attempts = 1
+    # Answers arrive out of order: batch 2 fails (NOT_LEADER), then 3 and 1 (OUT_OF_ORDER_SEQUENCE).
+    a.reenqueue([sent[2]], retry_after_ms=0)
+    a.reenqueue([sent[3]], retry_after_ms=0)
+    a.reenqueue([sent[1]], retry_after_ms=0)
+    assert list(a.batches[TP0])[:4] == [sent[1], sent[2], sent[3], queued[4]]
+    assert a.in_flight[TP0] == 1 and a.ready(clock.monotonic_ms())[0] == []   # batch 0 still out
+    a.unmute(TP0, 1)
+    assert a.ready(clock.monotonic_ms())[0] == [TP0]
+    assert a.drain(TP0, 1 << 20) == [sent[1]]         # a retry goes alone
+    assert a.ready(clock.monotonic_ms())[0] == []     # and the next retry waits for it
+
+
+def test_a_sequenced_request_never_carries_more_than_the_duplicate_window():
+    # One request in flight (a transactional producer), but at most 5 of its batches: a retry after
+    # a lost reply must find every one of them among the broker's last 5 to be a duplicate.
+    clock = ManualClock()
+    a = acc(batch_size=64, linger_ms=0)
+    a.sequenced = True
+    queued, _ = _filled(a, clock, 8)
+    assert a.drain(TP0, 1 << 20) == queued[:5]
+    assert a.ready(clock.monotonic_ms())[0] == []
+    a.unmute(TP0, 5)
+    assert a.drain(TP0, 1 << 20) == queued[5:]
