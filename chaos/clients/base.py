@@ -56,6 +56,8 @@ class AdapterClient:
         self.transactional_id = transactional_id
         self.send_wait_s = self.delivery_timeout_s() + 2.0
         self.producer_broken = False  # an abort failed: a new transactional producer before the next txn
+        self.producer = None  # the library's producer; None until open() and after close()
+        self.consumer = None
 
     # -- primitives (per library) ---------------------------------------------
     def delivery_timeout_s(self) -> float:
@@ -107,6 +109,8 @@ class AdapterClient:
 
     # -- the workloads' ops -----------------------------------------------------
     def invoke(self, f: str, value: Any, extra: dict) -> Outcome:
+        if f != "crash" and self.producer is None:
+            self.open()  # a crash whose reopen failed: opened again here (an error is the op's info)
         if f == "send":
             return self.send(value)
         if f == "poll":
@@ -117,7 +121,10 @@ class AdapterClient:
             return self.txn(value, bool(extra.get("abort")))
         if f == "crash":
             self.close()
-            self.open()
+            try:
+                self.open()
+            except Exception:  # noqa: BLE001 -- the cluster may be down: the next op opens again
+                self.close()
             return Outcome("info", None, "crash")
         raise ValueError(f"the {self.LIBRARY} adapter has no op '{f}' here")
 
@@ -323,11 +330,16 @@ class EosAdapter:
                 return Outcome("info", value, self.classify(e)[0])
             return Outcome("ok", value)
         if f == "crash" and self.pipeline:
-            if self.subscribed:
+            if self.subscribed and self.producer is not None:
                 self.step([["poll"]], crash=True)
             self.close()
-            self.open()
+            try:
+                self.open()
+            except Exception:  # noqa: BLE001 -- the cluster may be down: the next op opens again
+                self.close()
             return Outcome("info", None, "crash")
+        if f != "crash" and self.producer is None:
+            self.open()
         if f == "committed":
             reader = self.new_consumer(self.group)
             try:

@@ -164,8 +164,16 @@ class LogClient(AdapterClient):
         return [(d.offset, d.error) if d.done else (None, TimeoutError("not settled in time")) for d in handles]
 
     def poll_records(self) -> dict:
+        # As Kafka's poll: return what is there at once, else wait up to poll_ms for the first message
+        # (consume(n, timeout) alone waits for n messages or the whole timeout).
+        msgs = self.consumer.consume(self.max_records, 0)
+        if not msgs:
+            first = self.consumer.poll(self.poll_ms / 1000.0)
+            msgs = [] if first is None else [first]
+            if msgs and self.max_records > 1:
+                msgs += self.consumer.consume(self.max_records - 1, 0)
         out: dict = {}
-        for m in self.consumer.consume(self.max_records, self.poll_ms / 1000.0):
+        for m in msgs:
             if m.error() is not None:
                 if m.error().fatal():
                     raise ck.KafkaException(m.error())

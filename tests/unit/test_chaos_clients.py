@@ -106,7 +106,8 @@ class FakeLibrary(AdapterClient):
         self.refuse: dict = {}
         self.results: dict = {}
         self.polls: list = []
-        self.consumer = None
+        self.producer = "producer"
+        self.open_error = None
         self.commit_error = None
         self.abort_error = None
         self.reopen_error = None
@@ -116,10 +117,14 @@ class FakeLibrary(AdapterClient):
         return 1.0
 
     def open(self):
+        self.calls.append("open")
+        if self.open_error:
+            raise self.open_error
+        self.producer = "producer"
         return self
 
     def close(self):
-        pass
+        self.producer = None
 
     def produce(self, topic, partition, value):
         v = int(value)
@@ -348,3 +353,13 @@ def test_eos_crash_leaves_the_transaction_open():
     out = c.invoke("crash", None, {})
     assert (out.type, out.error) == ("info", "crash")
     assert c.offsets_sent and "commit" not in c.calls and "abort" not in c.calls
+
+
+def test_a_crash_whose_reopen_fails_is_info_and_the_next_op_opens_again():
+    c = FakeLibrary()
+    c.open_error = Boom()
+    assert (c.invoke("crash", None, {}).type, c.producer) == ("info", None)
+    with pytest.raises(Boom):  # the runner records it info and replaces the client
+        c.invoke("send", [["send", "t/0", 1]], {})
+    c.open_error = None
+    assert c.invoke("send", [["send", "t/0", 2]], {}).type == "ok" and c.calls.count("open") == 3
