@@ -76,6 +76,9 @@ class TxnRecord:
     offsets: tuple = ()                   # ((group, topic, partition, offset, metadata), ...)
     txn_start_ms: int = -1
     last_update_ms: int = -1
+    # KIP-360: the epoch a client's own InitProducerId(producer_id, epoch) bumped from, so its retry
+    # (the answer was lost) gets the current epoch instead of PRODUCER_FENCED; -1 otherwise.
+    last_producer_epoch: int = -1
 
     def to_json(self) -> bytes:
         return json.dumps({
@@ -83,7 +86,8 @@ class TxnRecord:
             "producer_epoch": self.producer_epoch, "timeout_ms": self.timeout_ms, "state": self.state.value,
             "partitions": sorted([t, p] for t, p in self.partitions), "groups": sorted(self.groups),
             "offsets": [list(o) for o in self.offsets], "txn_start_ms": self.txn_start_ms,
-            "last_update_ms": self.last_update_ms}, separators=(",", ":")).encode()
+            "last_update_ms": self.last_update_ms, "last_producer_epoch": self.last_producer_epoch},
+            separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> TxnRecord:
@@ -91,7 +95,7 @@ class TxnRecord:
         return cls(d["transactional_id"], int(d["producer_id"]), int(d["producer_epoch"]), int(d["timeout_ms"]),
                    TxnState(d["state"]), frozenset((t, int(p)) for t, p in d["partitions"]),
                    frozenset(d["groups"]), tuple((g, t, int(p), int(o), m) for g, t, p, o, m in d["offsets"]),
-                   int(d["txn_start_ms"]), int(d["last_update_ms"]))
+                   int(d["txn_start_ms"]), int(d["last_update_ms"]), int(d.get("last_producer_epoch", -1)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +182,11 @@ class TransactionMetadata:
 
     # -- requests ----------------------------------------------------------
     def handle_init_producer_id(self, timeout_ms: int, max_timeout_ms: int, now_ms: int,
-                                new_producer_id: Callable[[], int]) -> Outcome:
+                                new_producer_id: Callable[[], int],
+                                expected: tuple[int, int] | None = None) -> Outcome:
+        """expected: KIP-360's (producer_id, producer_epoch) of a client bumping its own epoch (InitProducerId
+        v3+); it must be the current producer (Kafka's isValidProducerId / prepareIncrementProducerEpoch),
+        so a fenced zombie cannot take the id back from its successor."""
         c = self.current
         if not 0 < timeout_ms <= max_timeout_ms:
             return _fail(errors.InvalidTransactionTimeoutError,
@@ -187,6 +195,9 @@ class TransactionMetadata:
         if self.pending is not None or c.state in PREPARE_STATES:
             return _fail(errors.ConcurrentTransactionsError,
                          f"{c.transactional_id} is completing a transaction ({c.state.value}); retry")
+        if expected is not None and c.producer_epoch >= 0 and expected[0] != c.producer_id:
+            return _fail(errors.ProducerFencedError, f"{c.transactional_id}: producer {expected[0]} is not the "
+                                                     f"current producer {c.producer_id}")
         if c.state is S.ONGOING:
             # Fence: abort the open transaction under a bumped epoch; the caller retries.
             return Outcome(self._transit(S.PREPARE_ABORT, now_ms, producer_epoch=c.producer_epoch + 1),
@@ -195,9 +206,18 @@ class TransactionMetadata:
                                f"{c.producer_epoch} first; retry"))
         if c.state is S.DEAD or c.state is S.PREPARE_EPOCH_FENCE:
             return _fail(errors.ConcurrentTransactionsError, f"{c.transactional_id} is {c.state.value}; retry")
+        last = -1
+        if expected is not None and c.producer_epoch >= 0:
+            if expected[1] != c.producer_epoch:
+                if expected[1] == c.last_producer_epoch >= 0:
+                    return Outcome()  # a retry of a bump that was done: the current epoch
+                return _fail(errors.ProducerFencedError, f"{c.transactional_id}: epoch {expected[1]} is fenced "
+                                                         f"(current {c.producer_epoch})")
+            last = c.producer_epoch
         pid, epoch = self._bumped(new_producer_id)
         return Outcome(self._transit(S.EMPTY, now_ms, producer_id=pid, producer_epoch=epoch, timeout_ms=timeout_ms,
-                                     partitions=frozenset(), groups=frozenset(), offsets=(), txn_start_ms=-1))
+                                     partitions=frozenset(), groups=frozenset(), offsets=(), txn_start_ms=-1,
+                                     last_producer_epoch=last if pid == c.producer_id else -1))
 
     def _begin_or_extend(self, now_ms: int, partitions: Iterable = (), group: str | None = None) -> Outcome:
         c = self.current

@@ -184,7 +184,9 @@ class TxnCoordinator:
         return self._finish(meta, out), meta
 
     # -- requests ---------------------------------------------------------------
-    def init_producer_id(self, tid: str, timeout_ms: int) -> tuple[errors.KafkaError | None, int, int]:
+    def init_producer_id(self, tid: str, timeout_ms: int,
+                         expected: tuple[int, int] | None = None) -> tuple[errors.KafkaError | None, int, int]:
+        """expected: KIP-360's (producer_id, producer_epoch) of a client bumping its own epoch, or None."""
         if not tid:
             return None, self.ids.allocate(), 0
         if not self.loaded.is_set():
@@ -194,7 +196,7 @@ class TxnCoordinator:
             meta = self.txns.get(tid)
             if meta is None:
                 meta = self.txns[tid] = TransactionMetadata.new(tid, self.ids.allocate(), timeout_ms, now)
-            out = meta.handle_init_producer_id(timeout_ms, self.max_timeout_ms, now, self.ids.allocate)
+            out = meta.handle_init_producer_id(timeout_ms, self.max_timeout_ms, now, self.ids.allocate, expected)
             if out.transit is not None:
                 meta.begin(out.transit)
         err = self._finish(meta, out)

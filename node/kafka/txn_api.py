@@ -68,8 +68,11 @@ def _forward_init_producer_id(ctx, timeout_ms: int) -> tuple[E.KafkaError | None
 def handle_init_producer_id(ctx, header, request):
     tid = request.transactional_id
     timeout_ms = int(request.transaction_timeout // datetime.timedelta(milliseconds=1))
+    # v3+ (KIP-360): a producer bumping its own epoch names itself; -1 / -1 otherwise.
+    own = (getattr(request, "producer_id", -1), getattr(request, "producer_epoch", -1))
     if ctx.txn_coordinator is not None:
-        err, pid, epoch = ctx.txn_coordinator.init_producer_id(tid or "", timeout_ms)
+        err, pid, epoch = ctx.txn_coordinator.init_producer_id(tid or "", timeout_ms,
+                                                               own if tid and min(own) >= 0 else None)
     elif not tid:
         err, pid, epoch = _forward_init_producer_id(ctx, timeout_ms)
     else:

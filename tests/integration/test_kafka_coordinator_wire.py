@@ -108,3 +108,28 @@ def test_a_restarted_static_member_takes_its_place_back_and_fences_the_old_insta
         s = c.call(SYNC_GROUP, 3, {"group_id": group, "generation_id": generation, "member_id": r.member_id,
                                    "group_instance_id": "instance-1", "assignments": []})
         assert (s.error_code, s.assignment) == (0, b"partitions")
+
+
+def test_kip360_epoch_bumps_fence_a_zombie_and_tolerate_a_retry(shared_cluster):
+    tid = _name("kip360")
+
+    def init(version: int, own: tuple[int, int] | None):
+        pid, epoch = own if own is not None else (-1, -1)
+        with WireClient(shared_cluster.kafka_bootstrap_servers) as c:
+            return c.call(INIT_PRODUCER_ID, version, {
+                "transactional_id": tid, "transaction_timeout": datetime.timedelta(seconds=60),
+                "producer_id": pid, "producer_epoch": epoch})
+
+    zombie = init(4, None)
+    assert zombie.error_code == 0
+    pid = zombie.producer_id
+    successor = init(4, None)  # a new instance with the same transactional.id: epoch + 1
+    assert (successor.producer_id, successor.producer_epoch) == (pid, zombie.producer_epoch + 1)
+    # The zombie bumping its own epoch (KIP-360) is fenced, not handed the id over its successor.
+    assert init(4, (pid, zombie.producer_epoch)).error_code == E.ProducerFencedError.code
+    assert init(3, (pid, zombie.producer_epoch)).error_code == E.InvalidProducerEpochError.code  # before KIP-588
+    # The successor bumps its own epoch; a retry of that call (its answer lost) gets the same epoch.
+    bumped = init(4, (pid, successor.producer_epoch))
+    assert (bumped.error_code, bumped.producer_epoch) == (0, successor.producer_epoch + 1)
+    again = init(4, (pid, successor.producer_epoch))
+    assert (again.error_code, again.producer_epoch) == (0, bumped.producer_epoch)

@@ -69,8 +69,8 @@ class FakeTxns:
         self.error = error
         self.calls: list = []
 
-    def init_producer_id(self, tid, timeout_ms):
-        self.calls.append(("init", tid, timeout_ms))
+    def init_producer_id(self, tid, timeout_ms, expected=None):
+        self.calls.append(("init", tid, timeout_ms) + ((expected,) if expected else ()))
         return (self.error, -1, -1) if self.error else (None, 7, 3)
 
     def add_partitions(self, *args):
@@ -313,6 +313,13 @@ def test_init_producer_id_on_the_coordinator_and_transaction_requests():
     r = call(ctx, 22, 4, {"transactional_id": None, "transaction_timeout": ms(-1)})
     assert (r.error_code, r.producer_id, r.producer_epoch) == (0, 7, 3) and txns.calls[-1][1] == ""
     call(ctx, 22, 1, {"transactional_id": "tid", "transaction_timeout": ms(60000)})
+    assert txns.calls[-1] == ("init", "tid", 60000)
+    # KIP-360: v3+ names the producer bumping its own epoch; -1 / -1 is nobody
+    call(ctx, 22, 3, {"transactional_id": "tid", "transaction_timeout": ms(60000), "producer_id": 7,
+                      "producer_epoch": 3})
+    assert txns.calls[-1] == ("init", "tid", 60000, (7, 3))
+    call(ctx, 22, 4, {"transactional_id": "tid", "transaction_timeout": ms(60000), "producer_id": -1,
+                      "producer_epoch": -1})
     assert txns.calls[-1] == ("init", "tid", 60000)
     call(ctx, 24, 0, {"v3_and_below_transactional_id": "tid", "v3_and_below_producer_id": 7,
                       "v3_and_below_producer_epoch": 3,

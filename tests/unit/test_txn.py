@@ -160,6 +160,41 @@ def test_init_fences_an_open_transaction():
     assert out.error is None and meta.current.producer_epoch == 2 and meta.state is S.EMPTY
 
 
+def test_kip360_epoch_bump_by_the_current_producer_and_its_retry():
+    meta = ready()  # producer 7 epoch 0
+    apply(meta, meta.handle_add_partitions(7, 0, [("a", 0)], 1))
+    apply(meta, meta.handle_end_txn(7, 0, False, 2))
+    t = meta.on_markers_written(3)
+    meta.begin(t)
+    meta.complete(t)
+    out = apply(meta, meta.handle_init_producer_id(1000, MAX_TIMEOUT, 4, ids(), expected=(7, 0)))
+    assert out.error is None and (meta.current.producer_id, meta.current.producer_epoch) == (7, 1)
+    # The answer was lost and the client retries with the epoch it had: the current epoch, no second bump.
+    out = meta.handle_init_producer_id(1000, MAX_TIMEOUT, 5, ids(), expected=(7, 0))
+    assert out.error is None and out.transit is None and meta.current.producer_epoch == 1
+    # A plain InitProducerId (no expected id) still bumps, and forgets the retry epoch.
+    apply(meta, meta.handle_init_producer_id(1000, MAX_TIMEOUT, 6, ids()))
+    assert (meta.current.producer_epoch, meta.current.last_producer_epoch) == (2, -1)
+    assert TxnRecord.from_json(meta.current.to_json()) == meta.current
+
+
+@pytest.mark.parametrize("expected", [(7, 0), (8, 1)])
+def test_kip360_epoch_bump_from_a_fenced_producer_is_refused(expected):
+    """A zombie (epoch 0) bumping its own epoch after its successor's InitProducerId (epoch 1) is fenced,
+    not handed epoch 2 over its successor; so is another producer id."""
+    meta = ready()
+    apply(meta, meta.handle_init_producer_id(1000, MAX_TIMEOUT, 1, ids()))  # the successor: epoch 1
+    out = meta.handle_init_producer_id(1000, MAX_TIMEOUT, 2, ids(), expected=expected)
+    assert isinstance(out.error, errors.ProducerFencedError) and out.transit is None
+    assert meta.current.producer_epoch == 1
+
+
+def test_records_written_before_last_producer_epoch_existed_load():
+    raw = (b'{"transactional_id":"t","producer_id":7,"producer_epoch":3,"timeout_ms":1000,"state":"Empty",'
+           b'"partitions":[],"groups":[],"offsets":[],"txn_start_ms":-1,"last_update_ms":5}')
+    assert TxnRecord.from_json(raw).last_producer_epoch == -1
+
+
 def test_timeout_aborts_with_a_bumped_epoch():
     meta = ongoing(now=100)  # timeout 1000 ms
     assert meta.maybe_abort_timed_out(1100) is None
