@@ -22,6 +22,7 @@ from client.common.pb import group_pb2 as gpb
 from client.common.types import TopicPartition
 from node import group as G
 from node.kafka.codec import build
+from node.kafka.server import current_peer_host
 
 OFFSET_COMMIT, OFFSET_FETCH, JOIN_GROUP, HEARTBEAT = 8, 9, 11, 12
 LEAVE_GROUP, SYNC_GROUP, DESCRIBE_GROUPS, LIST_GROUPS, DELETE_GROUPS = 13, 14, 15, 16, 42
@@ -66,8 +67,9 @@ def handle_join_group(ctx, header, request):
         _instance(request))
     try:
         # KIP-394: from v4 a new member first gets its id with MEMBER_ID_REQUIRED and rejoins with it.
-        # The listener does not hand the peer address to handlers: DescribeGroups shows no client host.
-        res = _driver(ctx).join_group(r, "", require_known_member_id=version >= 4)
+        # The client host as Kafka prints it ("/127.0.0.1"), for DescribeGroups.
+        host = current_peer_host()
+        res = _driver(ctx).join_group(r, f"/{host}" if host else "", require_known_member_id=version >= 4)
     except E.KafkaError as e:
         return build(cls, {"error_code": e.code, "member_id": request.member_id})
     return build(cls, {

@@ -30,6 +30,14 @@ MAX_FRAME_BYTES = 100 * 1024 * 1024  # Kafka's socket.request.max.bytes
 MAX_CONNECTIONS = 1024
 BLACK_HOLE_MAX_S = 600  # a black-holed connection is closed after this even if the client stays
 _SIZE = struct.Struct(">i")
+# The peer of the connection this thread serves (one thread per connection): what JoinGroup records as
+# the member's client host, which DescribeGroups shows.
+_connection = threading.local()
+
+
+def current_peer_host() -> str:
+    """The client address of the connection the calling handler serves ("" outside one)."""
+    return getattr(_connection, "host", "")
 
 
 class _Closed(Exception):
@@ -91,6 +99,7 @@ class KafkaListener:
             threading.Thread(target=self._serve, args=(conn, peer), name=f"kafka-conn-{n}", daemon=True).start()
 
     def _serve(self, conn: socket.socket, peer) -> None:
+        _connection.host = peer[0]
         session = None
         try:
             if self.ssl_context is not None:

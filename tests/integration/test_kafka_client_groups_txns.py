@@ -109,7 +109,7 @@ def test_kafka_python_group_consume_and_commit(shared_cluster):
         try:  # DescribeGroups / ListGroups while the member is in the group
             d = admin.describe_groups([group])[group]
             assert d["group_state"] == "Stable" and d["protocol_type"] == "consumer", d
-            assert [m["client_id"] for m in d["members"]] == ["kp-consumer-1"], d
+            assert [(m["client_id"], m["client_host"]) for m in d["members"]] == [("kp-consumer-1", "/127.0.0.1")], d
             assert group in [g[0] if isinstance(g, tuple) else g["group_id"] for g in admin.list_groups()]
         finally:
             admin.close()
