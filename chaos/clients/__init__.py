@@ -76,6 +76,8 @@ def resolve_clients(section: dict | None, workload: str, library: str | None = N
         consumer, n2 = mod.translate("consumer", consumer)
         notes += n1 + n2
     check_support(mod, workload)
+    if hasattr(mod, "check_settings"):  # what the library itself would refuse at creation, said up front
+        mod.check_settings(workload, producer, consumer)
     return ClientSpec(chosen, mod.version(), producer, consumer, tuple(notes), mod)
 
 

@@ -12,6 +12,7 @@ import time
 
 import confluent_kafka as ck
 
+from chaos.clients import ClientUnsupported
 from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
 from chaos.workloads import key_tp, tp_key
 
@@ -38,6 +39,21 @@ def delivery_timeout_s(producer_props: dict) -> float:
 def translate(kind: str, props: dict) -> tuple[dict, list[str]]:
     notes = [f"confluent-kafka {kind}: {ADAPTER_KEYS[k]}" for k in props if k in ADAPTER_KEYS]
     return dict(props), notes
+
+
+TRANSACTIONAL_WORKLOADS = frozenset({"txn", "eos"})
+
+
+def check_settings(workload: str, producer: dict, consumer: dict) -> None:
+    """librdkafka refuses a transactional producer whose messages may outlive the transaction."""
+    delivery = producer.get("delivery.timeout.ms", producer.get("message.timeout.ms"))
+    if workload not in TRANSACTIONAL_WORKLOADS or delivery is None:
+        return  # left unset, librdkafka lowers it to transaction.timeout.ms itself
+    txn = producer.get("transaction.timeout.ms", 60000)
+    if int(delivery) > int(txn):
+        raise ClientUnsupported(
+            f"confluent-kafka (librdkafka) refuses a transactional producer whose delivery.timeout.ms ({delivery}) "
+            f"exceeds transaction.timeout.ms ({txn}); lower the one or raise the other")
 
 
 class _Delivery:

@@ -9,7 +9,7 @@ import pytest
 
 from chaos.clients import ClientUnsupported, kafka_bootstrap, resolve_clients
 from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
-from chaos.run import expectation_for
+from chaos.run import expectation_for, load_experiment
 
 # ------------------------------------------------------------------------------- choosing and translating
 
@@ -363,3 +363,14 @@ def test_a_crash_whose_reopen_fails_is_info_and_the_next_op_opens_again():
         c.invoke("send", [["send", "t/0", 1]], {})
     c.open_error = None
     assert c.invoke("send", [["send", "t/0", 2]], {}).type == "ok" and c.calls.count("open") == 3
+
+
+def test_confluent_refuses_up_front_what_librdkafka_refuses_at_creation():
+    with pytest.raises(ClientUnsupported, match=r"delivery.timeout.ms \(10000\) exceeds transaction.timeout.ms \(8000\)"):
+        resolve_clients({"producer": {"delivery.timeout.ms": 10000, "transaction.timeout.ms": 8000}}, "eos",
+                        "confluent-kafka")
+    resolve_clients({"producer": {"delivery.timeout.ms": 10000, "transaction.timeout.ms": 8000}}, "log",
+                    "confluent-kafka")  # not transactional: fine
+    for name in ("txn-aborts-coordinator-kills", "eos-worker-kills"):  # the named ones run under librdkafka
+        raw = load_experiment(name)["raw"]
+        resolve_clients(raw["clients"], raw["workload"]["name"], "confluent-kafka")
