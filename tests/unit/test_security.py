@@ -231,3 +231,50 @@ def test_an_acks_0_produce_to_a_denied_topic_closes_the_connection_as_kafka_does
     s.principal = ALICE
     req = prod9.ProduceRequest(transactional_id=None, acks=0, timeout=1000, topic_data=_produce("payments").topic_data)
     assert kafka_authz.check(g, s, 0, _header(0, 9), req).close
+
+
+def test_certs_create_makes_a_ca_signed_node_certificate_for_the_loopback_names(tmp_path):
+    import ipaddress
+    import ssl
+
+    from click.testing import CliRunner
+    from cryptography import x509
+
+    from node.security.cli import certs
+    r = CliRunner().invoke(certs, ["create", "--dir", str(tmp_path / "tls"), "--days", "30"])
+    assert r.exit_code == 0, r.output
+    d = tmp_path / "tls"
+    assert {p.name for p in d.iterdir()} == {"ca.pem", "ca.key", "node.pem", "client.pem", "client.key"}
+    assert (d / "ca.key").stat().st_mode & 0o077 == 0 and (d / "node.pem").stat().st_mode & 0o077 == 0
+    node = x509.load_pem_x509_certificate((d / "node.pem").read_bytes().split(b"-----END PRIVATE KEY-----\n")[1])
+    san = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("127.0.0.1") in san.get_values_for_type(x509.IPAddress)
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    # a TLS client trusting only ca.pem accepts the node's chain (Python's ssl does the verification)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(d / "node.pem")
+    client = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    import socket
+    import threading
+    srv = socket.create_server(("127.0.0.1", 0))
+    def serve():
+        conn, _ = srv.accept()
+        with server.wrap_socket(conn, server_side=True) as s:
+            s.sendall(b"ok")
+    t = threading.Thread(target=serve)
+    t.start()
+    with socket.create_connection(srv.getsockname()) as raw, client.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        assert s.recv(2) == b"ok"
+    t.join(5)
+    srv.close()
+    bad = CliRunner().invoke(certs, ["create", "--dir", str(tmp_path / "x"), "--days", "0"])
+    assert bad.exit_code != 0 and "--days" in bad.output
+
+
+def test_security_is_off_by_default_and_then_no_gate_exists():
+    from client.common.config import BrokerConfig
+    assert SecurityGate.for_config(BrokerConfig.from_props({})) is None
+    with pytest.raises(errors.ConfigError, match="ssl.keystore.location"):
+        BrokerConfig.from_props({"security.protocol": "SSL"})
+    g = SecurityGate.for_config(BrokerConfig.from_props({"security.protocol": "SASL_PLAINTEXT"}))
+    assert g.sasl and not g.tls and not g.authorizer
