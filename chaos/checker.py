@@ -263,6 +263,8 @@ class _Checker:
         commits = _Commits()
         committed_checks: list[tuple] = []
 
+        # A list is the caller's (run.py reads it again after the check): its ops stay as they are.
+        canon: dict | None = None if isinstance(self.history, list) else {}
         pos = -1
         for pos, op in enumerate(self.history):
             typ = op.get("type")
@@ -326,13 +328,40 @@ class _Checker:
                         if okr is not None:
                             okr.update([pair[1] for pair in pairs])
                         setdefault = log.setdefault
+                        if canon is None:
+                            for pair in pairs:
+                                off = pair[0]
+                                if off is not None:
+                                    v = pair[1]
+                                    cur = setdefault(off, v)
+                                    if cur != v:
+                                        conflicts.setdefault((k, off), {cur}).add(v)
+                            continue
+                        # Ops read from a file are the checker's own: each read (offset, value) is
+                        # replaced by one tuple shared by every read of it, as a value is read
+                        # several times (a pair list and two ints per read were half the memory).
+                        ck = canon.get(k)
+                        if ck is None:
+                            ck = canon[k] = {}
+                        cget = ck.get
+                        shared: list = []
+                        add_shared = shared.append
                         for pair in pairs:
                             off = pair[0]
+                            v = pair[1]
+                            c = cget(off)
+                            if c is None:
+                                c = (off, v)
+                                if off is not None:
+                                    ck[off] = c
+                            elif c[1] != v:
+                                c = (off, v)
+                            add_shared(c)
                             if off is not None:
-                                v = pair[1]
                                 cur = setdefault(off, v)
                                 if cur != v:
                                     conflicts.setdefault((k, off), {cur}).add(v)
+                        reads[k] = shared
                     if writes and f == "txn":
                         self._precommitted(idx, writes, reads)
             else:
