@@ -186,7 +186,12 @@ def ours(prefix: str = "bl") -> dict[str, list[str]]:
 
 
 def _alive(pid: int) -> bool:
-    return os.path.exists(f"/proc/{pid}")
+    """Running (a zombie, killed but not yet reaped by its parent, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def remove_namespace(ns: str) -> None:

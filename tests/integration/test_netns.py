@@ -315,6 +315,17 @@ def test_up_netns_prints_addresses_and_leaves_nothing_after_a_crash_or_sigterm(t
     assert netns.ours(prefix2) == {"namespaces": [], "links": []}
 
 
+def test_a_killed_process_not_yet_reaped_counts_as_gone():
+    # Removing a namespace waits for its processes to die; our own children stay zombies until waited
+    # for, which made every cluster stop wait out the full timeout per namespace.
+    p = subprocess.Popen(["sleep", "60"])
+    assert netns._alive(p.pid)
+    p.kill()
+    wait_until(lambda: not netns._alive(p.pid), 10, what="the killed child seen as gone before it is reaped")
+    assert os.path.exists(f"/proc/{p.pid}")  # still a zombie: only now reaped
+    p.wait(5)
+
+
 def test_reaper_removes_the_network_when_its_owner_dies():
     import signal
     owner = subprocess.Popen(["sleep", "60"])
