@@ -364,6 +364,7 @@ def _html(result, run, windows, plots, key_plots) -> str:
         client = run.get("client") or {"library": "brokerlab"}
         parts.append(f"<p>experiment <b>{esc(str(run.get('name')))}</b>, seed <b>{run.get('seed')}</b>, "
                      f"client library <b>{esc(str(client.get('library')))} {esc(str(client.get('version', '')))}</b>, "
+                     f"network <b>{esc(str(run.get('network', 'edge')))}</b>, "
                      f"{run.get('duration_s')} s of workload, {run.get('elapsed_s', 0):.0f} s end to end. "
                      f"Expected: <b>{esc(json.dumps(run.get('expect')))}</b>; got <b>{esc(str(run.get('verdict')))}"
                      f"</b> — {'as expected' if beh else 'NOT as expected'}.</p>")

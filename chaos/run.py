@@ -185,6 +185,7 @@ class RunOutcome:
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
     client: dict = field(default_factory=lambda: {"library": "brokerlab", "version": ""})
+    network: str = "edge"
 
     @property
     def verdict(self) -> str:
@@ -208,7 +209,9 @@ class RunOutcome:
 
     def replay_command(self) -> str:
         client = "" if self.client["library"] == "brokerlab" else f" --client {self.client['library']}"
-        return f"brokerlab chaos run {self.result.get('_experiment_path', self.name)} --seed {self.seed}{client}"
+        network = f" --network {self.network}" if self.network != "edge" else ""
+        return (f"brokerlab chaos run {self.result.get('_experiment_path', self.name)} --seed {self.seed}"
+                f"{client}{network}")
 
     def client_note(self) -> str:
         """Per library: ops, values acknowledged and read, wall time."""
@@ -351,7 +354,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     result["_experiment_path"] = exp["path"]
     client_info = {"library": cspec.library, "version": cspec.version}
     outcome = RunOutcome(name, seed, run_dir, result, exp["expect"],
-                         time.monotonic() - started, interrupted, notes, client_info)
+                         time.monotonic() - started, interrupted, notes, client_info, network)
     with open(os.path.join(run_dir, "results.json"), "w", encoding="utf-8") as fh:
         json.dump({**{k: v for k, v in result.items() if not k.startswith("_")}, "client": client_info}, fh,
                   indent=1, sort_keys=True, default=str)

@@ -17,9 +17,12 @@ def _run(name: str, seed: int, duration_s: float, tmp_path):
     out = run_experiment(exp, seed=seed, duration_s=duration_s, out_dir=str(tmp_path / name), progress=False,
                          network="netns")
     print(f"\n{name} (netns): {out.verdict}; run folder {out.run_dir}\nreplay: {out.replay_command()} "
-          f"--network netns --duration {duration_s:g}")
+          f"--duration {duration_s:g}")
     with open(os.path.join(out.run_dir, "run.json")) as fh:
         assert json.load(fh)["network"] == "netns"
+    assert out.replay_command().endswith("--network netns")
+    with open(os.path.join(out.run_dir, "report.html")) as fh:
+        assert "network <b>netns</b>" in fh.read()
     assert netns.ours(f"bl{os.getpid()}") == {"namespaces": [], "links": []}  # the run removed its network
     return out
 
