@@ -84,6 +84,9 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
             from node.security import kafka_authz
             if gate.sasl:
                 handlers.update(kafka_authz.sasl_handlers())
+            if gate.authorizer:
+                from node.security import kafka_acl_api
+                handlers.update(kafka_acl_api.HANDLERS)
             if gate.tls:
                 from node.security.tls import server_ssl_context
                 ssl_context = server_ssl_context(config)

@@ -345,6 +345,19 @@ def _describe_configs(gate, session, header, request):
     return Verdict(request=_replace(request, resources=tuple(ok)), merge=lambda resp: _add(resp, "results", entries))
 
 
+def _alter_acls(field_: str, per_entry: dict):
+    """CreateAcls / DeleteAcls: ALTER on the cluster, else CLUSTER_AUTHORIZATION_FAILED per entry."""
+    def rule(gate, session, header, request):
+        if gate.authorize(session, Op.ALTER, R.CLUSTER, CLUSTER_NAME):
+            return GO
+        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
+        out_field, extra = next(iter(per_entry.items()))
+        entries = [{"error_code": CLUSTER_DENIED, "error_message": "Authorization failed.", **extra}
+                   for _ in getattr(request, field_)]
+        return Verdict(response=_add(resp, out_field, entries))
+    return rule
+
+
 _RULES = {
     0: _topics_rule(Op.WRITE, "topic_data", "name", "partition_data", "index",
                     "responses", "name", "partition_responses", "index", "error_code", pre=_produce_pre),
@@ -373,6 +386,9 @@ _RULES = {
     26: _whole((TXN_DENIED, Op.WRITE, R.TRANSACTIONAL_ID, _txn_of)),
     28: _topics_rule(Op.READ, "topics", "name", "partitions", "partition_index",
                      "topics", "name", "partitions", "partition_index", "error_code", pre=_offset_commit_pre),
+    29: _whole((CLUSTER_DENIED, Op.DESCRIBE, R.CLUSTER, _cluster)),
+    30: _alter_acls("creations", {"results": {}}),
+    31: _alter_acls("filters", {"filter_results": {"matching_acls": []}}),
     32: _describe_configs,
     60: _whole((CLUSTER_DENIED, Op.DESCRIBE, R.CLUSTER, _cluster)),
 }

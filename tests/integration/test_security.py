@@ -290,3 +290,34 @@ def test_grpc_calls_honour_the_same_acls(cluster):
     assert {"orders", "payments", "shared-events"} <= listed and "admin-only" not in listed
     with Admin(cluster.client_config(*ADMIN)) as admin:  # a super user sees every topic
         assert "__consumer_offsets" in set(admin.list_topics(include_internal=True))
+
+
+def test_kafka_admin_clients_manage_the_same_acls(cluster):
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+    admin = AdminClient(cluster.kafka_client_config(*ADMIN))
+    binding = AclBinding(ResourceType.TOPIC, "ck-acl", ResourcePatternType.PREFIXED, "User:erin", "*",
+                         AclOperation.WRITE, AclPermissionType.ALLOW)
+    for f in admin.create_acls([binding]).values():
+        f.result(timeout=30)
+    with cluster.security_admin() as sa:  # the same ACL store brokerlab acls uses
+        assert any(b.entry.principal == "User:erin" and b.pattern.pattern_type == A.PatternType.PREFIXED
+                   for b in sa.describe_acls())
+    flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, "User:erin", None, AclOperation.ANY,
+                           AclPermissionType.ANY)
+    assert [b.name for b in admin.describe_acls(flt).result(timeout=30)] == ["ck-acl"]
+    deleted = [b for f in admin.delete_acls([flt]).values() for b in f.result(timeout=30)]
+    assert [b.name for b in deleted] == ["ck-acl"]
+    # alice may not alter the cluster's ACLs
+    alice = AdminClient(cluster.kafka_client_config(*ALICE))
+    with pytest.raises(KafkaException, match="CLUSTER_AUTHORIZATION_FAILED|Authorization failed"):
+        for f in alice.create_acls([binding]).values():
+            f.result(timeout=30)
