@@ -98,6 +98,19 @@ class Replica:
         self._written: tuple = (None, None)  # (hw, epochs) last put in a WriteBatch; owned by self.lock
         self.aborted_index = None  # node.txn.AbortedTxnIndex, built lazily by TxnBroker; owned by:
         self.aborted_index_lock = threading.Lock()
+        # Replica fetch sessions (node.fetch_session) to tell of every change; replaced whole, never
+        # mutated, so `Broker.wake` reads it without a lock.
+        self.listeners: tuple = ()
+        self._listeners_lock = threading.Lock()
+
+    def add_listener(self, session) -> None:
+        with self._listeners_lock:
+            if session not in self.listeners:
+                self.listeners = self.listeners + (session,)
+
+    def remove_listener(self, session) -> None:
+        with self._listeners_lock:
+            self.listeners = tuple(s for s in self.listeners if s is not session)
 
     def load(self) -> None:
         s, t, p = self.store, self.topic, self.partition
@@ -155,6 +168,10 @@ class Broker:
         self.replicas: dict[tuple[str, int], Replica] = {}
         self.replicas_lock = threading.Lock()
         self.data_cond = threading.Condition()  # long-poll fetches wait here; notified on append and HW moves
+        # Replicas whose HW or epochs may have moved since the last checkpoint: the periodic checkpoint
+        # visits only these, not every partition of the broker.
+        self._checkpoint_dirty: set = set()  # guarded by:
+        self._checkpoint_dirty_lock = threading.Lock()
         self.metadata: mpb.MetadataResponse = mpb.MetadataResponse()
         self.metadata_lock = threading.Lock()
         self.broker_epochs: dict[int, int] = {}  # node id -> registered broker epoch, from metadata
@@ -179,6 +196,10 @@ class Broker:
         if r is not None:
             with r.hw_cond:
                 r.hw_cond.notify_all()
+            with self._checkpoint_dirty_lock:
+                self._checkpoint_dirty.add(r)
+            for s in r.listeners:
+                s.on_change((r.topic, r.partition))
         with self.data_cond:
             self.data_cond.notify_all()
 
@@ -588,26 +609,54 @@ class Broker:
                     f"epoch {current_leader_epoch} vs leader's {m.leader_epoch}")
             return m.leader_epoch_cache.end_offset_for(leader_epoch, m.log_end_offset)
 
+    def _check_fetch_locked(self, r: Replica, current_leader_epoch: int, replica_id: int,
+                            replica_epoch: int) -> None:
+        """Caller holds r.lock: the fetcher's leader epoch, and for a follower its registration."""
+        m = r.model
+        if current_leader_epoch >= 0 and current_leader_epoch != m.leader_epoch:
+            if current_leader_epoch < m.leader_epoch:
+                raise errors.FencedLeaderEpochError(
+                    f"epoch {current_leader_epoch} is older than {m.leader_epoch}")
+            raise errors.UnknownLeaderEpochError(
+                f"epoch {current_leader_epoch} is newer than {m.leader_epoch}")
+        if replica_id >= 0:
+            err = m.check_replica_fetch(replica_id, replica_epoch, self.broker_epochs.get(replica_id))
+            if err is not None:
+                raise err
+
+    def on_replica_position(self, topic: str, partition: int, replica_id: int, replica_epoch: int,
+                            fetch_offset: int, current_leader_epoch: int) -> bool:
+        """A follower's stream reports its log end: checked as a replica fetch is, then applied at
+        once (the HW moves and acks=all waiters wake before the leader reads anything for it).
+        Returns whether the follower is in the committed ISR now."""
+        r = self.leader_replica(topic, partition)
+        with r.lock:
+            self._check_fetch_locked(r, current_leader_epoch, replica_id, replica_epoch)
+            m = r.model
+            if fetch_offset > m.log_end_offset or fetch_offset < m.log_start_offset:
+                raise errors.OffsetOutOfRangeError(
+                    f"offset {fetch_offset} is out of range [{m.log_start_offset}, {m.log_end_offset}] "
+                    f"for {topic}-{partition}")
+        self.on_follower_fetch(r, replica_id, fetch_offset)
+        return replica_id in r.model.isr
+
+    def replica_fetch_session(self, replica_id: int):
+        from node.fetch_session import ReplicaFetchSession
+        return ReplicaFetchSession(self, replica_id)
+
     def read_partition(self, topic: str, partition: int, offset: int, max_bytes: int, replica_id: int,
-                       isolation_level: int, current_leader_epoch: int, *, replica_epoch: int):
+                       isolation_level: int, current_leader_epoch: int, *, replica_epoch: int,
+                       report: bool = True):
         """Returns (records bytes, high_watermark, lso, log_start, leo, leader_epoch, aborted).
 
         `replica_id` >= 0 is a follower's fetch; `replica_epoch` is then its broker epoch, which
-        must be the one it is registered with (ignored for consumers, replica_id -1).
+        must be the one it is registered with (ignored for consumers, replica_id -1). `report`:
+        the fetch offset is the follower's log end (a stream applied it already: False).
         """
         r = self.leader_replica(topic, partition)
         with r.lock:
             m = r.model
-            if current_leader_epoch >= 0 and current_leader_epoch != m.leader_epoch:
-                if current_leader_epoch < m.leader_epoch:
-                    raise errors.FencedLeaderEpochError(
-                        f"epoch {current_leader_epoch} is older than {m.leader_epoch}")
-                raise errors.UnknownLeaderEpochError(
-                    f"epoch {current_leader_epoch} is newer than {m.leader_epoch}")
-            if replica_id >= 0:
-                err = m.check_replica_fetch(replica_id, replica_epoch, self.broker_epochs.get(replica_id))
-                if err is not None:
-                    raise err
+            self._check_fetch_locked(r, current_leader_epoch, replica_id, replica_epoch)
             hw, leo, log_start = m.high_watermark, m.log_end_offset, m.log_start_offset
             lso = self.last_stable_offset(r)
         if offset > leo or offset < log_start:
@@ -623,7 +672,7 @@ class Broker:
         aborted = self.aborted_transactions(r, offset, upto) if isolation_level == 1 else []
         if replica_id < 0:
             self.metrics.on_consumer_fetch(topic, len(data))
-        if replica_id >= 0:
+        if replica_id >= 0 and report:
             self.on_follower_fetch(r, replica_id, offset)
             with r.lock:
                 hw = r.model.high_watermark
@@ -823,18 +872,29 @@ class Broker:
 
     def _checkpoint_loop(self) -> None:
         while not self._stop.wait(1.0):
-            self._checkpoint_all()
+            with self._checkpoint_dirty_lock:
+                dirty, self._checkpoint_dirty = self._checkpoint_dirty, set()
+            self._checkpoint_all(dirty)
 
-    def _checkpoint_all(self) -> None:
+    def _checkpoint_all(self, replicas=None) -> None:
+        """Writes the HW and epoch checkpoints that moved, of `replicas` (default: every replica)."""
         puts = []
-        for r in list(self.replicas.values()):
+        done = []
+        for r in list(self.replicas.values()) if replicas is None else replicas:
+            if self.replicas.get((r.topic, r.partition)) is not r:
+                continue  # dropped: its checkpoints must not come back
             with r.lock:
                 puts.extend(r.changed_checkpoint_puts())
+            done.append(r)
         if puts:
             try:
                 self.store.write(puts)
-            except Exception:
-                pass
+            except Exception:  # noqa: BLE001 - a checkpoint that failed is written next time
+                for r in done:  # written next time
+                    with r.lock:
+                        r.forget_written()
+                with self._checkpoint_dirty_lock:
+                    self._checkpoint_dirty.update(done)
 
     def describe_log(self, topic: str, partition: int) -> dict:
         r = self.replicas.get((topic, partition))

@@ -1,11 +1,26 @@
 """gRPC servicers of the broker: decode, call the driver, encode. Kafka errors go in the body."""
 from __future__ import annotations
 
+import grpc
+
 from client.common import errors
 from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.broker import FetchPartition, PartitionProduce
+
+
+def _encode_fetched(resp, fetched) -> None:
+    for f in fetched:
+        out = resp.partitions.add(topic=f.topic, partition=f.partition, high_watermark=f.high_watermark,
+                                  last_stable_offset=f.last_stable_offset, log_start_offset=f.log_start_offset)
+        if f.error is not None:
+            out.MergeFrom(bpb.FetchPartitionResponse(**_error_fields(f.error)))
+            continue
+        out.records = f.records
+        out.log_end_offset, out.leader_epoch = f.log_end_offset, f.leader_epoch
+        for pid, first in f.aborted:
+            out.aborted_transactions.add(producer_id=pid, first_offset=first)
 
 
 def _error_fields(e: Exception) -> dict:
@@ -41,8 +56,6 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
     def _auto_create_at_controller(self, request):
         """Unknown topics to auto-create: the controller creates them (Coordinator.auto_create_topics) and
         answers; None when it cannot be reached (the caller gets this broker's view)."""
-        import grpc
-
         try:
             return mgrpc.MetadataStub(self.b.pool.get(self.b.coordinator_addr)).GetMetadata(request, timeout=5)
         except grpc.RpcError:
@@ -75,17 +88,25 @@ class BrokerServicer(bgrpc.BrokerServicer, mgrpc.MetadataServicer):
                                max_bytes=request.max_bytes, is_active=context.is_active,
                                replica_epoch=request.replica_epoch)
         resp = bpb.FetchResponse()
-        for f in fetched:
-            out = resp.partitions.add(topic=f.topic, partition=f.partition, high_watermark=f.high_watermark,
-                                      last_stable_offset=f.last_stable_offset, log_start_offset=f.log_start_offset)
-            if f.error is not None:
-                out.MergeFrom(bpb.FetchPartitionResponse(**_error_fields(f.error)))
-                continue
-            out.records = f.records
-            out.log_end_offset, out.leader_epoch = f.log_end_offset, f.leader_epoch
-            for pid, first in f.aborted:
-                out.aborted_transactions.add(producer_id=pid, first_offset=first)
+        _encode_fetched(resp, fetched)
         return resp
+
+    def ReplicaFetch(self, request_iterator, context):
+        """A follower's replica fetch stream: one answer per request, from one fetch session."""
+        session = None
+        try:
+            for req in request_iterator:
+                if session is None:
+                    session = self.b.replica_fetch_session(req.replica_id)
+                elif req.replica_id != session.replica_id:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"replica_id {req.replica_id} on a stream opened by {session.replica_id}")
+                resp = bpb.ReplicaFetchResponse()
+                _encode_fetched(resp, session.handle(req, context.is_active))
+                yield resp
+        finally:
+            if session is not None:
+                session.close()
 
     def ListOffsets(self, request, context):
         resp = bpb.ListOffsetsResponse()

@@ -192,7 +192,11 @@ class _ServerFaults(grpc.ServerInterceptor):
         handler = continuation(details)
         # Every call is wrapped, even with no rules now: a long poll accepted before a partition
         # must still lose its reply once the partition is in force.
-        if handler is None or handler.unary_unary is None or details.method.startswith("/brokerlab.Faults/"):
+        if handler is None or details.method.startswith("/brokerlab.Faults/"):
+            return handler
+        if handler.stream_stream is not None:
+            return self._stream(handler, _source(details), details.method)
+        if handler.unary_unary is None:
             return handler
         state = self.state
         src = _source(details)
@@ -216,6 +220,34 @@ class _ServerFaults(grpc.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
+
+    def _stream(self, handler, src: str, method: str):
+        """A long-lived stream (replica fetches) meets the rules per message, as a call per round
+        did: every request is decided when it arrives (refuse or loss ends the stream, the follower
+        reconnects; delay holds it), and every reply is checked before it leaves."""
+        state = self.state
+        inner = handler.stream_stream
+
+        def behaviour(request_iterator, context):
+            drop_reply = [False]
+
+            def requests():
+                for req in request_iterator:
+                    decision = state.decide(src, method)
+                    if decision.delay_ms:
+                        time.sleep(decision.delay_ms / 1000.0)
+                    if decision.action == "refuse":
+                        context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: {src} -> {state.name} dropped")
+                    drop_reply[0] = decision.action == "drop-response"
+                    yield req
+
+            for resp in inner(requests(), context):
+                if drop_reply[0] or state.reply_refused(src, method):
+                    context.abort(grpc.StatusCode.UNAVAILABLE, f"fault: reply {state.name} -> {src} dropped")
+                yield resp
+
+        return grpc.stream_stream_rpc_method_handler(behaviour, request_deserializer=handler.request_deserializer,
+                                                     response_serializer=handler.response_serializer)
 
 
 class FaultServicer(agrpc.FaultsServicer):

@@ -32,7 +32,8 @@ CHANNEL_OPTIONS = [
 ]
 
 
-class _SourceInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class _SourceInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                         grpc.StreamStreamClientInterceptor):
     def __init__(self, source: str, metadata=()):
         self._src = (("x-src", source),)
         self._extra = metadata if callable(metadata) else (lambda md=tuple(metadata): md)
@@ -45,6 +46,9 @@ class _SourceInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
 
     def intercept_unary_stream(self, continuation, details, request):
         return continuation(_Details(details, self._metadata(details)), request)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(_Details(details, self._metadata(details)), request_iterator)
 
 
 class _Details(grpc.ClientCallDetails):

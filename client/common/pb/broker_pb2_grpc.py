@@ -44,6 +44,11 @@ class BrokerStub:
                 request_serializer=broker__pb2.FetchRequest.SerializeToString,
                 response_deserializer=broker__pb2.FetchResponse.FromString,
                 _registered_method=True)
+        self.ReplicaFetch = channel.stream_stream(
+                '/brokerlab.Broker/ReplicaFetch',
+                request_serializer=broker__pb2.ReplicaFetchRequest.SerializeToString,
+                response_deserializer=broker__pb2.ReplicaFetchResponse.FromString,
+                _registered_method=True)
         self.ListOffsets = channel.unary_unary(
                 '/brokerlab.Broker/ListOffsets',
                 request_serializer=broker__pb2.ListOffsetsRequest.SerializeToString,
@@ -77,6 +82,13 @@ class BrokerServicer:
 
     def Fetch(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplicaFetch(self, request_iterator, context):
+        """Followers: one long-lived stream per leader broker, one answer per request, in lock step.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -118,6 +130,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Fetch,
                     request_deserializer=broker__pb2.FetchRequest.FromString,
                     response_serializer=broker__pb2.FetchResponse.SerializeToString,
+            ),
+            'ReplicaFetch': grpc.stream_stream_rpc_method_handler(
+                    servicer.ReplicaFetch,
+                    request_deserializer=broker__pb2.ReplicaFetchRequest.FromString,
+                    response_serializer=broker__pb2.ReplicaFetchResponse.SerializeToString,
             ),
             'ListOffsets': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOffsets,
@@ -194,6 +211,33 @@ class Broker:
             '/brokerlab.Broker/Fetch',
             broker__pb2.FetchRequest.SerializeToString,
             broker__pb2.FetchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaFetch(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/brokerlab.Broker/ReplicaFetch',
+            broker__pb2.ReplicaFetchRequest.SerializeToString,
+            broker__pb2.ReplicaFetchResponse.FromString,
             options,
             channel_credentials,
             insecure,
