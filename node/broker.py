@@ -92,6 +92,7 @@ class Replica:
         self.configs: dict[str, str] = {}
         self.store = store
         self.known = False  # metadata for it has arrived
+        self.applied: tuple | None = None  # the metadata last applied to it (Broker.apply_metadata's thread)
         # acks=all produces of this partition wait here: one append must not wake every waiter
         # of every partition on the broker.
         self.hw_cond = threading.Condition(threading.Lock())
@@ -172,6 +173,8 @@ class Broker:
         # visits only these, not every partition of the broker.
         self._checkpoint_dirty: set = set()  # guarded by:
         self._checkpoint_dirty_lock = threading.Lock()
+        self._isr_watch: set = set()  # leaders the ISR check visits (see maybe_shrink_isrs); guarded by:
+        self._isr_watch_lock = threading.Lock()
         self.metadata: mpb.MetadataResponse = mpb.MetadataResponse()
         self.metadata_lock = threading.Lock()
         self.broker_epochs: dict[int, int] = {}  # node id -> registered broker epoch, from metadata
@@ -198,6 +201,8 @@ class Broker:
                 r.hw_cond.notify_all()
             with self._checkpoint_dirty_lock:
                 self._checkpoint_dirty.add(r)
+            with self._isr_watch_lock:
+                self._isr_watch.add(r)
             for s in r.listeners:
                 s.on_change((r.topic, r.partition))
         with self.data_cond:
@@ -287,14 +292,22 @@ class Broker:
         for t in md.topics:
             if t.error_code:
                 continue
+            configs_pb = sorted(t.configs.items())
             for ps in t.partitions:
                 if self.broker_id not in ps.replicas:
                     continue
                 key = (t.name, ps.partition)
                 present.add(key)
+                # Work follows what changed: a partition whose state, configs and leader address are
+                # those last applied is skipped (every ISR change anywhere bumps the metadata epoch).
+                seen = (ps.SerializeToString(deterministic=True), configs_pb, self.broker_address(ps.leader))
+                r = self.replicas.get(key)
+                if r is not None and r.applied == seen:
+                    continue
                 r = self._replica(t.name, ps.partition, create=True)
                 r.configs = dict(t.configs)
                 self._apply_partition_state(r, ps, now)
+                r.applied = seen
         with self.replicas_lock:
             gone = [k for k in self.replicas if k not in present]
         topics_now = {t.name for t in md.topics}
@@ -730,14 +743,33 @@ class Broker:
         lag = self.config.replica_lag_time_max_ms
         period = max(lag / 2000.0, 0.05)
         while not self._stop.wait(period):
-            now = self.clock.monotonic_ms()
-            for r in list(self.replicas.values()):
-                with r.lock:
-                    if not r.model.is_leader:
-                        continue
-                    change = r.model.maybe_shrink_isr(now, lag)
-                if change is not None:
-                    self._alter_isr(r, change)
+            self.maybe_shrink_isrs(self.clock.monotonic_ms(), lag)
+
+    def maybe_shrink_isrs(self, now_ms: int, lag_ms: int) -> None:
+        """The ISR check visits only leaders where some ISR follower is behind the log end: one whose
+        followers all reached it cannot shrink (Kafka's isCaughtUp), and any append or role change
+        (`wake`) puts a partition back on the list."""
+        with self._isr_watch_lock:
+            watched, self._isr_watch = self._isr_watch, set()
+        keep = []
+        for r in watched:
+            if self.replicas.get((r.topic, r.partition)) is not r:
+                continue
+            with r.lock:
+                m = r.model
+                if not m.is_leader:
+                    continue
+                change = m.maybe_shrink_isr(now_ms, lag_ms)
+                if change is not None or m.partition_state.is_inflight or any(
+                        f != m.broker_id and (f not in m.followers
+                                              or m.followers[f].log_end_offset < m.log_end_offset)
+                        for f in m.isr):
+                    keep.append(r)
+            if change is not None:
+                self._alter_isr(r, change)
+        if keep:
+            with self._isr_watch_lock:
+                self._isr_watch.update(keep)
 
     def _alter_isr(self, r: Replica, change) -> None:
         """Sends one ISR proposal, with the leader and partition epochs it was made at.

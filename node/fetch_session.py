@@ -41,6 +41,9 @@ class ReplicaFetchSession:
         # as every fetch does in Kafka, so a refused expansion (e.g. while the follower was still
         # fenced) is proposed again although an idle, caught-up follower reports nothing new.
         self.out_of_isr: set[tuple[str, int]] = set()  # owned by the stream thread
+        # Partitions whose only news is a higher HW: that alone does not end the wait (it would double
+        # the rounds under load); it goes with the next answer, at the latest after max_wait_ms.
+        self.hw_only: set[tuple[str, int]] = set()  # owned by the stream thread
 
     def on_change(self, key: tuple[str, int]) -> None:
         with self.cond:
@@ -111,20 +114,33 @@ class ReplicaFetchSession:
             errors_out.clear()
             out.extend(self._news(req.replica_epoch, lim, {(f.topic, f.partition) for f in out}))
             if out or b._stop.is_set() or not is_active():
+                if out and self.hw_only:
+                    out.extend(self._news(req.replica_epoch, lim, {(f.topic, f.partition) for f in out},
+                                          self._take_hw_only()))
                 return out
             with self.cond:
                 while not self.dirty and not b._stop.is_set():
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        return []
+                        break
                     self.cond.wait(min(left, 1.0))
+            if deadline - time.monotonic() <= 0:
+                return self._news(req.replica_epoch, lim, set(), self._take_hw_only())
 
-    def _news(self, replica_epoch: int, lim, skip) -> list:
-        """Reads the dirty partitions that have something for the follower; the rest stay quiet."""
+    def _take_hw_only(self) -> dict:
+        keys, self.hw_only = self.hw_only, set()
+        return dict.fromkeys(keys)
+
+    def _news(self, replica_epoch: int, lim, skip, keys: dict | None = None) -> list:
+        """Reads the dirty partitions (or `keys`) that have something for the follower; the rest stay
+        quiet, and those with only a new HW wait in `hw_only` unless `keys` names them."""
         from node.broker import FetchedPartition
 
-        with self.cond:
-            dirty, self.dirty = self.dirty, {}
+        if keys is None:
+            with self.cond:
+                dirty, self.dirty = self.dirty, {}
+        else:
+            dirty = keys
         out = []
         total = 0
         for key in dirty:
@@ -140,8 +156,12 @@ class ReplicaFetchSession:
             if r is not None and r is self.b.replicas.get(key):
                 m = r.model  # a torn read only costs one read that finds nothing new
                 if (m.is_leader and m.leader_epoch == sp.current_leader_epoch
-                        and m.log_end_offset == sp.fetch_offset and m.high_watermark == sp.sent_hw):
-                    continue
+                        and m.log_end_offset == sp.fetch_offset):
+                    if m.high_watermark == sp.sent_hw:
+                        continue
+                    if keys is None and sp.sent_hw != -2:
+                        self.hw_only.add(key)
+                        continue
             res = FetchedPartition(key[0], key[1], aborted=[])
             try:
                 (res.records, res.high_watermark, res.last_stable_offset, res.log_start_offset,
