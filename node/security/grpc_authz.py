@@ -190,6 +190,8 @@ _RULES = {
 
 def authorized_handler(gate, principal: str, method: str, handler):
     """`handler` wrapped in the method's ACL check for `principal` (a client, not the cluster)."""
+    if handler is not None and handler.stream_stream is not None and method not in _RULES:
+        return _cluster_stream(gate, principal, method, handler)  # the replica fetch stream
     if handler is None or handler.unary_unary is None:
         return handler
     rule = _RULES.get(method)
@@ -210,3 +212,20 @@ def authorized_handler(gate, principal: str, method: str, handler):
 
     return grpc.unary_unary_rpc_method_handler(behavior, request_deserializer=handler.request_deserializer,
                                                response_serializer=handler.response_serializer)
+
+
+def _cluster_stream(gate, principal: str, method: str, handler):
+    """A stream of the cluster's own (ReplicaFetch): CLUSTER_ACTION on the cluster, checked when it opens."""
+    inner = handler.stream_stream
+
+    def behavior(request_iterator, context):
+        peer = context.peer() or ""
+        host = peer.split(":")[1] if peer.startswith("ipv4:") else peer
+        if not gate.authorize(Session(host, principal=principal), Op.CLUSTER_ACTION, R.CLUSTER, CLUSTER_NAME):
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"CLUSTER_AUTHORIZATION_FAILED: {method} is the cluster's own call; {principal} "
+                          f"needs CLUSTER_ACTION on the cluster")
+        yield from inner(request_iterator, context)
+
+    return grpc.stream_stream_rpc_method_handler(behavior, request_deserializer=handler.request_deserializer,
+                                                 response_serializer=handler.response_serializer)

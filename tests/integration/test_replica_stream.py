@@ -368,3 +368,32 @@ def test_streamed_replication_survives_a_leader_kill_and_a_follower_cut_off(clus
     assert not lost, f"acknowledged writes lost: {lost[:10]}"
     assert sorted(got) == list(range(len(got))), "gaps in offsets"
 
+
+
+def test_with_acls_on_only_the_cluster_action_opens_a_replica_fetch_stream():
+    """A client principal (ACLs on) may not open the replica stream without CLUSTER_ACTION."""
+    from node.security.grpc_authz import authorized_handler
+
+    class Gate:
+        def __init__(self, allow):
+            self.allow, self.asked = allow, []
+
+        def authorize(self, session, op, rtype, name):
+            self.asked.append((session.principal, op.name, rtype.name))
+            return self.allow
+
+    class Ctx(_Ctx):
+        def peer(self):
+            return "ipv4:127.0.0.1:5555"
+
+    for allow in (False, True):
+        gate, ctx = Gate(allow), Ctx()
+        h = authorized_handler(gate, "User:mallory", "/brokerlab.Broker/ReplicaFetch", _EchoHandler)
+        answers = h.stream_stream(iter(["m1"]), ctx)
+        if allow:
+            assert list(answers) == ["m1"]
+        else:
+            with pytest.raises(_Aborted):
+                next(answers)
+            assert ctx.code == grpc.StatusCode.PERMISSION_DENIED
+        assert gate.asked == [("User:mallory", "CLUSTER_ACTION", "CLUSTER")]
