@@ -455,3 +455,27 @@ def test_local_cluster_with_netns():
         assert sorted(read_all(lc.bootstrap_servers, "lc", 2)) == [b"after", b"before"]
         prefix = lc._cluster.network.prefix
     assert netns.ours(prefix) == {"namespaces": [], "links": []}
+
+
+def test_kafka_protocol_clients_hang_under_kernel_cut_and_resume_after_heal(env):
+    import confluent_kafka as ck
+    c, ctl = env
+    create(ctl, c.bootstrap_servers, "kc", {"min.insync.replicas": "2"})
+    leader = f"broker-{state(ctl, 'kc').leader}"
+    delivered, failed = [], []
+
+    def report(err, msg):
+        (failed if err is not None else delivered).append(err or msg.value())
+    p = ck.Producer({"bootstrap.servers": c.kafka_bootstrap_servers, "acks": "all", "message.timeout.ms": 4000,
+                     "socket.timeout.ms": 2000})
+    p.produce("kc", b"before", on_delivery=report)
+    assert p.flush(60) == 0 and delivered == [b"before"], failed
+    p.list_topics("kc", timeout=30)  # the client knows the leader's Kafka address now
+    ctl.cut_clients([leader])  # the Kafka port too: this host's packets to it dropped
+    p.produce("kc", b"during", on_delivery=report)
+    p.flush(30)
+    assert [e.code() for e in failed] == [ck.KafkaError._MSG_TIMED_OUT], failed
+    ctl.heal()
+    p.produce("kc", b"after", on_delivery=report)
+    assert p.flush(60) == 0 and delivered == [b"before", b"after"], failed
+    assert sorted(read_all(c.bootstrap_servers, "kc", 2)) == [b"after", b"before"]

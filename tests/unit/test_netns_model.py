@@ -137,3 +137,11 @@ def test_controller_makes_expressible_rules_kernel_rules_under_netns_only():
         ctl.close()
     with pytest.raises(ValueError, match="network must be one of"):
         ChaosController("x:1", control_token="t", network="tc")
+
+
+def test_experiments_say_where_network_faults_go():
+    from chaos.experiment import ExperimentError, parse_experiment
+    assert parse_experiment({"title": "t"}).network == "edge"
+    assert parse_experiment({"title": "t", "network": "netns"}).network == "netns"
+    with pytest.raises(ExperimentError, match="network: expected one of edge, netns, got 'tc'"):
+        parse_experiment({"title": "t", "network": "tc"})
