@@ -11,10 +11,44 @@ from client.common import errors
 DEFAULT_BOOTSTRAP = "127.0.0.1:9100"
 
 
+def _remember_command_config(ctx, param, value):
+    ctx.meta["brokerlab.command_config"] = value
+    return value
+
+
 def bootstrap_option(f):
+    """--bootstrap-server, and Kafka's --command-config: a properties file of client settings (a secured
+    cluster's security.protocol, ssl.ca.location, sasl.*; `brokerlab up --tls` writes one without the
+    SASL user as <data dir>/client-security.properties)."""
+    f = click.option("--command-config", type=click.Path(dir_okay=False, exists=True), default=None,
+                     envvar="BROKERLAB_COMMAND_CONFIG", expose_value=False, callback=_remember_command_config,
+                     help="Client properties file (security settings), as Kafka's tools take it "
+                          "(env BROKERLAB_COMMAND_CONFIG).")(f)
     return click.option("--bootstrap-server", "bootstrap", envvar="BROKERLAB_BOOTSTRAP",
                         default=DEFAULT_BOOTSTRAP, show_default=True,
                         help="host:port[,host:port] (env BROKERLAB_BOOTSTRAP)")(f)
+
+
+def read_properties(path: str) -> dict:
+    """A Java-style properties file: key=value lines, # comments."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith(("#", "!")) and "=" in line:
+                k, v = line.split("=", 1)
+                out[k.strip()] = v.strip()
+    return out
+
+
+def client_props(bootstrap: str) -> dict:
+    """bootstrap.servers plus the current command's --command-config settings."""
+    props = {"bootstrap.servers": _servers(bootstrap)}
+    ctx = click.get_current_context(silent=True)
+    path = ctx.meta.get("brokerlab.command_config") if ctx is not None else None
+    if path:
+        props.update(read_properties(path))
+    return props
 
 
 def parse_props(pairs, what: str) -> dict:
@@ -46,7 +80,7 @@ def topics() -> None:
 @click.option("--if-not-exists", is_flag=True)
 def topics_create(bootstrap, topic, partitions, replication_factor, configs, if_not_exists) -> None:
     from client.admin import Admin, NewTopic
-    with Admin({"bootstrap.servers": _servers(bootstrap)}) as admin:
+    with Admin(client_props(bootstrap)) as admin:
         try:
             admin.create_topics([NewTopic(topic, partitions, replication_factor,
                                           parse_props(configs, "--config"))])
@@ -61,7 +95,7 @@ def topics_create(bootstrap, topic, partitions, replication_factor, configs, if_
 @click.option("--exclude-internal", is_flag=True)
 def topics_list(bootstrap, exclude_internal) -> None:
     from client.admin import Admin
-    with Admin({"bootstrap.servers": _servers(bootstrap)}) as admin:
+    with Admin(client_props(bootstrap)) as admin:
         for name in admin.list_topics(include_internal=not exclude_internal):
             click.echo(name)
 
@@ -73,7 +107,7 @@ def topics_list(bootstrap, exclude_internal) -> None:
 @click.option("--unavailable-partitions", is_flag=True, help="Only partitions without a live leader.")
 def topics_describe(bootstrap, topic, under_replicated_partitions, unavailable_partitions) -> None:
     from client.admin import Admin
-    with Admin({"bootstrap.servers": _servers(bootstrap)}) as admin:
+    with Admin(client_props(bootstrap)) as admin:
         descs = admin.describe_topics([topic] if topic else None)
         live = {b.node_id for b in admin.describe_cluster().brokers if not b.fenced}
     for d in descs:
@@ -100,7 +134,7 @@ def topics_describe(bootstrap, topic, under_replicated_partitions, unavailable_p
 @click.option("--topic", required=True)
 def topics_delete(bootstrap, topic) -> None:
     from client.admin import Admin
-    with Admin({"bootstrap.servers": _servers(bootstrap)}) as admin:
+    with Admin(client_props(bootstrap)) as admin:
         admin.delete_topics([topic])
     click.echo(f"Deleted topic {topic}.")
 
@@ -118,7 +152,7 @@ def produce(bootstrap, topic, acks, properties, producer_props) -> None:
     props = parse_props(properties, "--property")
     parse_key = props.get("parse.key", "false").lower() == "true"
     sep = props.get("key.separator", "\t")
-    cfg = {"bootstrap.servers": _servers(bootstrap), "acks": acks, "linger.ms": 5,
+    cfg = {**client_props(bootstrap), "acks": acks, "linger.ms": 5,
            "enable.idempotence": acks in ("all", "-1")}
     cfg.update(parse_props(producer_props, "--producer-property"))
     failed = 0
@@ -181,7 +215,7 @@ def consume(bootstrap, topic, from_beginning, partition, offset, max_messages, t
     print_offset = props.get("print.offset", "false").lower() == "true"
     print_partition = props.get("print.partition", "false").lower() == "true"
     sep = props.get("key.separator", "\t")
-    cfg = {"bootstrap.servers": _servers(bootstrap), "enable.auto.commit": bool(group),
+    cfg = {**client_props(bootstrap), "enable.auto.commit": bool(group),
            "auto.offset.reset": "earliest" if from_beginning else "latest", "isolation.level": isolation_level}
     if group:
         cfg["group.id"] = group

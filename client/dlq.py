@@ -17,7 +17,7 @@ from typing import Any
 import click
 from tenacity import RetryError, Retrying, stop_after_attempt, wait_exponential
 
-from client.cli import _servers, bootstrap_option
+from client.cli import bootstrap_option, client_props
 from client.common.types import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,12 @@ def dlq_replay(bootstrap, topic, to_topic, group, max_records, timeout_ms) -> No
     """Sends each dead letter (key, value, original headers) back to its original topic."""
     from client import Consumer, Producer
 
-    props = {"bootstrap.servers": _servers(bootstrap), "auto.offset.reset": "earliest",
+    props = {**client_props(bootstrap), "auto.offset.reset": "earliest",
              "enable.auto.commit": False}
     if group:
         props["group.id"] = group
     sent = 0
-    with Consumer(props) as c, Producer({"bootstrap.servers": _servers(bootstrap), "acks": "all"}) as p:
+    with Consumer(props) as c, Producer({**client_props(bootstrap), "acks": "all"}) as p:
         tps = [TopicPartition(topic, n) for n in sorted(c.partitions_for_topic(topic))]
         if group:
             c.subscribe([topic])

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import click
 
-from client.cli import _servers, bootstrap_option
+from client.cli import bootstrap_option, client_props
 from client.common import errors
 from client.common.types import TopicPartition
 
@@ -107,7 +107,7 @@ def lag(log_end_offset: int | None, committed: int | None) -> int | None:
 
 def _admin(bootstrap):
     from client.admin import Admin
-    return Admin({"bootstrap.servers": _servers(bootstrap)})
+    return Admin(client_props(bootstrap))
 
 
 def _table(rows: list[list], header: list[str]) -> str:

@@ -5,15 +5,18 @@ import time
 
 import click
 
-from client.cli import _servers, bootstrap_option
+from client.cli import _servers, bootstrap_option, client_props
 from client.common import errors
 
 
 def _stub(bootstrap: str):
     from client.common.network import ChannelPool
     from client.common.pb import txn_pb2_grpc as tgrpc
+    from client.common.security import channel_credentials_from_config, sasl_metadata
     from client.metadata import Metadata
-    pool = ChannelPool("client:transactions-cli")
+    props = client_props(bootstrap)
+    pool = ChannelPool("client:transactions-cli", metadata=sasl_metadata(props),
+                       channel_credentials=channel_credentials_from_config(props))
     addr = Metadata(_servers(bootstrap), pool).controller_address()
     return addr, tgrpc.TxnCoordinatorStub(pool.get(addr))
 

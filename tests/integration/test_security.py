@@ -321,3 +321,22 @@ def test_kafka_admin_clients_manage_the_same_acls(cluster):
     with pytest.raises(KafkaException, match="CLUSTER_AUTHORIZATION_FAILED|Authorization failed"):
         for f in alice.create_acls([binding]).values():
             f.result(timeout=30)
+
+
+def test_console_tools_take_kafkas_command_config(cluster, tmp_path):
+    props = tmp_path / "alice.properties"
+    props.write_text("".join(f"{k}={v}\n" for k, v in cluster.client_config(*ALICE).items()
+                             if k != "bootstrap.servers"))
+    env = {**os.environ, "PYTHONPATH": ROOT}
+
+    def run(*args, input_text=None):
+        return subprocess.run([sys.executable, "-m", "brokerlab_cli", *args, "--bootstrap-server",
+                               cluster.bootstrap_servers], input=input_text, capture_output=True, text=True,
+                              timeout=60, env=env, cwd=ROOT, check=False)
+    r = run("topics", "list", "--command-config", str(props))
+    assert r.returncode == 0, r.stderr
+    assert "orders" in r.stdout.split() and "admin-only" not in r.stdout.split()  # describable topics only
+    r = run("produce", "--topic", "orders", "--command-config", str(props), input_text="from-the-cli\n")
+    assert r.returncode == 0, r.stderr
+    r = run("topics", "list")  # no credentials at a SASL_SSL cluster: refused, one clear line
+    assert r.returncode != 0 and "Error:" in r.stderr
