@@ -127,6 +127,10 @@ class Replica:
                                high_watermark=hw, leader_epoch_cache=cache)
         self.producers.rebuild(records.read_header(b) for b in s.iter_batches(t, p))
 
+    def mark_written(self, *, epochs) -> None:
+        """The epoch cache `epochs` went to disk with the batches that made it."""
+        self._written = (self._written[0], epochs)
+
     def forget_written(self) -> None:
         """A write carrying checkpoints failed: the next checkpoint writes them again."""
         self._written = (None, None)
@@ -836,20 +840,32 @@ class Broker:
                 fetched.append((h, raw))
                 end = h.last_offset + 1
             puts = [self.store.append_puts(r.topic, r.partition, h.base_offset, raw) for h, raw in fetched]
+            # One write per fetched answer: a new epoch entry goes in the same WriteBatch as its
+            # batches (the cache is not rebuilt from the log on restart); the HW, which load()
+            # clamps and the leader sends again, is left to the periodic checkpoint, as Kafka does.
+            latest = m.leader_epoch_cache.latest_epoch
+            epochs = None
+            if any(h.partition_leader_epoch >= 0 and h.partition_leader_epoch != latest for h, _ in fetched):
+                cache = LeaderEpochCache(m.leader_epoch_cache.entries)
+                for h, _ in fetched:
+                    if h.partition_leader_epoch >= 0:
+                        cache.assign(h.partition_leader_epoch, h.base_offset)
+                epochs = cache.to_json()
+                puts.append(self.store.meta_put(r.topic, r.partition, "epochs", epochs))
             if puts:
                 self.store.write(puts)
             for h, _ in fetched:
                 m.on_follower_append(h.base_offset, h.last_offset, h.partition_leader_epoch)
                 if h.producer_id >= 0:
                     r.producers.replay([h])
+            if epochs is not None:
+                r.mark_written(epochs=epochs)
+            hw_before = m.high_watermark
             m.update_high_watermark_from_leader(leader_hw)
-            checkpoints = r.changed_checkpoint_puts()
-            if checkpoints:
-                try:
-                    self.store.write(checkpoints)
-                except Exception:
-                    r.forget_written()
-                    raise
+            moved = m.high_watermark != hw_before
+        if moved:
+            with self._checkpoint_dirty_lock:
+                self._checkpoint_dirty.add(r)
 
     def truncate(self, r: Replica, offset: int, leader_epoch: int) -> bool:
         """Follower: drop the log from `offset` on, only while still following at `leader_epoch`.

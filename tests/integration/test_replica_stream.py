@@ -179,7 +179,8 @@ class _Link:
 
 
 def _pair(broker, partitions=1):
-    leader, follower = broker(1), broker(2)
+    # max wait 0: a round with nothing new answers at once (no test waits on the clock)
+    leader, follower = broker(1), broker(2, configs={"replica.fetch.wait.max.ms": 0})
     md = metadata(leader=1, leader_epoch=0, isr=[1, 2], replicas=[1, 2], broker_epochs={1: 11, 2: 12})
     for p in range(1, partitions):
         md.topics[0].partitions.add(partition=p, leader=1, leader_epoch=0, partition_epoch=0, replicas=[1, 2],
@@ -204,6 +205,30 @@ def test_acks_all_write_is_replicated_in_two_rounds_and_requests_name_only_chang
     assert leader.replicas[(TOPIC, 5)].model.high_watermark == res.last_offset + 1
     leader.wait_for_hw(TOPIC, 5, res.last_offset, 0, leader_epoch=res.leader_epoch)
     assert stored_values(follower, TOPIC, 5) == stored_values(leader, TOPIC, 5)
+
+
+def test_follower_append_is_one_write_with_its_new_epoch_entry(broker):
+    leader, follower, link = _pair(broker)
+    link.round()
+    leader.append_as_leader(TOPIC, 0, batch(2), acks=1)
+    writes = []
+    real_write = follower.store.write
+    follower.store.write = lambda puts, *a, **kw: writes.append([k for k, _ in puts]) or real_write(puts, *a, **kw)
+    link.round()
+    assert len(writes) == 1, f"one answer made {len(writes)} writes"
+    assert follower.store.get_meta(TOPIC, 0, "epochs") == [[0, 0]]  # went with the batches
+    assert len(stored_values(follower)) == 2
+    # Same epoch again: batches only; the HW the leader sent is left to the periodic checkpoint.
+    leader.append_as_leader(TOPIC, 0, batch(1), acks=1)
+    writes.clear()
+    link.round()
+    assert len(writes) == 1 and all(k.startswith(b"L") for k in writes[0])
+    r = follower.replicas[(TOPIC, 0)]
+    link.round()
+    assert r.model.high_watermark == 3
+    assert r in follower._checkpoint_dirty
+    follower._checkpoint_all({r})
+    assert follower.store.get_meta(TOPIC, 0, "hw") == 3
 
 
 def test_follower_reconnecting_after_a_lost_stream_resumes_from_its_log_end(broker):
