@@ -211,6 +211,31 @@ def plot_unseen(history, windows, path) -> None:
     plt.close(fig)
 
 
+def plot_reassignments(rows: list[dict], windows, path) -> None:
+    """Per partition of a SIGKILLed member: how long until another member owned it (dots; crosses at
+    the bound when it never was), each kill's bound as a short line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(11, 3.5))
+    _shade(ax, windows)
+    done = [(r["time_s"], r["reassigned_ms"]) for r in rows if r.get("reassigned_ms") is not None]
+    never = [(r["time_s"], r["bound_ms"]) for r in rows if r.get("reassigned_ms") is None]
+    if done:
+        ax.scatter(*zip(*done), color="tab:green", s=18, label="reassigned after (ms)", zorder=3)
+    if never:
+        ax.scatter(*zip(*never), color="tab:red", marker="x", s=30, label="not reassigned", zorder=3)
+    for t, bound in sorted({(r["time_s"], r["bound_ms"]) for r in rows}):
+        ax.hlines(bound, t - 0.4, t + 0.4, color="tab:gray", linestyles="dashed")
+    ax.set_xlabel("kill time (s)")
+    ax.set_ylabel("ms after the kill")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Partitions of killed members: owned and polled again by another member (bound dashed)")
+    if done or never:
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_key(history, windows, key: str, marks: dict[str, list[tuple[int, object, int | None]]], path) -> None:
     """Offsets of `key` against time: ok sends (dots), polls (vertical spans), anomalies (crosses)."""
     plt = _plt()
@@ -298,6 +323,9 @@ def write_report(run_dir: str) -> str:
     plot_latency(history, windows, os.path.join(plots_dir, "latency.png"))
     plot_throughput(history, windows, os.path.join(plots_dir, "throughput.png"))
     plot_unseen(history, windows, os.path.join(plots_dir, "unseen.png"))
+    rows = (result.get("stats", {}).get("group-members") or {}).get("reassignments")
+    if rows:
+        plot_reassignments(rows, windows, os.path.join(plots_dir, "reassignments.png"))
     key_plots = []
     for key, marks in list(_affected(result).items())[:MAX_KEY_PLOTS]:
         fn = "key-" + key.replace("/", "_") + ".png"
@@ -323,7 +351,10 @@ def _reassignment_view(stats: dict) -> list[str]:
              f"Slowest reassignment: {g.get('reassigned_ms_max')} ms; late: {g.get('not_reassigned', 0)}.</p>")
     head = ("<table><tr><th>kill at (s)</th><th>op</th><th>member</th><th>partition</th>"
             "<th>reassigned after (ms)</th><th>records after (ms)</th><th>bound (ms)</th><th></th></tr>")
-    out = [intro, head]
+    out = [intro]
+    if rows:
+        out.append("<img src='plots/reassignments.png' alt='reassignment after member kills' width='100%'>")
+    out.append(head)
     for r in rows:
         member = r.get("group_instance_id") or (r.get("member_id") or "")[-12:]
         kind = "static" if r.get("group_instance_id") else "dynamic"

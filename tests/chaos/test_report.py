@@ -71,3 +71,35 @@ def test_report_says_first_why_a_run_is_unknown_and_that_its_heal_failed(tmp_pat
         head = fh.read().split("<h2>", 1)[0]
     assert "UNKNOWN" in head and "Unknown because</b> only unseen" in head
     assert "caveat:</b> heal failed: broker-2 never confirmed" in head
+
+
+def test_the_group_members_report_shows_each_killed_members_partitions_reassignment(tmp_path):
+    from chaos.workloads.group_members import GroupMembersWorkload
+    run_dir = str(tmp_path)
+    ops = [(0, "invoke", "poll", [["poll"]], {}), (0, "ok", "poll", [["poll", {}]], {"assignment": ["t0/0", "t0/1"]}),
+           (0, "invoke", "crash", None, {}),
+           (0, "info", "crash", None, {"kill": "SIGKILL", "pid": 1, "member_id": "m-0", "group_instance_id": "g-w0-1",
+                                       "assignment": ["t0/0", "t0/1"]}),
+           (1, "invoke", "poll", [["poll"]], {}),
+           (1, "ok", "poll", [["poll", {"t0/0": [[0, 1]]}]], {"assignment": ["t0/0"]}),
+           (1, "invoke", "send", [["send", "t0/0", 2]], {}), (1, "ok", "send", [["send", "t0/0", [1, 2]]], {})]
+    with HistoryWriter(os.path.join(run_dir, "history.jsonl")) as w:
+        for i, (p, ty, f, v, extra) in enumerate(ops):
+            w.append({"time": i * 2_000_000_000, "process": p, "type": ty, "f": f, "value": v, **extra})
+    history = read_history(os.path.join(run_dir, "history.jsonl"))
+    result = check(history)
+    workload = GroupMembersWorkload({"group": "g", "rebalance_allowance_ms": 4000}, [("t0", 2)])
+    workload.set_clients({}, {"session.timeout.ms": 3000})
+    found, stats = workload.check(history)
+    result["stats"]["group-members"] = stats
+    with open(os.path.join(run_dir, "results.json"), "w") as fh:
+        json.dump(result, fh)
+    with open(write_report(run_dir), encoding="utf-8") as fh:
+        page = fh.read()
+    assert found["not-reassigned"][0]["key"] == "t0/1"  # t0/0 was owned again 4 s after the kill
+    assert "Partitions reassigned after member kills" in page and "g-w0-1 (static)" in page
+    rows = re.findall(r"<tr><td>6\.0</td><td>3</td><td>g-w0-1 \(static\)</td><td>(t0/\d)</td><td>([^<]*)</td>"
+                      r"<td>([^<]*)</td><td>7000</td><td>(\w+)</td></tr>", page)
+    assert rows == [("t0/0", "4000", "4000", "ok"), ("t0/1", "-", "-", "LATE")]
+    assert "plots/reassignments.png" in re.findall(r"<img src='([^']+)'", page)
+    assert os.path.getsize(os.path.join(run_dir, "plots", "reassignments.png")) > 1000
