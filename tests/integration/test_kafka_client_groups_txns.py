@@ -62,6 +62,17 @@ def _kp_produce(bs: str, topic: str, values: list[bytes]) -> None:
         p.close()
 
 
+def _kp_group_consumer(bs: str, topic: str, group: str, **config):
+    """A kafka-python group member subscribed once it has the topic's metadata. kafka-python 3.0.12
+    loses a join that completes while poll()'s timeout runs out if the join was forced by metadata
+    arriving after the first one (the member then never gets its assignment nor heartbeats), so the
+    first join must already see the topic's partitions."""
+    c = kafka.KafkaConsumer(bootstrap_servers=bs, group_id=group, **config)
+    wait_until(lambda: c.partitions_for_topic(topic), 30, what=f"kafka-python metadata of {topic}")
+    c.subscribe([topic])
+    return c
+
+
 def _kp_poll_until(consumer, want: int, what: str) -> list:
     got: list = []
 
@@ -97,8 +108,8 @@ def test_kafka_python_group_consume_and_commit(shared_cluster):
     first = [f"a{i}".encode() for i in range(20)]
     _kp_produce(bs, topic, first)
 
-    c = kafka.KafkaConsumer(topic, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
-                            enable_auto_commit=False, client_id="kp-consumer-1")
+    c = _kp_group_consumer(bs, topic, group, auto_offset_reset="earliest", enable_auto_commit=False,
+                           client_id="kp-consumer-1")
     try:
         got = _kp_poll_until(c, len(first), "kafka-python group consumer")
         assert _values(r.value for r in got) == _values(first)
@@ -118,8 +129,8 @@ def test_kafka_python_group_consume_and_commit(shared_cluster):
 
     second = [f"b{i}".encode() for i in range(10)]
     _kp_produce(bs, topic, second)
-    c2 = kafka.KafkaConsumer(topic, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
-                             enable_auto_commit=False, client_id="kp-consumer-2")
+    c2 = _kp_group_consumer(bs, topic, group, auto_offset_reset="earliest", enable_auto_commit=False,
+                            client_id="kp-consumer-2")
     try:  # a new member of the group resumes from the commit: only the new records
         got = _kp_poll_until(c2, len(second), "kafka-python consumer after the commit")
         assert _values(r.value for r in got) == _values(second)
@@ -161,8 +172,8 @@ def test_kafka_python_consume_transform_produce_moves_offsets_only_on_commit(sha
     _kp_create(bs, src)
     _kp_create(bs, dst)
     _kp_produce(bs, src, [b"v%d" % i for i in range(6)])
-    c = kafka.KafkaConsumer(src, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
-                            enable_auto_commit=False, isolation_level="read_committed")
+    c = _kp_group_consumer(bs, src, group, auto_offset_reset="earliest", enable_auto_commit=False,
+                           isolation_level="read_committed")
     p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=_name("kp-eos-tid"))
     try:
         got = _kp_poll_until(c, 6, "the source records")

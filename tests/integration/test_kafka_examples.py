@@ -40,8 +40,13 @@ def _committed_total(bootstrap: str, group: str) -> int:
 
 def test_patterns_document_producer_and_consumer_run_against_brokerlab_up(tmp_path):
     up_log = open(tmp_path / "up.log", "w")  # noqa: SIM115 - the subprocess writes it until the end
+    # Kafka's group.initial.rebalance.delay.ms (3 s; `up`'s fast settings make it 0): the example consumer's
+    # first join then sees the topic's partitions. Otherwise kafka-python 3.0.12 joins once without them,
+    # rejoins when its metadata arrives, and can lose that second join if it completes as poll(timeout_ms=100)
+    # runs out (the member never gets its assignment nor heartbeats).
     up = subprocess.Popen([sys.executable, "-m", "brokerlab_cli", "up", "--port", "0", "--kafka-port", "0",
-                           "--metrics-port", "0", "--data-dir", str(tmp_path / "cluster")], cwd=ROOT, stdout=up_log,
+                           "--metrics-port", "0", "--config", "group.initial.rebalance.delay.ms=3000",
+                           "--data-dir", str(tmp_path / "cluster")], cwd=ROOT, stdout=up_log,
                           stderr=subprocess.STDOUT, start_new_session=True)
     consumer = None
     try:

@@ -100,9 +100,13 @@ class PollingMember:
     members polled from one thread can block each other's rebalance); its assignment as last seen."""
 
     def __init__(self, bs: str, topic: str, group: str, client_id: str):
-        self.consumer = kafka.KafkaConsumer(topic, bootstrap_servers=bs, group_id=group, client_id=client_id,
+        self.consumer = kafka.KafkaConsumer(bootstrap_servers=bs, group_id=group, client_id=client_id,
                                             session_timeout_ms=6000, heartbeat_interval_ms=500,
                                             request_timeout_ms=7000, enable_auto_commit=False)
+        # The first join must see the topic's partitions: kafka-python 3.0.12 can lose a second join
+        # forced by late metadata (see test_kafka_client_groups_txns._kp_group_consumer).
+        wait_until(lambda: self.consumer.partitions_for_topic(topic), 30, what=f"metadata of {topic}")
+        self.consumer.subscribe([topic])
         self.owned: set[int] = set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"member-{client_id}", daemon=True)
