@@ -6,9 +6,14 @@
 #     document's two-argument call is a TypeError; 3.x defaults leader_epoch to -1 (no epoch check),
 #     so the record's leader epoch is passed, as kafka-python's own commits do.
 #
-#     brokerlab up &
+#     brokerlab up --config group.initial.rebalance.delay.ms=3000 &
 #     python examples/kafka_python/producer.py
 #     python examples/kafka_python/consumer.py      # Ctrl-C stops it
+#
+# The 3 s initial rebalance delay is Kafka's default (`up`'s fast settings make it 0). Without it this
+# consumer's first join can complete before its metadata has the topic; kafka-python 3.0.12 then rejoins
+# and may lose that join if it completes just as poll(timeout_ms=100) runs out (no assignment, no
+# heartbeats) -- a client bug, not the example's.
 from kafka import KafkaConsumer, TopicPartition, OffsetAndMetadata
 import json
 
