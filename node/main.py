@@ -83,7 +83,9 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
         if gate is not None:
             from node.security import kafka_authz
             if gate.sasl:
+                from node.security import kafka_scram_api
                 handlers.update(kafka_authz.sasl_handlers())
+                handlers.update(kafka_scram_api.HANDLERS)
             if gate.authorizer:
                 from node.security import kafka_acl_api
                 handlers.update(kafka_acl_api.HANDLERS)

@@ -4,6 +4,7 @@ iteration count (RFC 5802), never the password. PLAIN is checked against the sam
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -53,6 +54,17 @@ def make_credential(password: str, mechanism: str, iterations: int = DEFAULT_ITE
     salt_, stored, server, i = ScramMechanism(check_mechanism(mechanism)).make_auth_info(
         password, iteration_count=iterations, salt=salt)
     return ScramCredential(salt_, stored, server, i)
+
+
+def credential_from_salted_password(mechanism: str, salt: bytes, salted_password: bytes,
+                                    iterations: int) -> ScramCredential:
+    """What AlterUserScramCredentials sends (the client ran Hi(password, salt, i)): the stored keys."""
+    name = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[check_mechanism(mechanism)]
+    if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+        raise ValueError(f"iterations {iterations} outside Kafka's [{MIN_ITERATIONS}, {MAX_ITERATIONS}]")
+    client_key = hmac.new(salted_password, b"Client Key", name).digest()
+    server_key = hmac.new(salted_password, b"Server Key", name).digest()
+    return ScramCredential(salt, hashlib.new(name, client_key).digest(), server_key, iterations)
 
 
 def verify_password(cred: ScramCredential, mechanism: str, password: str) -> bool:

@@ -358,6 +358,15 @@ def _alter_acls(field_: str, per_entry: dict):
     return rule
 
 
+def _alter_scram(gate, session, header, request):
+    if gate.authorize(session, Op.ALTER, R.CLUSTER, CLUSTER_NAME):
+        return GO
+    resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
+    users = dict.fromkeys([*(d.name for d in request.deletions), *(u.name for u in request.upsertions)])
+    return Verdict(response=_add(resp, "results", [
+        {"user": u, "error_code": CLUSTER_DENIED, "error_message": "Authorization failed."} for u in users]))
+
+
 _RULES = {
     0: _topics_rule(Op.WRITE, "topic_data", "name", "partition_data", "index",
                     "responses", "name", "partition_responses", "index", "error_code", pre=_produce_pre),
@@ -387,6 +396,8 @@ _RULES = {
     28: _topics_rule(Op.READ, "topics", "name", "partitions", "partition_index",
                      "topics", "name", "partitions", "partition_index", "error_code", pre=_offset_commit_pre),
     29: _whole((CLUSTER_DENIED, Op.DESCRIBE, R.CLUSTER, _cluster)),
+    50: _whole((CLUSTER_DENIED, Op.DESCRIBE, R.CLUSTER, _cluster)),
+    51: _alter_scram,
     30: _alter_acls("creations", {"results": {}}),
     31: _alter_acls("filters", {"filter_results": {"matching_acls": []}}),
     32: _describe_configs,

@@ -340,3 +340,29 @@ def test_console_tools_take_kafkas_command_config(cluster, tmp_path):
     assert r.returncode == 0, r.stderr
     r = run("topics", "list")  # no credentials at a SASL_SSL cluster: refused, one clear line
     assert r.returncode != 0 and "Error:" in r.stderr
+
+
+def test_kafka_admin_clients_manage_scram_users(cluster):
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
+                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+    admin = AdminClient(cluster.kafka_client_config(*ADMIN))
+    up = UserScramCredentialUpsertion("frank", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                      b"frank-secret")
+    for f in admin.alter_user_scram_credentials([up]).values():
+        f.result(timeout=30)
+    described = admin.describe_user_scram_credentials(["frank"])["frank"].result(timeout=30)
+    assert [(i.mechanism, i.iterations) for i in described.scram_credential_infos] == \
+        [(ScramMechanism.SCRAM_SHA_512, 8192)]
+    # frank authenticates (the salted password the client sent became his StoredKey) and is then denied
+    errs, reports = [], []
+    p = Producer({**cluster.kafka_client_config("frank", "frank-secret"), "error_cb": errs.append})
+    p.produce("orders", b"f", on_delivery=lambda err, msg: reports.append(err))
+    p.flush(30)
+    assert reports and reports[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert not any(e.code() == KafkaError._AUTHENTICATION for e in errs)
+    gone = UserScramCredentialDeletion("frank", ScramMechanism.SCRAM_SHA_512)
+    for f in admin.alter_user_scram_credentials([gone]).values():
+        f.result(timeout=30)
+    with cluster.security_admin() as sa:
+        assert "frank" not in {u.user for u in sa.list_users()}

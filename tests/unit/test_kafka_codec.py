@@ -65,13 +65,19 @@ def test_request_round_trip_and_malformed_body():
     assert codec.peek_header(frame) == (3, 12, 9)
     header, body = codec.decode_request(frame, 3, 12)
     assert header.client_id == "app" and body.topics is None and body.allow_auto_topic_creation
-    with pytest.raises(codec.MalformedRequest, match="bytes left"):
-        codec.decode_request(frame + b"\0", 3, 12)
+    assert codec.decode_request(frame + b"\0", 3, 12)[1] == body  # trailing bytes are ignored, as Kafka does
     with pytest.raises(codec.MalformedRequest):
         codec.decode_request(frame[:-2], 3, 12)
     with pytest.raises(codec.MalformedRequest, match="too short"):
         codec.peek_header(b"\0\3")
     assert entity_reader(RequestHeader)(frame, 0)[0].correlation_id == 9
+
+
+def test_librdkafka_admin_metadata_v12_with_bytes_after_the_body_decodes():
+    # confluent-kafka 2.16's AdminClient.list_topics(), captured: a Kafka broker serves it
+    frame = bytes.fromhex("0003000c00000003000772646b61666b610000000000010000")
+    header, body = codec.decode_request(frame, 3, 12)
+    assert header.client_id == "rdkafka" and body.topics is None
 
 
 def test_api_names_are_kafkas():
