@@ -344,8 +344,13 @@ def test_console_tools_take_kafkas_command_config(cluster, tmp_path):
 
 def test_kafka_admin_clients_manage_scram_users(cluster):
     from confluent_kafka import KafkaError, Producer
-    from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
-                                       UserScramCredentialDeletion, UserScramCredentialUpsertion)
+    from confluent_kafka.admin import (
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
     admin = AdminClient(cluster.kafka_client_config(*ADMIN))
     up = UserScramCredentialUpsertion("frank", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
                                       b"frank-secret")
