@@ -278,3 +278,54 @@ def test_security_is_off_by_default_and_then_no_gate_exists():
         BrokerConfig.from_props({"security.protocol": "SSL"})
     g = SecurityGate.for_config(BrokerConfig.from_props({"security.protocol": "SASL_PLAINTEXT"}))
     assert g.sasl and not g.tls and not g.authorizer
+
+
+# -- the coordinator's driver: a change is answered once the watching brokers applied it -------------
+class _FakeStore:
+    def __init__(self):
+        self.data = {}
+
+    def get_json(self, key):
+        return self.data.get(key)
+
+    def put_json(self, key, value):
+        self.data[key] = value
+
+
+class _FakeCoordinator:
+    def __init__(self, store):
+        from types import SimpleNamespace
+        self.store = store
+        self.state = SimpleNamespace(brokers={1: SimpleNamespace(broker_id=1, fenced=False)})
+
+
+def test_a_security_change_returns_once_every_watching_broker_applied_it_and_survives_a_restart():
+    import threading
+
+    from node.security.service import SecurityManager
+    store = _FakeStore()
+    gate = SecurityGate("SASL_PLAINTEXT")
+    m = SecurityManager(_FakeCoordinator(store), gate)
+    assert m.watch(1, -1, 0).version == 0  # broker 1 watches (it has applied nothing yet)
+    m.watch(1, 0, 0)  # and applied version 0
+    cred = make_credential("alice-secret", "SCRAM-SHA-512")
+    persisted_before_answer = []
+    done = threading.Event()
+
+    def change():
+        m.mutate(lambda s: s.upsert_credential("alice", "SCRAM-SHA-512", cred))
+        persisted_before_answer.append("security" in store.data)
+        done.set()
+
+    t = threading.Thread(target=change)
+    t.start()
+    # the broker's long poll sees version 1 ...
+    resp = m.watch(1, 0, 5000)
+    assert resp.version == 1 and not done.is_set()
+    # ... and the change is answered only when it reports having applied it
+    m.watch(1, 1, 0)
+    t.join(10)
+    assert done.is_set() and persisted_before_answer == [True]
+    assert gate.check_password("alice", "alice-secret")  # the coordinator's own gate has it
+    again = SecurityManager(_FakeCoordinator(store), SecurityGate("SASL_PLAINTEXT"))  # a restart
+    assert again.gate.check_password("alice", "alice-secret") and again.state.version == 1
