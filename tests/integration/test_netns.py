@@ -244,6 +244,33 @@ def test_one_way_partition_loss_and_cut_clients_are_kernel_rules_healed_exactly(
         pool.close()
 
 
+def test_a_connection_into_a_kernel_partition_is_noticed_dead_and_replaced_after_the_heal(env):
+    # Dropped packets leave TCP connections established: without keepalive pings a channel keeps
+    # writing into one whose retransmissions back off to many seconds, long after the heal.
+    import grpc
+
+    from client.common.pb import metadata_pb2 as mpb
+    from client.common.pb import metadata_pb2_grpc as mgrpc
+    _, ctl = env
+    addr = ctl.node("broker-3").address
+    pool = ChannelPool("client:raw")
+    try:
+        stub = mgrpc.MetadataStub(pool.get(addr))
+        stub.GetMetadata(mpb.MetadataRequest(), timeout=30)
+        states = []
+        pool.get(addr)._raw.subscribe(states.append)
+        wait_until(lambda: states and states[-1] == grpc.ChannelConnectivity.READY, 10, what="a connected channel")
+        ctl.cut_clients(["broker-3"])
+        with pytest.raises(grpc.RpcError):  # in flight into the cut: its packets are retransmitted, unanswered
+            stub.GetMetadata(mpb.MetadataRequest(), timeout=1)
+        wait_until(lambda: states[-1] != grpc.ChannelConnectivity.READY, 30,
+                   what=f"the channel to notice its connection is dead (states {states})")
+        ctl.heal()
+        assert stub.GetMetadata(mpb.MetadataRequest(), timeout=30).brokers
+    finally:
+        pool.close()
+
+
 # -- brokerlab up --netns: what it prints, and nothing left behind after SIGTERM or a crash ---------
 
 def _start_up(tmp_path, name):
