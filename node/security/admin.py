@@ -39,7 +39,10 @@ class SecurityAdmin:
             last = None
             for addr in self.bootstrap:  # the Security service lives on the coordinator: ask Metadata where
                 try:
-                    md = mgrpc.MetadataStub(self.pool.get(addr)).GetMetadata(mpb.MetadataRequest(), timeout=5)
+                    # wait_for_ready: a (TLS) connection still being set up on a loaded machine is waited
+                    # for within the deadline instead of failing the first call as UNAVAILABLE
+                    md = mgrpc.MetadataStub(self.pool.get(addr)).GetMetadata(
+                        mpb.MetadataRequest(), timeout=self.timeout_s, wait_for_ready=True)
                     self._coordinator = md.controller or addr
                     break
                 except grpc.RpcError as e:
@@ -51,7 +54,7 @@ class SecurityAdmin:
 
     def _call(self, method: str, request):
         try:
-            resp = getattr(self._stub(), method)(request, timeout=self.timeout_s)
+            resp = getattr(self._stub(), method)(request, timeout=self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise errors.ClusterAuthorizationFailedError(e.details()) from None
