@@ -194,6 +194,27 @@ def chaos_clock(node: str, offset_ms: int, strobe_ms: int, period_ms: int, boots
                                                        if strobe_ms else ""))
 
 
+@chaos.command("revoke-user")
+@click.argument("user")
+@_BOOTSTRAP
+def chaos_revoke_user(user: str, bootstrap: str) -> None:
+    """USER's SASL authentication fails, and its connections close, until `chaos restore-user USER`
+    (its credential is kept). A secured cluster only (docs/security.md)."""
+    with _controller(bootstrap) as c:
+        c.revoke_user(user)
+    click.echo(f"{user} revoked")
+
+
+@chaos.command("restore-user")
+@click.argument("user")
+@_BOOTSTRAP
+def chaos_restore_user(user: str, bootstrap: str) -> None:
+    """USER authenticates again (undoes `chaos revoke-user`)."""
+    with _controller(bootstrap) as c:
+        c.revoke_user(user, False)
+    click.echo(f"{user} restored")
+
+
 @chaos.command("heal")
 @_BOOTSTRAP
 @click.option("--wait-s", type=click.FloatRange(0), default=0, show_default=True,

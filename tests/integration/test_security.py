@@ -371,3 +371,15 @@ def test_kafka_admin_clients_manage_scram_users(cluster):
         f.result(timeout=30)
     with cluster.security_admin() as sa:
         assert "frank" not in {u.user for u in sa.list_users()}
+
+
+def test_chaos_cli_revokes_and_restores_a_user(cluster):
+    r = _cli(cluster, "chaos", "revoke-user", "alice")
+    assert r.returncode == 0, r.stderr
+    assert "'alice' are SCRAM-SHA-256=iterations=4096, SCRAM-SHA-512=iterations=4096 (revoked by a fault)" in \
+        _cli(cluster, "users", "list").stdout
+    r = _cli(cluster, "chaos", "restore-user", "alice")
+    assert r.returncode == 0, r.stderr
+    assert "(revoked" not in _cli(cluster, "users", "list").stdout
+    bad = _cli(cluster, "chaos", "revoke-user", "nobody")
+    assert bad.returncode != 0 and "nobody" in bad.stderr
