@@ -198,8 +198,17 @@ class LogClient(AdapterClient):
         return out
 
     def assign_tps(self, tps: list[tuple[str, int]], seek_to_beginning: bool) -> None:
-        start = ck.OFFSET_BEGINNING if seek_to_beginning else ck.OFFSET_INVALID  # INVALID: auto.offset.reset
-        self.consumer.assign([ck.TopicPartition(t, p, start) for t, p in tps])
+        # Explicit start offsets, as Kafka's assign() has them: a partition that stays assigned keeps
+        # its position, a new one starts where auto.offset.reset (earliest) puts a consumer without a
+        # group. OFFSET_INVALID would have librdkafka ask the committed offsets of the reader group
+        # it makes us name (OffsetFetch); with quick re-assigns a late answer moved a partition back
+        # to 0 after its records had been returned (seen as nonmonotonic-poll; librdkafka issue 5345).
+        kept = {} if seek_to_beginning else {
+            (tp.topic, tp.partition): tp.offset for tp in self.consumer.position(self.consumer.assignment())
+            if tp.offset >= 0}
+        reset = str(self.consumer_props.get("auto.offset.reset", "earliest"))
+        new = ck.OFFSET_END if reset in ("latest", "largest", "end") else ck.OFFSET_BEGINNING
+        self.consumer.assign([ck.TopicPartition(t, p, kept.get((t, p), new)) for t, p in tps])
 
     def classify(self, e: BaseException) -> tuple[str, bool]:
         if isinstance(e, Refused):
