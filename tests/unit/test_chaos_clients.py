@@ -374,3 +374,35 @@ def test_confluent_refuses_up_front_what_librdkafka_refuses_at_creation():
     for name in ("txn-aborts-coordinator-kills", "eos-worker-kills"):  # the named ones run under librdkafka
         raw = load_experiment(name)["raw"]
         resolve_clients(raw["clients"], raw["workload"]["name"], "confluent-kafka")
+
+
+def test_confluent_assign_gives_explicit_offsets_so_librdkafka_never_asks_committed_ones():
+    """librdkafka's OFFSET_INVALID start asks the (reader) group's committed offsets; a late answer after
+    quick re-assigns moved a partition back within one assignment. Kafka's assign() semantics instead:
+    a kept partition keeps its position, a new one starts at the reset position."""
+    import confluent_kafka as ck
+
+    from chaos.clients import confluent
+
+    class Consumer:
+        got: list = []
+
+        def assignment(self):
+            return [ck.TopicPartition("t", 0), ck.TopicPartition("t", 1)]
+
+        def position(self, tps):
+            return [ck.TopicPartition("t", 0, 5), ck.TopicPartition("t", 1, ck.OFFSET_INVALID)]
+
+        def assign(self, tps):
+            self.got = [(tp.topic, tp.partition, tp.offset) for tp in tps]
+
+    c = confluent.LogClient("127.0.0.1:1", {}, {})  # constructing opens nothing
+    c.consumer = Consumer()
+    c.assign_tps([("t", 0), ("t", 1), ("t", 2)], False)
+    assert c.consumer.got == [("t", 0, 5), ("t", 1, ck.OFFSET_BEGINNING), ("t", 2, ck.OFFSET_BEGINNING)]
+    c.assign_tps([("t", 0)], True)
+    assert c.consumer.got == [("t", 0, ck.OFFSET_BEGINNING)]
+    c = confluent.LogClient("127.0.0.1:1", {}, {"auto.offset.reset": "latest"})
+    c.consumer = Consumer()
+    c.assign_tps([("t", 2)], False)
+    assert c.consumer.got == [("t", 2, ck.OFFSET_END)]
