@@ -57,9 +57,9 @@ class ReplicaFetchSession:
                 sp.replica.remove_listener(self)
         self.parts.clear()
 
-    def _listen(self, key, sp: _SessionPartition) -> None:
-        r = self.b.replicas.get(key)
-        if r is not sp.replica:  # first time, or the replica was dropped and made again
+    def _listen(self, key, sp: _SessionPartition, r=None) -> None:
+        r = self.b.replicas.get(key) if r is None else r
+        if r is not sp.replica:  # first time, or the replica was made (again) since
             if sp.replica is not None:
                 sp.replica.remove_listener(self)
             sp.replica = r
@@ -152,8 +152,12 @@ class ReplicaFetchSession:
                 with self.cond:
                     self.dirty[key] = None  # no room in this answer: the next one
                 continue
-            r = sp.replica
-            if r is not None and r is self.b.replicas.get(key):
+            r = self.b.replicas.get(key)
+            if r is not sp.replica:
+                # The replica appeared (or was made again) after the session first named it: listen
+                # before reading, or its appends would never wake this session.
+                self._listen(key, sp, r)
+            if r is not None:
                 m = r.model  # a torn read only costs one read that finds nothing new
                 if (m.is_leader and m.leader_epoch == sp.current_leader_epoch
                         and m.log_end_offset == sp.fetch_offset):

@@ -422,3 +422,25 @@ def test_with_acls_on_only_the_cluster_action_opens_a_replica_fetch_stream():
                 next(answers)
             assert ctx.code == grpc.StatusCode.PERMISSION_DENIED
         assert gate.asked == [("User:mallory", "CLUSTER_ACTION", "CLUSTER")]
+
+
+def test_a_replica_made_while_the_follower_first_asks_still_wakes_the_session(broker):
+    """The follower's first request can arrive while the leader is still applying the metadata that
+    creates the partition: the session must listen to the replica that exists when it reads."""
+    b = broker(1)
+    md = metadata(leader=1, leader_epoch=0, isr=[1, 2], replicas=[1, 2], broker_epochs={1: 11, 2: 12})
+    session = b.replica_fetch_session(2)
+    real = b.on_replica_position
+
+    def metadata_lands_meanwhile(*a, **kw):
+        b.apply_metadata(md)  # made between the session's first look and the position check
+        return real(*a, **kw)
+
+    b.on_replica_position = metadata_lands_meanwhile
+    first = _answer(session, _message(parts=[(0, 0, 0)]))
+    assert [p.error_code for p in first.partitions] == [0]
+    b.on_replica_position = real
+    b.append_as_leader(TOPIC, 0, batch(2), acks=-1)
+    out = _answer(session, _message())
+    assert [(p.partition, len(p.records) > 0) for p in out.partitions] == [(0, True)], \
+        "the session never heard of the append"
