@@ -7,8 +7,6 @@ import logging
 import os
 import socket
 import struct
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -180,11 +178,18 @@ def test_acls_a_group_alice_may_not_use_is_group_authorization_failed_and_prefix
         c.close()
 
 
+class _Run:
+    def __init__(self, r):
+        self.returncode, self.stdout, self.stderr = r.exit_code, r.stdout, r.stderr
+
+
 def _cli(cluster, *args, input_text=None):
-    env = {**os.environ, "PYTHONPATH": ROOT}
-    return subprocess.run([sys.executable, "-m", "brokerlab_cli", *args, "--bootstrap-server",
-                           cluster.bootstrap_servers, "--data-dir", cluster.data_dir], input=input_text,
-                          capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, check=False)
+    """`brokerlab ARGS --bootstrap-server ... --data-dir ...`, in this process (click's runner)."""
+    from click.testing import CliRunner
+
+    from brokerlab_cli import main
+    return _Run(CliRunner().invoke(main, [*args, "--bootstrap-server", cluster.bootstrap_servers, "--data-dir",
+                                          cluster.data_dir], input=input_text))
 
 
 def test_acls_cli_add_and_list_in_kafka_acls_layout(cluster):
@@ -327,12 +332,13 @@ def test_console_tools_take_kafkas_command_config(cluster, tmp_path):
     props = tmp_path / "alice.properties"
     props.write_text("".join(f"{k}={v}\n" for k, v in cluster.client_config(*ALICE).items()
                              if k != "bootstrap.servers"))
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    from click.testing import CliRunner
+
+    from brokerlab_cli import main
 
     def run(*args, input_text=None):
-        return subprocess.run([sys.executable, "-m", "brokerlab_cli", *args, "--bootstrap-server",
-                               cluster.bootstrap_servers], input=input_text, capture_output=True, text=True,
-                              timeout=60, env=env, cwd=ROOT, check=False)
+        return _Run(CliRunner().invoke(main, [*args, "--bootstrap-server", cluster.bootstrap_servers],
+                                       input=input_text))
     r = run("topics", "list", "--command-config", str(props))
     assert r.returncode == 0, r.stderr
     assert "orders" in r.stdout.split() and "admin-only" not in r.stdout.split()  # describable topics only
