@@ -117,3 +117,32 @@ def _leader_and_follower(c, topic):
     p = next(t for t in md.topics if t.name == topic).partitions[0]
     follower = next(r for r in p.replicas if r != p.leader)
     return f"broker-{p.leader}", f"broker-{follower}"
+
+
+def test_ssl_without_sasl_serves_kafka_clients_and_refuses_plaintext_grpc(tls_cluster):
+    from confluent_kafka import Consumer
+    from confluent_kafka import Producer as CkProducer
+
+    from client import Admin
+    from client.common import errors
+    c = tls_cluster
+    c.create_topic("ssl-only", partitions=1, replication_factor=2)
+    cfg = c.kafka_client_config()
+    assert cfg["security.protocol"] == "SSL" and cfg["ssl.ca.location"].endswith("ca.pem")
+    reports = []
+    p = CkProducer(cfg)
+    p.produce("ssl-only", b"over-tls", on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(30) == 0 and reports == [None]
+    cons = Consumer({**cfg, "group.id": "ssl-g", "auto.offset.reset": "earliest"})
+    try:
+        cons.subscribe(["ssl-only"])
+        got = []
+        wait_until(lambda: (got.append(cons.poll(0.5)) or any(m is not None and m.error() is None
+                                                              and m.value() == b"over-tls" for m in got)),
+                   30, what="the record read back over TLS")
+    finally:
+        cons.close()
+    # brokerlab's client without the CA at a TLS gRPC listener: no connection, a clear error
+    with Admin({"bootstrap.servers": c.bootstrap_servers, "request.timeout.ms": 3000,
+                "default.api.timeout.ms": 3000}) as admin, pytest.raises(errors.KafkaError, match="UNAVAILABLE"):
+        admin.list_topics()
