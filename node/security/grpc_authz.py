@@ -69,6 +69,13 @@ def _metadata(gate, s, request, resp_cls, call):
         del resp.topics[:]
         resp.topics.extend(keep)
         return resp
+    if request.allow_auto_topic_creation and not (
+            gate.authorize(s, Op.CREATE, R.CLUSTER, CLUSTER_NAME)
+            or all(gate.authorize(s, Op.CREATE, R.TOPIC, t) for t in request.topics)):
+        narrowed = type(request)()
+        narrowed.CopyFrom(request)
+        narrowed.allow_auto_topic_creation = False  # Kafka: auto-creation needs CREATE
+        request = narrowed
     denied = [t for t in request.topics if not may(t)]
     if not denied:
         return call(request)

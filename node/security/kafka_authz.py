@@ -204,6 +204,12 @@ def _metadata(gate, session, header, request):
         return Verdict(request=request, merge=lambda resp: _replace(
             resp, topics=tuple(t for t in resp.topics if may(t.name))))
     ok, denied = _split(request.topics, may, lambda t: t.name)
+    if getattr(request, "allow_auto_topic_creation", False) and not _may_create(gate, session, [t.name for t in ok]):
+        # Kafka auto-creates only for a principal with CREATE on the cluster or the topic; others get
+        # UNKNOWN_TOPIC_OR_PARTITION for a topic that does not exist
+        request = _replace(request, allow_auto_topic_creation=False)
+        if not denied:
+            return Verdict(request=request, merge=lambda resp: resp)
     if not denied:
         return GO
     entries = [{"name": t.name, "error_code": TOPIC_DENIED, "partitions": [], "is_internal": False}
@@ -214,6 +220,11 @@ def _metadata(gate, session, header, request):
             return Verdict(response=_add(resp, "topics", entries))
         return Verdict(request=_replace(request, topics=()), merge=lambda resp: _add(resp, "topics", entries))
     return Verdict(request=_replace(request, topics=tuple(ok)), merge=lambda resp: _add(resp, "topics", entries))
+
+
+def _may_create(gate, session, topics) -> bool:
+    return (gate.authorize(session, Op.CREATE, R.CLUSTER, CLUSTER_NAME)
+            or all(gate.authorize(session, Op.CREATE, R.TOPIC, t) for t in topics))
 
 
 def _find_coordinator(gate, session, header, request):

@@ -329,3 +329,20 @@ def test_a_security_change_returns_once_every_watching_broker_applied_it_and_sur
     assert gate.check_password("alice", "alice-secret")  # the coordinator's own gate has it
     again = SecurityManager(_FakeCoordinator(store), SecurityGate("SASL_PLAINTEXT"))  # a restart
     assert again.gate.check_password("alice", "alice-secret") and again.state.version == 1
+
+
+def test_metadata_auto_creates_only_for_a_principal_allowed_to_create():
+    from kio.schema.metadata.v9 import request as md9
+    g = _gate([_b(T, "new-", A.Operation.WRITE, pt=A.PatternType.PREFIXED),
+               _b(T, "new-ok", A.Operation.CREATE)])
+    s = g.new_session("127.0.0.1")
+    s.principal = ALICE
+
+    def ask(name):
+        req = md9.MetadataRequest(topics=(md9.MetadataRequestTopic(name=TopicName(name)),),
+                                  allow_auto_topic_creation=True, include_topic_authorized_operations=False,
+                                  include_cluster_authorized_operations=False)
+        return kafka_authz.check(g, s, 3, _header(3, 9), req)
+    v = ask("new-x")  # WRITE (so DESCRIBE) but no CREATE: asked without auto-creation
+    assert v.request.allow_auto_topic_creation is False and [t.name for t in v.request.topics] == ["new-x"]
+    assert ask("new-ok") is None  # CREATE on the topic: unchanged
