@@ -389,3 +389,24 @@ def test_chaos_cli_revokes_and_restores_a_user(cluster):
     assert "(revoked" not in _cli(cluster, "users", "list").stdout
     bad = _cli(cluster, "chaos", "revoke-user", "nobody")
     assert bad.returncode != 0 and "nobody" in bad.stderr
+
+
+def test_aiokafka_sasl_ssl_scram_sha_256_produces(cluster):
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.helpers import create_ssl_context
+
+    cfg = cluster.kafka_client_config(*ALICE)
+
+    async def main():
+        p = AIOKafkaProducer(bootstrap_servers=cfg["bootstrap.servers"], security_protocol="SASL_SSL",
+                             ssl_context=create_ssl_context(cafile=cfg["ssl.ca.location"]),
+                             sasl_mechanism="SCRAM-SHA-256", sasl_plain_username=ALICE[0],
+                             sasl_plain_password=ALICE[1])
+        await p.start()
+        try:
+            return await p.send_and_wait("orders", b"aiokafka-scram-256")
+        finally:
+            await p.stop()
+    assert asyncio.run(main()).offset >= 0
