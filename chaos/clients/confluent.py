@@ -193,7 +193,11 @@ class LogClient(AdapterClient):
             if m.error() is not None:
                 if m.error().fatal():
                     raise ck.KafkaException(m.error())
-                continue  # informational (transport errors, partition EOF): the consumer carries on
+                # Informational (transport errors, offset resets, log truncation): the consumer carries on;
+                # kept in logs/client.log, since a reset moves its position.
+                LOG.warning("consumer event on %s [%s] at offset %s: %s", m.topic(), m.partition(), m.offset(),
+                            m.error())
+                continue
             out.setdefault((m.topic(), m.partition()), []).append((m.offset(), m.value()))
         return out
 
