@@ -410,3 +410,18 @@ def test_aiokafka_sasl_ssl_scram_sha_256_produces(cluster):
         finally:
             await p.stop()
     assert asyncio.run(main()).offset >= 0
+
+
+def test_the_replica_fetch_stream_refuses_a_caller_without_credentials(cluster):
+    import grpc
+
+    from client.common.pb import broker_pb2 as bpb
+    from client.common.pb import broker_pb2_grpc as bgrpc
+    from client.common.security import channel_credentials_from_config
+    broker = cluster.address("broker-1")
+    creds = channel_credentials_from_config(cluster.client_config())
+    with grpc.secure_channel(broker, creds) as ch:
+        stream = bgrpc.BrokerStub(ch).ReplicaFetch(iter([bpb.ReplicaFetchRequest()]), timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            next(iter(stream))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and "SASL authentication required" in e.value.details()
