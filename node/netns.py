@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 OWNER = re.compile(r"^bl(\d+)([a-z])-")
 SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")  # private; /24s of it, one per cluster
 LOCK_PATH = "/run/brokerlab-netns.lock"
-_letters = iter("abcdefghijklmnopqrstuvwxyz")
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 class NetnsError(RuntimeError):
@@ -86,13 +86,15 @@ class NetnsPlan:
         return out
 
 
-def new_prefix(pid: int | None = None) -> str:
-    """A prefix no other cluster of this machine uses: the pid, and a letter per cluster of this process."""
-    try:
-        letter = next(_letters)
-    except StopIteration:
-        raise NetnsError("this process has started 26 netns clusters already") from None
-    return f"bl{pid or os.getpid()}{letter}-"
+def new_prefix(pid: int | None = None, taken=None) -> str:
+    """A prefix no other cluster of this machine uses: the pid, and a letter no live cluster of this
+    process has (`taken(prefix)`: whether something is named with it; default: look)."""
+    taken = taken or (lambda p: any(ours(p).values()))
+    pid = pid or os.getpid()
+    for letter in LETTERS:
+        if not taken(f"bl{pid}{letter}-"):
+            return f"bl{pid}{letter}-"
+    raise NetnsError(f"this process runs {len(LETTERS)} netns clusters already")
 
 
 def parse_subnet(text: str) -> ipaddress.IPv4Network:
@@ -185,6 +187,12 @@ def ours(prefix: str = "bl") -> dict[str, list[str]]:
             "links": [n for n in links() if OWNER.match(n) and n.startswith(prefix)]}
 
 
+def owned_by(pid: int) -> dict[str, list[str]]:
+    """Every namespace and link of ours whose name says process `pid` made it."""
+    return {"namespaces": [n for n in namespaces() if owner_pid(n) == pid],
+            "links": [n for n in links() if owner_pid(n) == pid]}
+
+
 def _alive(pid: int) -> bool:
     """Running (a zombie, killed but not yet reaped by its parent, is not)."""
     try:
@@ -235,7 +243,8 @@ class NetnsNetwork:
     def __init__(self, nodes: list[str], subnet: str | None = None, prefix: str | None = None):
         self.nodes = list(nodes)
         self.requested_subnet = parse_subnet(subnet) if subnet else None
-        self.prefix = prefix or new_prefix()
+        self._given_prefix = prefix
+        self.prefix = prefix or ""  # chosen by create(), under the lock
         self.plan: NetnsPlan | None = None
 
     def create(self) -> NetnsPlan:
@@ -252,6 +261,7 @@ class NetnsNetwork:
                 subnet = self.requested_subnet
             else:
                 subnet = pick_subnet(in_use)
+            self.prefix = self._given_prefix or new_prefix()
             self.plan = NetnsPlan(self.prefix, subnet, tuple(self.nodes))
             try:
                 for cmd in self.plan.commands():
@@ -267,7 +277,7 @@ class NetnsNetwork:
         return ["ip", "netns", "exec", self.plan.namespace(node)]
 
     def remove(self) -> list[str]:
-        return remove_prefix(self.prefix)
+        return remove_prefix(self.prefix) if self.prefix else []
 
 
 def start_reaper(prefix: str) -> subprocess.Popen:

@@ -80,7 +80,7 @@ def no_netns_leftovers():
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return  # nothing of the kind could have been made
     from node import netns
-    mine = netns.ours(f"bl{os.getpid()}")
+    mine = netns.owned_by(os.getpid())
     dead_ns, dead_links = netns.leftovers(netns.namespaces(), netns.links(),
                                           lambda pid: os.path.exists(f"/proc/{pid}"))
     host_table = ""

@@ -23,7 +23,7 @@ def _run(name: str, seed: int, duration_s: float, tmp_path):
     assert out.replay_command().endswith("--network netns")
     with open(os.path.join(out.run_dir, "report.html")) as fh:
         assert "network <b>netns</b>" in fh.read()
-    assert netns.ours(f"bl{os.getpid()}") == {"namespaces": [], "links": []}  # the run removed its network
+    assert netns.owned_by(os.getpid()) == {"namespaces": [], "links": []}  # the run removed its network
     return out
 
 

@@ -145,3 +145,11 @@ def test_experiments_say_where_network_faults_go():
     assert parse_experiment({"title": "t", "network": "netns"}).network == "netns"
     with pytest.raises(ExperimentError, match="network: expected one of edge, netns, got 'tc'"):
         parse_experiment({"title": "t", "network": "tc"})
+
+
+def test_new_prefix_takes_the_first_letter_no_live_cluster_of_this_process_has():
+    taken = {"bl42a-", "bl42b-"}
+    assert netns.new_prefix(42, taken=lambda p: p in taken) == "bl42c-"
+    with pytest.raises(netns.NetnsError, match="runs 26 netns clusters"):
+        netns.new_prefix(42, taken=lambda p: True)
+    assert netns.owner_pid("bl42c-broker-1") == 42 and netns.owner_pid("bl42-x") is None
