@@ -214,11 +214,11 @@ class RunOutcome:
                 f"{client}{network}")
 
     def client_note(self) -> str:
-        """Per library: ops, values acknowledged and read, wall time."""
+        """Per library: ops, values acknowledged and read, wall time, and the command that replays it."""
         st = self.result.get("stats", {})
         return (f"client {self.client['library']} {self.client['version']}: {st.get('ops', 0)} ops, "
                 f"{st.get('values_acknowledged', 0)} values acknowledged, {st.get('values_read', 0)} read, "
-                f"{self.elapsed_s:.0f} s wall")
+                f"{self.elapsed_s:.0f} s wall ({self.replay_command()})")
 
 
 def default_run_dir(name: str, seed: int, library: str = "brokerlab") -> str:

@@ -385,7 +385,8 @@ def test_confluent_assign_gives_explicit_offsets_so_librdkafka_never_asks_commit
     from chaos.clients import confluent
 
     class Consumer:
-        got: list = []
+        def __init__(self):
+            self.got: list = []
 
         def assignment(self):
             return [ck.TopicPartition("t", 0), ck.TopicPartition("t", 1)]
@@ -406,3 +407,12 @@ def test_confluent_assign_gives_explicit_offsets_so_librdkafka_never_asks_commit
     c.consumer = Consumer()
     c.assign_tps([("t", 2)], False)
     assert c.consumer.got == [("t", 2, ck.OFFSET_END)]
+
+
+def test_closing_note_names_library_counts_wall_time_and_command():
+    from chaos.run import RunOutcome
+    out = RunOutcome("safe", 7, "/r", {"valid": True, "anomaly_types": [], "anomalies": {}, "_experiment_path": "safe.yaml",
+                                       "stats": {"ops": 10, "values_acknowledged": 4, "values_read": 5}},
+                     "valid", 12.4, client={"library": "aiokafka", "version": "0.14.0"})
+    assert out.client_note() == ("client aiokafka 0.14.0: 10 ops, 4 values acknowledged, 5 read, 12 s wall "
+                                 "(brokerlab chaos run safe.yaml --seed 7 --client aiokafka)")
