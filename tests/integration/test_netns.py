@@ -415,10 +415,10 @@ def test_cluster_from_one_procfile_per_host_with_advertised_hosts_and_remote_age
             text = text.replace(" --data-dir", " --kernel-faults --data-dir")
             (tmp_path / f"Procfile.host{i}").write_text(text)
             env = {**os.environ, "PYTHONPATH": ROOT, "BROKERLAB_CONTROL_TOKEN": token}
-            procs.append(subprocess.Popen([*net.exec_argv(node), sys.executable, "-m", "honcho", "-f",
-                                           str(tmp_path / f"Procfile.host{i}"), "start"], cwd=ROOT, env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
+            with open(tmp_path / f"host{i}.out", "wb") as out:  # kept in tmp_path for a failure's diagnosis
+                procs.append(subprocess.Popen([*net.exec_argv(node), sys.executable, "-m", "honcho", "-f",
+                                               str(tmp_path / f"Procfile.host{i}"), "start"], cwd=ROOT, env=env,
+                                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
         bs = f"{plan.ip('coordinator')}:9100"
         # From this host (not one of the cluster's): the token given, never a file of the cluster's.
         ctl = ChaosController(bs, state_path=str(tmp_path / "state.json"), control_token=token)
