@@ -704,8 +704,13 @@ class _Checker:
             order = orders.get(k)
             if order is None:
                 continue
-            # Fast path, nearly every poll: the offsets' dense indexes are consecutive. Offsets not
-            # in the index (None) or a gap take the careful loop below, which reports.
+            # Fast paths, nearly every poll: contiguous offsets (all known, so nothing lies between
+            # them), or offsets whose dense indexes are consecutive (markers between them). Offsets
+            # not in the index (None) or a gap take the careful loop below, which reports.
+            first = pairs[0][0]
+            if isinstance(first, int) and pairs[-1][0] == first + len(pairs) - 1 \
+                    and [pair[0] for pair in pairs] == list(range(first, first + len(pairs))):
+                continue
             at = order[4].get
             dense = [at(pair[0]) for pair in pairs]
             i0 = dense[0]
