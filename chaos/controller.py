@@ -242,7 +242,9 @@ class ChaosController:
                     statuses[name] = self._agent_call(name, "Status", timeout_s=2)
                 except ChaosError:
                     continue
-            kernel = bool(statuses) and all(st.network == "netns" for st in statuses.values())
+            if not statuses:  # no agent answered: nothing learned, ask again next time
+                return self._network or "edge"
+            kernel = all(st.network == "netns" for st in statuses.values())
             self._netem = kernel and all(st.netem for st in statuses.values())
             if self._network is None:
                 self._network = "netns" if kernel else "edge"

@@ -153,3 +153,20 @@ def test_new_prefix_takes_the_first_letter_no_live_cluster_of_this_process_has()
     with pytest.raises(netns.NetnsError, match="runs 26 netns clusters"):
         netns.new_prefix(42, taken=lambda p: True)
     assert netns.owner_pid("bl42c-broker-1") == 42 and netns.owner_pid("bl42-x") is None
+
+
+def test_controller_asks_the_agents_again_when_none_answered():
+    from chaos.controller import ChaosController, ChaosError, NodeInfo
+    ctl = ChaosController("10.213.0.2:9100", state_path="/nonexistent/x.json", control_token="t")
+    ctl.nodes = {n: NodeInfo(n, f"{h}:9100", f"{h}:9190") for n, h in HOSTS.items()}
+    answers = {"up": False}
+
+    def call(name, method, request=None, timeout_s=None):
+        if not answers["up"]:
+            raise ChaosError(f"{method} {name}: agent unreachable")
+        return apb.AgentStatus(node=name, network="netns")
+    ctl._agent_call = call
+    assert ctl.network == "edge"  # nothing known yet: edge, not remembered
+    answers["up"] = True
+    assert ctl.network == "netns"
+    ctl.close()
