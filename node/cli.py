@@ -54,6 +54,9 @@ def up(brokers: int, port: int, host: str, data_dir: str, configs, fast: bool, k
     if netns:
         if tls or sasl or with_acls:
             raise click.UsageError("--netns does not take --tls, --sasl or --acls yet")
+        if host != "127.0.0.1":
+            raise click.BadParameter("with --netns every node gets its own address on the bridge (see --subnet)",
+                                     param_hint="--host")
         cfg = dict(FAST_CONFIGS) if fast else {}
         cfg.update(parse_configs(configs))
         _up_netns(brokers, port or 9100, data_dir, cfg, None if no_kafka else (kafka_port or 9092),
