@@ -202,17 +202,22 @@ class LogClient(AdapterClient):
         return out
 
     def assign_tps(self, tps: list[tuple[str, int]], seek_to_beginning: bool) -> None:
-        # Explicit start offsets, as Kafka's assign() has them: a partition that stays assigned keeps
-        # its position, a new one starts where auto.offset.reset (earliest) puts a consumer without a
-        # group. OFFSET_INVALID would have librdkafka ask the committed offsets of the reader group
-        # it makes us name (OffsetFetch); with quick re-assigns a late answer moved a partition back
-        # to 0 after its records had been returned (seen as nonmonotonic-poll; librdkafka issue 5345).
-        kept = {} if seek_to_beginning else {
-            (tp.topic, tp.partition): tp.offset for tp in self.consumer.position(self.consumer.assignment())
-            if tp.offset >= 0}
+        # Kafka's assign(): a partition that stays assigned keeps fetching from its position, a new one
+        # starts at the reset position a consumer without a group gets (earliest here). Done with
+        # incremental_unassign/incremental_assign of the difference only, with explicit offsets:
+        # re-assigning the whole set made librdkafka, under quick re-assigns, fetch a kept partition
+        # again from an older assignment's start (OFFSET_INVALID's committed-offset answer, or an
+        # earlier OFFSET_BEGINNING): offsets already returned came back within one assignment.
+        want = list(dict.fromkeys(tps))
+        current = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        drop = sorted(current - set(want)) + (sorted(current & set(want)) if seek_to_beginning else [])
+        if drop:
+            self.consumer.incremental_unassign([ck.TopicPartition(t, p) for t, p in drop])
         reset = str(self.consumer_props.get("auto.offset.reset", "earliest"))
-        new = ck.OFFSET_END if reset in ("latest", "largest", "end") else ck.OFFSET_BEGINNING
-        self.consumer.assign([ck.TopicPartition(t, p, kept.get((t, p), new)) for t, p in tps])
+        start = ck.OFFSET_BEGINNING if seek_to_beginning or reset not in ("latest", "largest", "end") else ck.OFFSET_END
+        add = [tp for tp in want if tp not in current or seek_to_beginning]
+        if add:
+            self.consumer.incremental_assign([ck.TopicPartition(t, p, start) for t, p in add])
 
     def classify(self, e: BaseException) -> tuple[str, bool]:
         if isinstance(e, Refused):

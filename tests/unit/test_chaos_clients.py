@@ -376,37 +376,48 @@ def test_confluent_refuses_up_front_what_librdkafka_refuses_at_creation():
         resolve_clients(raw["clients"], raw["workload"]["name"], "confluent-kafka")
 
 
-def test_confluent_assign_gives_explicit_offsets_so_librdkafka_never_asks_committed_ones():
-    """librdkafka's OFFSET_INVALID start asks the (reader) group's committed offsets; a late answer after
-    quick re-assigns moved a partition back within one assignment. Kafka's assign() semantics instead:
-    a kept partition keeps its position, a new one starts at the reset position."""
+def test_confluent_assign_changes_only_the_difference_with_explicit_offsets():
+    """Kafka's assign() semantics over librdkafka without re-assigning kept partitions (a full assign()
+    under quick re-assigns had librdkafka fetch a kept partition again from an older start offset):
+    removed partitions are unassigned, new ones added at the reset position; a seek re-adds all."""
     import confluent_kafka as ck
 
     from chaos.clients import confluent
 
     class Consumer:
         def __init__(self):
-            self.got: list = []
+            self.assigned: dict = {}
+            self.calls: list = []
 
         def assignment(self):
-            return [ck.TopicPartition("t", 0), ck.TopicPartition("t", 1)]
+            return [ck.TopicPartition(t, p) for t, p in self.assigned]
 
-        def position(self, tps):
-            return [ck.TopicPartition("t", 0, 5), ck.TopicPartition("t", 1, ck.OFFSET_INVALID)]
+        def incremental_unassign(self, tps):
+            self.calls.append(("unassign", sorted((tp.topic, tp.partition) for tp in tps)))
+            for tp in tps:
+                del self.assigned[(tp.topic, tp.partition)]
+
+        def incremental_assign(self, tps):
+            self.calls.append(("assign", [(tp.topic, tp.partition, tp.offset) for tp in tps]))
+            for tp in tps:
+                self.assigned[(tp.topic, tp.partition)] = tp.offset
 
         def assign(self, tps):
-            self.got = [(tp.topic, tp.partition, tp.offset) for tp in tps]
+            raise AssertionError("a full assign() re-starts kept partitions")
 
     c = confluent.LogClient("127.0.0.1:1", {}, {})  # constructing opens nothing
     c.consumer = Consumer()
-    c.assign_tps([("t", 0), ("t", 1), ("t", 2)], False)
-    assert c.consumer.got == [("t", 0, 5), ("t", 1, ck.OFFSET_BEGINNING), ("t", 2, ck.OFFSET_BEGINNING)]
-    c.assign_tps([("t", 0)], True)
-    assert c.consumer.got == [("t", 0, ck.OFFSET_BEGINNING)]
+    c.assign_tps([("t", 0), ("t", 1)], False)
+    c.assign_tps([("t", 1), ("t", 2)], False)
+    assert c.consumer.calls == [("assign", [("t", 0, ck.OFFSET_BEGINNING), ("t", 1, ck.OFFSET_BEGINNING)]),
+                                ("unassign", [("t", 0)]), ("assign", [("t", 2, ck.OFFSET_BEGINNING)])]
+    c.consumer.calls.clear()
+    c.assign_tps([("t", 2)], True)
+    assert c.consumer.calls == [("unassign", [("t", 1), ("t", 2)]), ("assign", [("t", 2, ck.OFFSET_BEGINNING)])]
     c = confluent.LogClient("127.0.0.1:1", {}, {"auto.offset.reset": "latest"})
     c.consumer = Consumer()
     c.assign_tps([("t", 2)], False)
-    assert c.consumer.got == [("t", 2, ck.OFFSET_END)]
+    assert c.consumer.calls == [("assign", [("t", 2, ck.OFFSET_END)])]
 
 
 def test_closing_note_names_library_counts_wall_time_and_command():
