@@ -51,9 +51,9 @@ def main() -> None:
 
 
 def _add_commands() -> None:
-    from node.cli import agent_cmd, demo, node_cmd, up
-    from client.cli import consume, produce, topics
     from chaos.cli import check
+    from client.cli import consume, produce, topics
+    from node.cli import agent_cmd, demo, node_cmd, up
 
     for cmd in (up, node_cmd, agent_cmd, demo, topics, produce, consume, check):
         main.add_command(cmd)

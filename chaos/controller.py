@@ -520,7 +520,7 @@ class ChaosController:
     def close(self) -> None:
         self.pool.close()
 
-    def __enter__(self) -> "ChaosController":
+    def __enter__(self) -> ChaosController:
         return self
 
     def __exit__(self, *exc) -> None:

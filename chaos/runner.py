@@ -13,7 +13,8 @@ import random
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from chaos import history as h
 
@@ -158,7 +159,7 @@ class Runner:
                 inv = self.record(h.invoke(process, f, value, self.now_ns(), **extra))
                 try:
                     out = client.invoke(f, value, extra)
-                except Exception as e:  # noqa: BLE001 -- an unexpected client error has an unknown outcome
+                except Exception as e:  # an unexpected client error has an unknown outcome
                     log.exception("worker %d: %s failed", w, f)
                     from chaos.workloads import Outcome
                     out = Outcome("info", value, _name(e))
@@ -172,7 +173,7 @@ class Runner:
                         # The clients' state is unknown too: start the new process afresh.
                         client.close()
                         client = None
-        except Exception as e:  # noqa: BLE001 -- keep the run going; the error goes to the report
+        except Exception as e:  # keep the run going; the error goes to the report
             log.exception("worker %d died", w)
             self.errors.append(f"worker {w}: {_name(e)}: {e}")
         finally:
@@ -190,7 +191,7 @@ class Runner:
         """Runs one nemesis op and records its completion (process "nemesis", type info)."""
         try:
             done = self.nemesis(dict(op)) if self.nemesis else dict(op)
-        except Exception as e:  # noqa: BLE001 -- a failed fault is recorded, the run continues
+        except Exception as e:  # a failed fault is recorded, the run continues
             log.exception("nemesis %s failed", op.get("f"))
             done = dict(op, error=_name(e))
         rec = h.nemesis_op(done.get("f", op.get("f")), done.get("value", op.get("value")), self.now_ns())

@@ -5,5 +5,5 @@ from client.common.types import ConsumerRecord, OffsetAndMetadata, RecordMetadat
 from client.consumer import Consumer
 from client.producer import Producer
 
-__all__ = ["Admin", "NewTopic", "Producer", "Consumer", "TopicPartition", "RecordMetadata", "ConsumerRecord",
-           "OffsetAndMetadata", "KafkaError"]
+__all__ = ["Admin", "Consumer", "ConsumerRecord", "KafkaError", "NewTopic", "OffsetAndMetadata", "Producer",
+           "RecordMetadata", "TopicPartition"]

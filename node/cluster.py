@@ -92,7 +92,7 @@ class Cluster:
     def broker_names(self) -> list[str]:
         return [n for n in self.agents if n.startswith("broker-")]
 
-    def start(self, timeout_s: float = 60.0) -> "Cluster":
+    def start(self, timeout_s: float = 60.0) -> Cluster:
         os.makedirs(self.data_dir, exist_ok=True)
         logs = os.path.join(self.data_dir, "logs")
         os.makedirs(logs, exist_ok=True)
@@ -185,11 +185,11 @@ class Cluster:
         for a in list(self.agents.values())[::-1]:
             try:
                 a.close()
-            except Exception:  # noqa: BLE001 - keep stopping the others
+            except Exception:  # keep stopping the others
                 log.exception("stopping %s", a.name)
         self.pool.close()
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -119,7 +119,7 @@ class FaultState:
         self.delayed = 0
 
     @classmethod
-    def from_env(cls, name: str) -> "FaultState":
+    def from_env(cls, name: str) -> FaultState:
         st = cls(name)
         raw = os.environ.get("BROKERLAB_FAULTS")
         if raw:

@@ -98,7 +98,7 @@ class LogClient:
         self.consumer = None
         self._hw_reader = None  # a read_uncommitted consumer for high_watermarks, made when first asked
 
-    def open(self) -> "LogClient":
+    def open(self) -> LogClient:
         from client import Consumer, Producer
         self.producer = Producer(dict(self.producer_props))
         self.consumer = Consumer(dict(self.consumer_props))

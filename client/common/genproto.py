@@ -17,8 +17,8 @@ OUT_DIR = Path(__file__).resolve().parent / "pb"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    from grpc_tools import protoc  # dev extra only
     import grpc_tools
+    from grpc_tools import protoc  # dev extra only
 
     out_dir.mkdir(parents=True, exist_ok=True)
     protos = sorted(PROTO_DIR.glob("*.proto"))
@@ -30,13 +30,13 @@ def generate(out_dir: Path) -> list[Path]:
     written = []
     for f in sorted(out_dir.glob("*_pb2*.py")):
         text = f.read_text()
-        text = re.sub(r"^import (\w+_pb2) as", r"from . import \1 as", text, flags=re.M)
+        text = re.sub(r"^import (\w+_pb2) as", r"from . import \1 as", text, flags=re.MULTILINE)
         # grpc_tools stamps its own version into the stubs; keep them reproducible across versions.
-        text = re.sub(r"^GRPC_GENERATED_VERSION = .*$", "GRPC_GENERATED_VERSION = '1.60.0'", text, flags=re.M)
+        text = re.sub(r"^GRPC_GENERATED_VERSION = .*$", "GRPC_GENERATED_VERSION = '1.60.0'", text, flags=re.MULTILINE)
         text = re.sub(r"^# Protobuf Python Version: .*$", "# Protobuf Python Version: (pinned by genproto)",
-                      text, flags=re.M)
+                      text, flags=re.MULTILINE)
         text = re.sub(r"^_runtime_version\.ValidateProtobufRuntimeVersion\([^)]*\)\n", "", text,
-                      flags=re.M | re.S)
+                      flags=re.MULTILINE | re.DOTALL)
         f.write_text(text)
         written.append(f)
     (out_dir / "__init__.py").write_text('"""Generated gRPC stubs; regenerate with python -m client.common.genproto."""\n')

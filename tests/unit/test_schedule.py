@@ -125,7 +125,7 @@ def test_same_seed_same_partition():
 
 
 # -- experiment files --------------------------------------------------------------------------------
-from chaos.experiment import ExperimentError, load_experiment, parse_experiment  # noqa: E402
+from chaos.experiment import ExperimentError, load_experiment, parse_experiment
 
 GOOD = """
 title: Kill a leader under acks=all
