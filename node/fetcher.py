@@ -53,6 +53,8 @@ class FetcherThread:
         self.stopped = threading.Event()
         self.changed = threading.Event()  # a partition was added (wakes an idle thread)
         self.call = None  # the open stream, cancelled by stop() and the stall watchdog
+        # A full request every half replica.lag.time.max.ms (before a missed change could shrink the ISR).
+        self.full_request_s = max(broker.config.replica_lag_time_max_ms / 2000.0, 0.2)
         self.last_answer = time.monotonic()  # of the open stream; read by the watchdog
         self.thread = threading.Thread(target=self.run, name=f"fetcher-{leader_id}", daemon=True)
 
@@ -123,7 +125,7 @@ class FetcherThread:
         # Not completed (KIP-279): ask again with our now lower latest epoch.
         f.needs_truncation = not state.truncation_completed
 
-    def next_request(self, session: dict) -> bpb.ReplicaFetchRequest:
+    def next_request(self, session: dict, full: bool = False) -> bpb.ReplicaFetchRequest:
         """What the leader's session must learn: partitions gone, partitions new or whose log end moved
         (or that need asking again). `session` (key -> _Fetched) is the leader's view; updated here.
         Partitions still to truncate stay out of the session (and pending) until they are done."""
@@ -133,6 +135,8 @@ class FetcherThread:
                                       max_bytes=b.config.replica_fetch_max_bytes)
         with self.lock:
             keys, self.pending = self.pending, set()
+            if full:
+                keys |= set(self.parts)
             parts = {k: self.parts.get(k) for k in keys}
         keep = set()
         for key, f in parts.items():
@@ -146,7 +150,7 @@ class FetcherThread:
                 continue
             with f.replica.lock:
                 leo = f.replica.model.log_end_offset
-            if leo != f.sent_offset or f.ask_again or key not in session:
+            if leo != f.sent_offset or f.ask_again or key not in session or full:
                 req.partitions.add(topic=key[0], partition=key[1], fetch_offset=leo,
                                    partition_max_bytes=b.config.replica_fetch_max_bytes,
                                    current_leader_epoch=f.leader_epoch)
@@ -158,9 +162,10 @@ class FetcherThread:
         return req
 
     def on_answer(self, resp, session: dict) -> bool:
-        """Applies one answer; True when a partition had an error (the caller backs off)."""
+        """Applies one answer; True when every partition in it had an error (the caller backs off;
+        one partition's error must not hold up the others)."""
         b = self.broker
-        failed = False
+        failed = bool(resp.partitions)
         if resp.partitions:
             with self.lock:
                 self.pending.update((p.topic, p.partition) for p in resp.partitions)
@@ -173,8 +178,9 @@ class FetcherThread:
                 if isinstance(err, errors.OffsetOutOfRangeError):
                     f.needs_truncation = True
                 log.debug("replica fetch %s-%d from %d: %s", p.topic, p.partition, self.leader_id, err)
-                f.ask_again = failed = True
+                f.ask_again = True
                 continue
+            failed = False
             b.append_as_follower(f.replica, p.records, p.high_watermark, f.leader_epoch)
             if p.records:
                 with f.replica.lock:
@@ -193,7 +199,7 @@ class FetcherThread:
             f.sent_offset, f.ask_again = None, False
         self._truncate_pending()
         requests.put(self.next_request(session))
-        self.last_answer = time.monotonic()
+        self.last_answer = last_full = time.monotonic()
         call = self.call = self.stub().ReplicaFetch(iter(requests.get, None))
         try:
             for resp in call:
@@ -206,7 +212,13 @@ class FetcherThread:
                     # registration): back off instead of spinning.
                     self.stopped.wait(backoff)
                 self._truncate_pending()
-                requests.put(self.next_request(session))
+                # Now and then every partition is named again with its log end (Kafka's full fetch
+                # request): the leader re-checks each against its session, so a change it missed
+                # cannot hold a partition up for longer than this.
+                full = self.last_answer - last_full >= self.full_request_s
+                if full:
+                    last_full = self.last_answer
+                requests.put(self.next_request(session, full=full))
         finally:
             self.call = None
             requests.put(None)
