@@ -15,7 +15,7 @@ import aiokafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from chaos.clients import ClientUnsupported, dotted_to_underscore
-from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
+from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused, TxnAdapter, error_name
 from chaos.workloads import key_tp
 
 __all__ = ["LIBRARY", "WORKLOADS", "EosClient", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
@@ -202,7 +202,7 @@ class LogClient(AdapterClient):
         try:
             return self._run(self.producer.send(topic, value=value, partition=partition))
         except Exception as e:  # send() raised: the record never reached the accumulator
-            raise Refused(_name(e), True) from e
+            raise Refused(error_name(e), True) from e
 
     def wait(self, handles: list, timeout_s: float) -> list[tuple[int | None, BaseException | None]]:
         async def settle():
@@ -237,7 +237,7 @@ class LogClient(AdapterClient):
     def classify(self, e: BaseException) -> tuple[str, bool]:
         if isinstance(e, Refused):
             return e.name, e.definite
-        return _name(e), False
+        return error_name(e), False
 
     def begin(self) -> None:
         async def begin():
@@ -271,24 +271,8 @@ class LogClient(AdapterClient):
         return self._run(positions(), self.op_s)
 
 
-class TxnClient(LogClient):
-    """A transactional producer (transactional_id per worker) and a read_committed consumer."""
-
-    def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, transactional_id: str,
-                 **kw) -> None:
-        producer_props = {"enable_idempotence": True, "acks": "all", **producer_props}
-        consumer_props = {**consumer_props, "isolation_level": "read_committed"}
-        super().__init__(bootstrap, producer_props, consumer_props, transactional_id=transactional_id, **kw)
-
-
-def _name(e: BaseException) -> str:
-    """Kafka's error name for a broker error (its class's `message`), else the class name."""
-    msg = getattr(type(e), "message", None)
-    if isinstance(msg, str) and msg.isupper():
-        return msg
-    if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
-        return "timeout"
-    return type(e).__name__
+class TxnClient(TxnAdapter, LogClient):
+    """A transactional producer and a read_committed consumer (chaos/clients/base.py TxnAdapter)."""
 
 
 class GroupClient(GroupAdapter, LogClient):

@@ -19,7 +19,7 @@ from typing import Any
 
 from chaos.workloads import Outcome, key_tp, tp_key
 
-__all__ = ["AdapterClient", "EosAdapter", "GroupAdapter", "Refused", "decode_value"]
+__all__ = ["AdapterClient", "EosAdapter", "GroupAdapter", "Refused", "TxnAdapter", "decode_value", "error_name"]
 
 
 class Refused(Exception):
@@ -120,13 +120,17 @@ class AdapterClient:
         if f == "txn" and self.transactional_id is not None:
             return self.txn(value, bool(extra.get("abort")))
         if f == "crash":
-            self.close()
-            try:
-                self.open()
-            except Exception:  # noqa: BLE001 -- the cluster may be down: the next op opens again
-                self.close()
-            return Outcome("info", None, "crash")
+            return self.crash()
         raise ValueError(f"the {self.LIBRARY} adapter has no op '{f}' here")
+
+    def crash(self) -> Outcome:
+        """The op `crash`: the worker's clients are dropped and opened afresh."""
+        self.close()
+        try:
+            self.open()
+        except Exception:  # noqa: BLE001 -- the cluster may be down: the next op opens again
+            self.close()
+        return Outcome("info", None, "crash")
 
     def _error(self, e: BaseException, value: Any) -> Outcome:
         name, definite = self.classify(e)
@@ -215,6 +219,31 @@ class AdapterClient:
 
 def _by_key(records: dict[tuple[str, int], list[tuple[int, bytes | None]]]) -> dict[str, list[list]]:
     return {tp_key(t, p): [[off, decode_value(v)] for off, v in recs] for (t, p), recs in records.items() if recs}
+
+
+def error_name(e: BaseException) -> str:
+    """Kafka's error name for a broker error (its class's `message`, as kafka-python's and aiokafka's
+    errors carry it), else the class name."""
+    msg = getattr(type(e), "message", None)
+    if isinstance(msg, str) and msg.isupper():
+        return msg
+    if isinstance(e, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
+        return "timeout"
+    return type(e).__name__
+
+
+class TxnAdapter:
+    """A transactional producer (transactional_id per worker) and a read_committed consumer; mixed in
+    before a library's LogClient, whose IDEMPOTENCE and ISOLATION name the two settings."""
+
+    IDEMPOTENCE = "enable_idempotence"
+    ISOLATION = "isolation_level"
+
+    def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, transactional_id: str,
+                 **kw) -> None:
+        producer_props = {self.IDEMPOTENCE: True, "acks": "all", **producer_props}
+        consumer_props = {**consumer_props, self.ISOLATION: "read_committed"}
+        super().__init__(bootstrap, producer_props, consumer_props, transactional_id=transactional_id, **kw)
 
 
 def deadline_left(deadline: float) -> float:
@@ -332,12 +361,7 @@ class EosAdapter:
         if f == "crash" and self.pipeline:
             if self.subscribed and self.producer is not None:
                 self.step([["poll"]], crash=True)
-            self.close()
-            try:
-                self.open()
-            except Exception:  # noqa: BLE001 -- the cluster may be down: the next op opens again
-                self.close()
-            return Outcome("info", None, "crash")
+            return self.crash()
         if f != "crash" and self.producer is None:
             self.open()
         if f == "committed":

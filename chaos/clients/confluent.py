@@ -13,7 +13,7 @@ import time
 import confluent_kafka as ck
 
 from chaos.clients import ClientUnsupported
-from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
+from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused, TxnAdapter
 from chaos.workloads import key_tp, tp_key
 
 __all__ = ["LIBRARY", "WORKLOADS", "EosClient", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
@@ -268,14 +268,12 @@ class LogClient(AdapterClient):
         return out
 
 
-class TxnClient(LogClient):
-    """A transactional producer (transactional.id per worker) and a read_committed consumer."""
+class TxnClient(TxnAdapter, LogClient):
+    """A transactional producer (transactional.id per worker) and a read_committed consumer
+    (chaos/clients/base.py TxnAdapter)."""
 
-    def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, transactional_id: str,
-                 **kw) -> None:
-        producer_props = {"enable.idempotence": True, "acks": "all", **producer_props}
-        consumer_props = {**consumer_props, "isolation.level": "read_committed"}
-        super().__init__(bootstrap, producer_props, consumer_props, transactional_id=transactional_id, **kw)
+    IDEMPOTENCE = "enable.idempotence"
+    ISOLATION = "isolation.level"
 
 
 class GroupClient(GroupAdapter, LogClient):

@@ -13,7 +13,7 @@ import kafka.errors as ke
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 
 from chaos.clients import dotted_to_underscore
-from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused
+from chaos.clients.base import AdapterClient, EosAdapter, GroupAdapter, Refused, TxnAdapter, error_name
 from chaos.workloads import key_tp
 
 __all__ = ["LIBRARY", "WORKLOADS", "EosClient", "GroupClient", "LogClient", "TxnClient", "translate", "version"]
@@ -121,7 +121,7 @@ class LogClient(AdapterClient):
         try:
             return self.producer.send(topic, value=value, partition=partition)
         except Exception as e:  # send() raised: the record never reached the accumulator
-            raise Refused(_name(e), True) from e
+            raise Refused(error_name(e), True) from e
 
     def wait(self, handles: list, timeout_s: float) -> list[tuple[int | None, BaseException | None]]:
         deadline = time.monotonic() + timeout_s
@@ -148,7 +148,7 @@ class LogClient(AdapterClient):
     def classify(self, e: BaseException) -> tuple[str, bool]:
         if isinstance(e, Refused):
             return e.name, e.definite
-        return _name(e), False
+        return error_name(e), False
 
     def _txn_call(self, begin) -> None:
         # commit/abort_transaction() wait without a bound; the adapter waits max_block_ms, as init does.
@@ -187,24 +187,8 @@ class LogClient(AdapterClient):
         return {k: self.consumer.position(TopicPartition(*key_tp(k)), timeout_ms=5000) for k in keys}
 
 
-class TxnClient(LogClient):
-    """A transactional producer (transactional_id per worker) and a read_committed consumer."""
-
-    def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, transactional_id: str,
-                 **kw) -> None:
-        producer_props = {"enable_idempotence": True, "acks": "all", **producer_props}
-        consumer_props = {**consumer_props, "isolation_level": "read_committed"}
-        super().__init__(bootstrap, producer_props, consumer_props, transactional_id=transactional_id, **kw)
-
-
-def _name(e: BaseException) -> str:
-    """Kafka's error name for a broker error (its class's `message`), else the class name."""
-    msg = getattr(type(e), "message", None)
-    if isinstance(msg, str) and msg.isupper():
-        return msg
-    if isinstance(e, TimeoutError):
-        return "timeout"
-    return type(e).__name__
+class TxnClient(TxnAdapter, LogClient):
+    """A transactional producer and a read_committed consumer (chaos/clients/base.py TxnAdapter)."""
 
 
 class GroupClient(GroupAdapter, LogClient):
