@@ -51,7 +51,25 @@ class FaultsNotPushed(RuntimeError):
     """The agent kept new rules but its running node did not take them."""
 
 
-class Agent:
+class NodeAddresses:
+    """A node's addresses from its host and ports (Agent here, NetnsCluster's NodeProcess)."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def kafka_address(self) -> str:
+        """host:port of the node's Kafka listener, "" when it has none (or has not reported it yet)."""
+        return f"{self.host}:{self.kafka_port}" if self.kafka_port else ""
+
+    @property
+    def metrics_url(self) -> str:
+        """The node's Prometheus endpoint, "" when it serves none (or has not reported it yet)."""
+        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else ""
+
+
+class Agent(NodeAddresses):
     def __init__(self, name: str, kind: str, *, node_id: int = 0, host: str = "127.0.0.1", port: int = 0,
                  data_dir: str, coordinator: str = "", configs: dict | None = None, log_path: str | None = None,
                  agent_host: str | None = None, agent_port: int = 0, env: dict | None = None,
@@ -117,20 +135,6 @@ class Agent:
     def _register(self, server) -> None:
         agrpc.add_AgentServicer_to_server(AgentServicer(self), server)
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def kafka_address(self) -> str:
-        """host:port of the node's Kafka listener, "" when it has none (or has not reported it yet)."""
-        return f"{self.host}:{self.kafka_port}" if self.kafka_port else ""
-
-    @property
-    def metrics_url(self) -> str:
-        """The node's Prometheus endpoint, "" when it serves none (or has not reported it yet)."""
-        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else ""
-
     # -- process control -------------------------------------------------
     def start(self) -> apb.AgentStatus:
         with self.lock:
@@ -152,10 +156,9 @@ class Agent:
                              metrics_port=self.metrics_port, advertised_host=self.advertised_host)
             env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults),
                    TOKEN_ENV: self._control_token}
-            logf = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
-            logf.close()
+            with open(self.log_path, "ab") as logf:
+                self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
             self.state = "running"
             log.info("Started %s (pid %d)", self.name, self.proc.pid)
         if self.port == 0:

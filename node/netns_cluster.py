@@ -23,6 +23,7 @@ from client.common.pb import agent_pb2 as apb
 from client.common.pb import agent_pb2_grpc as agrpc
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
+from node.agent import NodeAddresses
 from node.auth import TOKEN_ENV, call_metadata, ensure_token, token_path
 from node.netns import NetnsNetwork, clean_leftovers, start_reaper
 
@@ -32,7 +33,7 @@ AGENT_PORT = 9190
 
 
 @dataclass
-class NodeProcess:
+class NodeProcess(NodeAddresses):
     """One node's agent process, in the node's namespace."""
     name: str
     host: str
@@ -74,20 +75,8 @@ class NodeProcess:
         return self.stub().Status(apb.AgentRequest(node=self.name), timeout=10)
 
     @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
     def agent_address(self) -> str:
         return f"{self.host}:{self.agent_port}"
-
-    @property
-    def kafka_address(self) -> str:
-        return f"{self.host}:{self.kafka_port}" if self.kafka_port else ""
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else ""
 
 
 class NetnsCluster:
