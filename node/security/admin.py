@@ -14,7 +14,7 @@ from client.common.pb import security_pb2_grpc as sgrpc
 from node.auth import call_metadata
 from node.security import acl as A
 from node.security.credentials import DEFAULT_ITERATIONS, SCRAM_MECHANISMS, check_mechanism, make_credential
-from node.security.service import binding_from_pb, binding_pb
+from node.security.service import binding_from_pb, binding_pb, filter_pb
 
 
 class SecurityAdmin:
@@ -96,15 +96,3 @@ class SecurityAdmin:
         flt = flt or A.AclFilter()
         return [binding_from_pb(b) for b in self._call("DescribeAcls",
                                                        spb.AclFilterRequest(filter=filter_pb(flt))).acls]
-
-
-def filter_pb(f: A.AclFilter) -> spb.AclFilter:
-    m = spb.AclFilter(resource_type=f.resource_type, pattern_type=f.pattern_type, operation=f.operation,
-                      permission=f.permission)
-    if f.name is not None:
-        m.resource_name = f.name
-    if f.principal is not None:
-        m.principal = f.principal
-    if f.host is not None:
-        m.host = f.host
-    return m

@@ -16,6 +16,7 @@ from client.common.pb import security_pb2 as spb
 from client.common.pb import security_pb2_grpc as sgrpc
 from node.kafka.codec import build
 from node.security import acl as A
+from node.security.service import filter_pb
 
 DESCRIBE_ACLS, CREATE_ACLS, DELETE_ACLS = 29, 30, 31
 
@@ -35,15 +36,10 @@ def _call(ctx, method: str, request):
 
 
 def _filter(f) -> spb.AclFilter:
-    m = spb.AclFilter(resource_type=f.resource_type_filter, pattern_type=f.pattern_type_filter,
-                      operation=f.operation, permission=f.permission_type)
-    if f.resource_name_filter is not None:
-        m.resource_name = f.resource_name_filter
-    if f.principal_filter is not None:
-        m.principal = f.principal_filter
-    if f.host_filter is not None:
-        m.host = f.host_filter
-    return m
+    """A DescribeAcls / DeleteAcls filter (Kafka's field names) as the Security service's."""
+    return filter_pb(A.AclFilter(resource_type=f.resource_type_filter, name=f.resource_name_filter,
+                                 pattern_type=f.pattern_type_filter, principal=f.principal_filter,
+                                 host=f.host_filter, operation=f.operation, permission=f.permission_type))
 
 
 def handle_describe_acls(ctx, header, request):

@@ -34,6 +34,18 @@ def binding_pb(b: A.AclBinding) -> spb.AclBinding:
                           principal=e.principal, host=e.host, operation=e.operation, permission=e.permission)
 
 
+def filter_pb(f: A.AclFilter) -> spb.AclFilter:
+    m = spb.AclFilter(resource_type=f.resource_type, pattern_type=f.pattern_type, operation=f.operation,
+                      permission=f.permission)
+    if f.name is not None:
+        m.resource_name = f.name
+    if f.principal is not None:
+        m.principal = f.principal
+    if f.host is not None:
+        m.host = f.host
+    return m
+
+
 def binding_from_pb(m: spb.AclBinding) -> A.AclBinding:
     try:
         pattern = A.ResourcePattern(A.ResourceType(m.resource_type), m.resource_name, A.PatternType(m.pattern_type))
