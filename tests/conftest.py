@@ -49,6 +49,18 @@ def cluster(cluster_factory):
     return cluster_factory()
 
 
+@pytest.fixture
+def kafka_cluster(cluster_factory, tmp_path):
+    """A fresh cluster and a ChaosController that knows its agents: (cluster, controller)."""
+    from chaos.controller import ChaosController
+    c = cluster_factory()
+    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp_path, "chaos-agents.json"),
+                          control_token=c.control_token)
+    ctl.discover()
+    yield c, ctl
+    ctl.close()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """No node process may outlive the test session."""
     me = psutil.Process(os.getpid())

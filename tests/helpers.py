@@ -9,6 +9,12 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+
+
+def unique_name(prefix: str) -> str:
+    """A topic or group name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def wait_until(cond, timeout_s: float = 20.0, interval_s: float = 0.05, what: str = "condition"):

@@ -6,32 +6,15 @@ it produces loses no acknowledged record and duplicates none, and each partition
 """
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 
 import confluent_kafka as ck
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from chaos.controller import ChaosController
-from tests.helpers import wait_until
+from tests.helpers import unique_name, wait_until
 
 PARTITIONS = 3
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def kafka_cluster(cluster_factory, tmp_path):
-    c = cluster_factory()
-    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp_path, "chaos-agents.json"),
-                          control_token=c.control_token)
-    ctl.discover()
-    yield c, ctl
-    ctl.close()
 
 
 def _create(bs: str, topic: str) -> None:
@@ -69,7 +52,7 @@ def _producer(bs: str, client_id: str, **extra) -> ck.Producer:
 
 def _read_all(bs: str, topic: str, until: int) -> dict[int, list[bytes]]:
     """Every partition read from the start (read_committed) until `until` records are in."""
-    c = ck.Consumer({"bootstrap.servers": bs, "group.id": _name("reader"), "enable.auto.commit": False,
+    c = ck.Consumer({"bootstrap.servers": bs, "group.id": unique_name("reader"), "enable.auto.commit": False,
                      "isolation.level": "read_committed"})
     c.assign([ck.TopicPartition(_t, p, ck.OFFSET_BEGINNING) for _t, p in ((topic, p) for p in range(PARTITIONS))])
     got: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
@@ -89,7 +72,7 @@ def _read_all(bs: str, topic: str, until: int) -> dict[int, list[bytes]]:
 def test_cut_clients_fails_kafka_requests_until_heal(kafka_cluster):
     c, ctl = kafka_cluster
     bs = c.kafka_bootstrap_servers
-    topic = _name("cut")
+    topic = unique_name("cut")
     _create(bs, topic)
     acked = Acked()
     p = _producer(bs, "app", **{"message.timeout.ms": 4000, "enable.idempotence": False})
@@ -116,7 +99,7 @@ def test_cut_clients_fails_kafka_requests_until_heal(kafka_cluster):
 def test_leader_lost_under_idempotent_acks_all_produce_loses_and_duplicates_nothing(kafka_cluster, fault):
     c, ctl = kafka_cluster
     bs = c.kafka_bootstrap_servers
-    topic = _name(f"leader-{fault}")
+    topic = unique_name(f"leader-{fault}")
     _create(bs, topic)
     acked = Acked()
     p = _producer(bs, "writer", **{"message.timeout.ms": 60000})

@@ -4,33 +4,16 @@ coordinator`, and `chaos partition` shapes never include clients) sees its group
 """
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 
 import confluent_kafka as ck
 import kafka
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from chaos.controller import ChaosController
-from tests.helpers import wait_until
+from tests.helpers import unique_name, wait_until
 
 PARTITIONS = 2
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def kafka_cluster(cluster_factory, tmp_path):
-    c = cluster_factory()
-    ctl = ChaosController(c.bootstrap_servers, state_path=os.path.join(tmp_path, "chaos-agents.json"),
-                          control_token=c.control_token)
-    ctl.discover()
-    yield c, ctl
-    ctl.close()
 
 
 def _create_and_fill(bs: str, topic: str, values: list[bytes]) -> None:
@@ -49,7 +32,7 @@ def _produce(bs: str, topic: str, values: list[bytes]) -> None:
 def test_confluent_group_consumer_cut_from_the_coordinator_fails_commits_and_rejoins_after_heal(kafka_cluster):
     c, ctl = kafka_cluster
     bs = c.kafka_bootstrap_servers
-    topic, group = _name("cut-group"), _name("cut-g")
+    topic, group = unique_name("cut-group"), unique_name("cut-g")
     _create_and_fill(bs, topic, [b"before-%d" % i for i in range(10)])
     consumer = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "client.id": "grouped",
                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -131,7 +114,7 @@ def test_kafka_python_group_member_cut_off_loses_its_partitions_to_the_other_and
     the other member. After the heal it rejoins and the partitions are split again."""
     c, ctl = kafka_cluster
     bs = c.kafka_bootstrap_servers
-    topic, group = _name("cut-kp"), _name("cut-kp-g")
+    topic, group = unique_name("cut-kp"), unique_name("cut-kp-g")
     _create_and_fill(bs, topic, [b"x"])
     members = {cid: PollingMember(bs, topic, group, cid) for cid in ("stays", "cut")}
 
@@ -174,12 +157,12 @@ def test_coordinator_killed_and_restarted_under_a_group_consumer_and_a_transacti
     producer's next transaction commits, and read_committed sees both transactions."""
     c, ctl = kafka_cluster
     bs = c.kafka_bootstrap_servers
-    topic, group = _name("coord-kill"), _name("coord-kill-g")
+    topic, group = unique_name("coord-kill"), unique_name("coord-kill-g")
     _create_and_fill(bs, topic, [b"before-%d" % i for i in range(10)])
     consumer = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
                             "enable.auto.commit": False, "isolation.level": "read_committed",
                             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
-    producer = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("coord-kill-tid")})
+    producer = ck.Producer({"bootstrap.servers": bs, "transactional.id": unique_name("coord-kill-tid")})
     got: set[bytes] = set()  # a rebalance may deliver a record again (at-least-once): a set
     next_offsets: dict[int, int] = {}  # partition -> the offset after the last record read
 
