@@ -15,6 +15,25 @@ ADVERTISED_HELP = ("The address other hosts dial for this node (registered in th
                    "what it binds, is not it: e.g. --host 0.0.0.0 --advertised-host node1.example.")
 
 
+def _node_listener_options(kafka_port_help: str, metrics_port_help: str):
+    """One node's --kafka-port / --no-kafka / --metrics-port / --no-metrics / --advertised-host (node, agent)."""
+    options = [
+        click.option("--kafka-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
+                     help=kafka_port_help),
+        click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listener."),
+        click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
+                     help=metrics_port_help),
+        click.option("--no-metrics", is_flag=True, help="No Prometheus metrics endpoint."),
+        click.option("--advertised-host", default="", help=ADVERTISED_HELP),
+    ]
+
+    def apply(f):
+        for option in reversed(options):  # as stacked decorators: the first listed is outermost
+            f = option(f)
+        return f
+    return apply
+
+
 @click.command("up")
 @click.option("--brokers", default=3, show_default=True, help="Number of brokers.")
 @click.option("--port", default=9100, show_default=True,
@@ -165,13 +184,8 @@ def _up_netns(brokers: int, port: int, data_dir: str, configs: dict, kafka_port:
 @click.option("--coordinator", default="127.0.0.1:9100", show_default=True, help="Coordinator host:port.")
 @click.option("--agent", default="", help="This node's agent host:port, advertised to the cluster.")
 @click.option("--config", "configs", multiple=True, metavar="KEY=VALUE")
-@click.option("--kafka-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
-              help="Kafka-protocol port to bind (0: a free one).")
-@click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listener.")
-@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
-              help="Prometheus metrics port to bind (0: a free one).")
-@click.option("--no-metrics", is_flag=True, help="No Prometheus metrics endpoint.")
-@click.option("--advertised-host", default="", help=ADVERTISED_HELP)
+@_node_listener_options("Kafka-protocol port to bind (0: a free one).",
+                        "Prometheus metrics port to bind (0: a free one).")
 def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, kafka_port, no_kafka,
              metrics_port, no_metrics, advertised_host) -> None:
     """Run one node in this process (what agents and the Procfile start)."""
@@ -197,13 +211,8 @@ def node_cmd(kind, node_id, host, port, data_dir, coordinator, agent, configs, k
               type=click.Path(dir_okay=False),
               help="The cluster's control token, shared by every agent (created by the first one to start); "
                    "$BROKERLAB_CONTROL_TOKEN, when set, is used instead.")
-@click.option("--kafka-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
-              help="The node's Kafka-protocol port (0: a free one).")
-@click.option("--no-kafka", is_flag=True, help="No Kafka-protocol listener.")
-@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(min=0, max=65535),
-              help="The node's Prometheus metrics port (0: a free one, kept across restarts).")
-@click.option("--no-metrics", is_flag=True, help="No Prometheus metrics endpoint.")
-@click.option("--advertised-host", default="", help=ADVERTISED_HELP)
+@_node_listener_options("The node's Kafka-protocol port (0: a free one).",
+                        "The node's Prometheus metrics port (0: a free one, kept across restarts).")
 @click.option("--kernel-faults", is_flag=True,
               help="Apply network faults as nftables rules in this host's kernel (root or CAP_NET_ADMIN; "
                    "only where the host is the node's own: a network namespace or a machine of its own).")
