@@ -14,6 +14,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass
+from typing import Self
 
 import grpc
 
@@ -520,7 +521,7 @@ class ChaosController:
     def close(self) -> None:
         self.pool.close()
 
-    def __enter__(self) -> ChaosController:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -101,7 +101,7 @@ def _nemesis_op(raw, path: str) -> dict:
         raise _err(f"{path}.f", f"unknown nemesis op {f!r} (one of {', '.join(NEMESIS_FS)})")
     unknown = set(raw) - {"f", "value", "name", "type", "at_s"}
     if unknown:
-        raise _err(f"{path}.{sorted(unknown)[0]}", "unknown field (use f, value, name, at_s)")
+        raise _err(f"{path}.{min(unknown)}", "unknown field (use f, value, name, at_s)")
     if raw.get("value") is not None and not isinstance(raw["value"], dict):
         raise _err(f"{path}.value", "expected a mapping")
     op = {"process": "nemesis", "type": "info", "f": raw["f"], "value": raw.get("value")}
@@ -120,7 +120,7 @@ def _topic(raw, path: str, brokers: int) -> TopicSpec:
         raise _err(f"{path}.name", "a topic needs a name")
     unknown = set(raw) - {"name", "partitions", "replication_factor", "configs"}
     if unknown:
-        raise _err(f"{path}.{sorted(unknown)[0]}", "unknown field (name, partitions, replication_factor, configs)")
+        raise _err(f"{path}.{min(unknown)}", "unknown field (name, partitions, replication_factor, configs)")
     rf = _int(raw, "replication_factor", min(3, brokers), 1, f"{path}.")
     if rf > brokers:
         raise _err(f"{path}.replication_factor", f"{rf} is more than the cluster's {brokers} brokers")
@@ -152,7 +152,7 @@ def parse_experiment(raw, source: str = "experiment") -> Experiment:
     raw = {k.replace("-", "_"): v for k, v in raw.items()}
     unknown = set(raw) - set(KNOWN)
     if unknown:
-        raise _err(f"{source}: {sorted(unknown)[0]}", f"unknown field (known: {', '.join(KNOWN)})")
+        raise _err(f"{source}: {min(unknown)}", f"unknown field (known: {', '.join(KNOWN)})")
     title = raw.get("title")
     if not isinstance(title, str) or not title.strip():
         raise _err(f"{source}: title", "an experiment needs a title")
@@ -164,7 +164,7 @@ def parse_experiment(raw, source: str = "experiment") -> Experiment:
     cluster = _mapping(raw.get("cluster"), f"{p}cluster")
     unknown = set(cluster) - {"brokers", "configs"}
     if unknown:
-        raise _err(f"{p}cluster.{sorted(unknown)[0]}", "unknown field (brokers, configs)")
+        raise _err(f"{p}cluster.{min(unknown)}", "unknown field (brokers, configs)")
     brokers = _int(cluster, "brokers", 3, 1, f"{p}cluster.")
     network = raw.get("network", "edge")
     if network not in NETWORKS:

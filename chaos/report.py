@@ -380,9 +380,9 @@ def _html(result, run, windows, plots, key_plots) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>brokerlab run {esc(str(run.get('name', '')))}: {verdict}</title>",
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
-        "code,pre{background:#f6f8fa}.verdict{font-size:2.2em;font-weight:bold}</style></head><body>",
+        ("<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+         "code,pre{background:#f6f8fa}.verdict{font-size:2.2em;font-weight:bold}</style></head><body>"),
         f"<div class='verdict' style='color:{color}'>{verdict}</div>",
     ]
     if result.get("unknown_reason"):

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Self
 
 import yaml
 
@@ -253,8 +254,8 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     name = exp["name"]
     workload_spec = dict(raw.get("workload") or {"name": "log"})
     cspec = resolve_clients(raw.get("clients"), str(workload_spec.get("name", "log")), client)
-    topics = [dict(name=t.name, partitions=t.partitions, replication_factor=t.replication_factor,
-                   configs=t.configs) for t in spec.topics] or DEFAULT_TOPICS
+    topics = [{"name": t.name, "partitions": t.partitions, "replication_factor": t.replication_factor,
+               "configs": t.configs} for t in spec.topics] or DEFAULT_TOPICS
     run_dir = os.path.abspath(out_dir or default_run_dir(name, seed, cspec.library))
     os.makedirs(run_dir, exist_ok=True)
     echo(f"experiment: {name} ({duration_s:g} s), client: {cspec.label}, network: {network}, run folder: {run_dir}")
@@ -600,7 +601,7 @@ class _Progress:
         self.live = None
         self._next_plain_s = self.PLAIN_EVERY_S
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self.tty:
             from rich.console import Console
             from rich.live import Live

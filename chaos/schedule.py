@@ -90,7 +90,7 @@ def parse_fault(raw, path: str) -> FaultSpec:
         raise SpecError(f"{path}.f: unknown fault {f!r} (one of {', '.join(FAULTS)})")
     unknown = set(raw) - PARAMS - {"f", "weight"}
     if unknown:
-        raise SpecError(f"{path}.{sorted(unknown)[0]}: unknown field for fault '{f}'")
+        raise SpecError(f"{path}.{min(unknown)}: unknown field for fault '{f}'")
     params = {**FAULTS[f][1], **{k: v for k, v in raw.items() if k in PARAMS}}
     target = params.get("target")
     if target is not None and (not isinstance(target, str) or not target):
@@ -115,7 +115,7 @@ def parse_nemesis(raw: dict | None, seed: int = 0, path: str = "nemesis") -> Nem
     known = {"faults", "interval_s", "duration_s", "start_after_s", "seed"}
     unknown = set(raw) - known
     if unknown:
-        raise SpecError(f"{path}.{sorted(unknown)[0]}: unknown field (known: {', '.join(sorted(known))})")
+        raise SpecError(f"{path}.{min(unknown)}: unknown field (known: {', '.join(sorted(known))})")
     faults = raw.get("faults", [])
     if not isinstance(faults, list):
         raise SpecError(f"{path}.faults: expected a list of faults")

@@ -98,7 +98,7 @@ class Admin:
         if names:
             missing = set(names) - {d.name for d in out}
             if missing:
-                raise errors.UnknownTopicOrPartitionError(f"Topic '{sorted(missing)[0]}' does not exist")
+                raise errors.UnknownTopicOrPartitionError(f"Topic '{min(missing)}' does not exist")
         return out
 
     def describe_cluster(self) -> mpb.MetadataResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Self
 
 import grpc
 
@@ -189,7 +190,7 @@ class Cluster:
                 log.exception("stopping %s", a.name)
         self.pool.close()
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

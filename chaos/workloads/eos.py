@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from typing import Any
+from typing import Any, ClassVar
 
 from chaos.workloads import Outcome, key_tp, make_keys, op_weights, pick_op, send_op, tp_key
 from chaos.workloads.log import LogClient, LogWorkload, error_name, records_by_key
@@ -175,7 +175,7 @@ class EosClient(LogClient):
             from client import Producer
             try:
                 self.producer.close(0)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001, S110
                 pass
             self.producer = Producer(dict(self.producer_props))
             self.producer.init_transactions()
@@ -211,7 +211,7 @@ class EosWorkload(LogWorkload):
     weights, max_sends, poll_ms}`; `input` and `output` are topics with the same partition count."""
 
     name = "eos"
-    _FIELDS = {"producers", "input", "output", "group", "weights", "max_sends", "poll_ms", "ops_limit"}
+    _FIELDS: ClassVar[set[str]] = {"producers", "input", "output", "group", "weights", "max_sends", "poll_ms", "ops_limit"}
 
     def __init__(self, spec: dict, topics: list[tuple[str, int]], concurrency: int = 4) -> None:
         spec = dict(spec or {})

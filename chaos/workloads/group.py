@@ -23,7 +23,7 @@ runner asks the client (`prepare`) before recording the invoke.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, ClassVar
 
 from chaos.workloads import Outcome, key_tp, op_weights, pick_op, send_op, tp_key
 from chaos.workloads.log import LogClient, LogWorkload
@@ -97,7 +97,7 @@ class GroupClient(LogClient):
         if old is not None:
             try:
                 old.close()
-            except Exception:  # noqa: BLE001 -- replaced either way
+            except Exception:  # noqa: BLE001, S110 -- replaced either way
                 pass
         self.consumer = Consumer(dict(props))
 
@@ -166,7 +166,7 @@ class GroupWorkload(LogWorkload):
     """Experiment section `workload: {name: group, concurrency, group, weights, max_sends, poll_ms}`."""
 
     name = "group"
-    _FIELDS = {"group", "weights", "max_sends", "poll_ms", "ops_limit"}
+    _FIELDS: ClassVar[set[str]] = {"group", "weights", "max_sends", "poll_ms", "ops_limit"}
 
     def __init__(self, spec: dict, topics: list[tuple[str, int]], **kw) -> None:
         spec = dict(spec or {})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from chaos.workloads import Outcome, key_tp, make_keys, op_weights, pick_op, send_op, tp_key
 from client.common import errors
@@ -110,7 +110,7 @@ class LogClient:
                 continue
             try:
                 c.close(0) if c is self.producer else c.close()
-            except Exception:  # noqa: BLE001 -- closing a client under faults may fail; it is gone either way
+            except Exception:  # noqa: BLE001, S110 -- closing a client under faults may fail; it is gone either way
                 pass
         self.producer = self.consumer = self._hw_reader = None
 
@@ -195,7 +195,7 @@ class LogWorkload:
     """Experiment section `workload: {name: log, concurrency, weights, max_sends, poll_ms}`."""
 
     name = "log"
-    _FIELDS = {"weights", "max_sends", "poll_ms", "ops_limit"}
+    _FIELDS: ClassVar[set[str]] = {"weights", "max_sends", "poll_ms", "ops_limit"}
     adapter = None  # a chaos.clients adapter module for another client library; None: brokerlab's own
 
     def __init__(self, spec: dict, topics: list[tuple[str, int]], concurrency: int = 4) -> None:
@@ -203,7 +203,7 @@ class LogWorkload:
         self.concurrency = concurrency
         unknown = set(spec) - self._FIELDS
         if unknown:
-            raise ValueError(f"workload.{sorted(unknown)[0]}: unknown field for the {self.name} workload "
+            raise ValueError(f"workload.{min(unknown)}: unknown field for the {self.name} workload "
                              f"(known: name, concurrency, final_read_s, {', '.join(sorted(self._FIELDS))})")
         self.topics = list(topics)
         self.keys = make_keys(self.topics)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from chaos.workloads import Outcome, key_tp, op_weights, pick_op
 from chaos.workloads.log import LogClient, LogWorkload, error_name, records_by_key
@@ -106,7 +106,7 @@ class TxnClient(LogClient):
         from client import Producer
         try:
             self.producer.close(0)
-        except Exception:  # noqa: BLE001 -- it is replaced either way
+        except Exception:  # noqa: BLE001, S110 -- it is replaced either way
             pass
         self.producer = Producer(dict(self.producer_props))
         self.producer.init_transactions()
@@ -163,7 +163,7 @@ class TxnWorkload(LogWorkload):
     abort_probability, poll_ms}`."""
 
     name = "txn"
-    _FIELDS = {"weights", "max_mops", "poll_probability", "abort_probability", "poll_ms", "ops_limit"}
+    _FIELDS: ClassVar[set[str]] = {"weights", "max_mops", "poll_probability", "abort_probability", "poll_ms", "ops_limit"}
 
     def __init__(self, spec: dict, topics: list[tuple[str, int]], **kw) -> None:
         spec = dict(spec or {})
