@@ -14,6 +14,7 @@ from client.common.config import BrokerConfig
 from client.common.pb import metadata_pb2 as mpb
 from node.broker import Broker
 from node.cluster import FAST_CONFIGS
+from node.coordinator import Coordinator
 
 TOPIC = "t"
 
@@ -111,3 +112,21 @@ def stored_values(b: Broker, topic: str = TOPIC, partition: int = 0) -> list[tup
     for raw in b.store.iter_batches(topic, partition):
         out.extend((rec.offset, rec.value) for rec in records.decode_records(raw))
     return out
+
+
+def manual_coordinator(tmp_path) -> Coordinator:
+    """A real Coordinator on a ManualClock (1 s broker sessions), reached without gRPC."""
+    cfg = BrokerConfig.from_props({"broker.session.timeout.ms": 1000, "broker.heartbeat.interval.ms": 100})
+    return Coordinator(str(tmp_path / "coordinator"), "127.0.0.1", 0, cfg, clock=ManualClock(0))
+
+
+def partition_with_lagging_follower(coord: Coordinator) -> tuple[dict[int, int], int, int, int]:
+    """Brokers 1-3 registered and TOPIC (1 partition, RF 3) created with its ISR shrunk to {leader, y}
+    at partition epoch 1 (x fell behind). Returns (broker epochs, leader, x, y)."""
+    epochs = {bid: coord.mutate(lambda s, now, bid=bid: s.register_broker(bid, "127.0.0.1", bid, "", now))
+              for bid in (1, 2, 3)}
+    coord.mutate(lambda s, now: s.create_topic(TOPIC, 1, 3, {}))
+    p = coord.state.topics[TOPIC].partitions[0]
+    leader, x, y = p.leader, *[r for r in p.replicas if r != p.leader]
+    coord.mutate(lambda s, now: s.alter_partition(leader, epochs[leader], TOPIC, 0, 0, 0, [leader, y]))
+    return epochs, leader, x, y

@@ -10,10 +10,9 @@ from __future__ import annotations
 import pytest
 
 from client.common import errors
-from client.common.config import BrokerConfig
 from client.common.pb import broker_pb2 as bpb
 from node.broker_service import BrokerServicer
-from node.coordinator import ControllerServicer, Coordinator
+from node.coordinator import ControllerServicer
 from node.fetcher import FetcherThread, _Fetched
 from tests.broker_driver import (
     TOPIC,
@@ -21,7 +20,9 @@ from tests.broker_driver import (
     ServicerStub,
     batch,
     make_broker,
+    manual_coordinator,
     metadata,
+    partition_with_lagging_follower,
     stored_values,
 )
 
@@ -109,22 +110,11 @@ def test_truncation_answer_for_an_older_leader_epoch_is_ignored(broker):
 
 # ---------------------------------------------------------------- item 2: AlterPartition carries its proposal's epoch
 
-def _coordinator(tmp_path):
-    cfg = BrokerConfig.from_props({"broker.session.timeout.ms": 1000, "broker.heartbeat.interval.ms": 100})
-    from client.common.clock import ManualClock
-    return Coordinator(str(tmp_path / "coordinator"), "127.0.0.1", 0, cfg, clock=ManualClock(0))
-
-
 def test_delayed_isr_expansion_is_refused_after_the_partition_epoch_moved(broker, tmp_path):
-    coord = _coordinator(tmp_path)
+    coord = manual_coordinator(tmp_path)
     try:
-        epochs = {bid: coord.mutate(lambda s, now, bid=bid: s.register_broker(bid, "127.0.0.1", bid, "", now))
-                  for bid in (1, 2, 3)}
-        coord.mutate(lambda s, now: s.create_topic(TOPIC, 1, 3, {}))
-        p = coord.state.topics[TOPIC].partitions[0]
-        leader, x, y = p.leader, *[r for r in p.replicas if r != p.leader]
         # x fell behind earlier: the ISR is {leader, y} at partition epoch 1.
-        coord.mutate(lambda s, now: s.alter_partition(leader, epochs[leader], TOPIC, 0, 0, 0, [leader, y]))
+        epochs, leader, x, y = partition_with_lagging_follower(coord)
         b = broker(leader)
         b.broker_epoch = epochs[leader]
         b.controller = lambda: ServicerStub(ControllerServicer(coord))

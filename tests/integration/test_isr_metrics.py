@@ -9,8 +9,14 @@ Driven in-process: the real Broker and controller servicer, the answer held unti
 from __future__ import annotations
 
 from node.coordinator import ControllerServicer
-from tests.broker_driver import TOPIC, ServicerStub, batch, make_broker
-from tests.integration.test_broker_races import _coordinator
+from tests.broker_driver import (
+    TOPIC,
+    ServicerStub,
+    batch,
+    make_broker,
+    manual_coordinator,
+    partition_with_lagging_follower,
+)
 
 
 class MetadataFirst(ServicerStub):
@@ -37,15 +43,10 @@ def _expands(b) -> float:
 
 
 def test_an_expansion_committed_through_metadata_first_is_counted_once(tmp_path):
-    coord = _coordinator(tmp_path)
+    coord = manual_coordinator(tmp_path)
     b = None
     try:
-        epochs = {bid: coord.mutate(lambda s, now, bid=bid: s.register_broker(bid, "127.0.0.1", bid, "", now))
-                  for bid in (1, 2, 3)}
-        coord.mutate(lambda s, now: s.create_topic(TOPIC, 1, 3, {}))
-        p = coord.state.topics[TOPIC].partitions[0]
-        leader, x, y = p.leader, *[r for r in p.replicas if r != p.leader]
-        coord.mutate(lambda s, now: s.alter_partition(leader, epochs[leader], TOPIC, 0, 0, 0, [leader, y]))
+        epochs, leader, x, y = partition_with_lagging_follower(coord)
         b = make_broker(tmp_path, leader)
         b.broker_epoch = epochs[leader]
         b.controller = lambda: MetadataFirst(ControllerServicer(coord), coord, b)
