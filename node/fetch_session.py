@@ -91,9 +91,7 @@ class ReplicaFetchSession:
             self._listen(key, sp)
             changed.append(key)
         # Positions first: the follower's log end moves the high watermark now, not after a read.
-        for key in (*changed, *(k for k in self.out_of_isr if k not in errors_out)):
-            if key in errors_out:
-                continue
+        for key in dict.fromkeys([*changed, *self.out_of_isr]):  # each once
             sp = self.parts[key]
             try:
                 in_isr = b.on_replica_position(key[0], key[1], self.replica_id, req.replica_epoch,
