@@ -33,14 +33,16 @@ def test_report_has_verdict_evidence_and_existing_plots(tmp_path):
     with open(os.path.join(run_dir, "results.json"), "w") as fh:
         json.dump(result, fh)
     path = write_report(run_dir)
-    page = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as fh:
+        page = fh.read()
     assert "INVALID" in page.split("<h2>", 1)[0]  # the verdict comes first
     assert "lost-write" in page and "t0/0" in page
     images = re.findall(r"<img src='([^']+)'", page)
     assert {"plots/latency.png", "plots/throughput.png", "plots/unseen.png", "plots/key-t0_0.png"} <= set(images)
     for img in images:
         p = os.path.join(run_dir, img)
-        assert os.path.getsize(p) > 1000 and open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n", img
+        with open(p, "rb") as fh:
+            assert os.path.getsize(p) > 1000 and fh.read(8) == b"\x89PNG\r\n\x1a\n", img
     assert "kill broker-1" in page  # the fault table
 
 

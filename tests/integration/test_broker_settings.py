@@ -37,9 +37,9 @@ def test_cluster_defaults_apply_to_topics_without_their_own(cluster_factory):
     other = next(b for b in (1, 2) if b != leader)
     c.agents[f"broker-{other}"].kill()
     wait_until(lambda: partition_state(c, "auto-t", 0)[3] == [leader], 20, what="ISR down to the leader")
-    with Producer({"bootstrap.servers": bs, "acks": "all", "retries": 0}) as p:
-        with pytest.raises(errors.NotEnoughReplicasError):
-            p.send("auto-t", b"w", partition=0).get(30)
+    with Producer({"bootstrap.servers": bs, "acks": "all", "retries": 0}) as p, \
+            pytest.raises(errors.NotEnoughReplicasError):
+        p.send("auto-t", b"w", partition=0).get(30)
 
 
 def test_auto_create_off_names_the_unknown_topic(cluster_factory):

@@ -31,10 +31,10 @@ class Workers:
     def start(self, *flags: str, **props) -> int:
         i = len(self.procs)
         out = self.tmp / f"worker-{i}.jsonl"
-        logf = open(self.tmp / f"worker-{i}.log", "w")
-        p = subprocess.Popen([sys.executable, WORKER, "--bootstrap", self.bootstrap, "--group", self.group,
-                              "--topic", self.topic, "--out", str(out), "--props", json.dumps(props), *flags],
-                             stdout=logf, stderr=subprocess.STDOUT)
+        with open(self.tmp / f"worker-{i}.log", "w") as logf:  # the worker keeps its own copy of the fd
+            p = subprocess.Popen([sys.executable, WORKER, "--bootstrap", self.bootstrap, "--group", self.group,
+                                  "--topic", self.topic, "--out", str(out), "--props", json.dumps(props), *flags],
+                                 stdout=logf, stderr=subprocess.STDOUT)
         self.procs.append(p)
         self.logs.append(out)
         return i

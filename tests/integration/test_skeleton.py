@@ -22,7 +22,7 @@ CLI = [sys.executable, "-m", "brokerlab_cli"]
 def cli(args, bootstrap, input_text=None, timeout=120):
     env = {**os.environ, "BROKERLAB_BOOTSTRAP": bootstrap}
     return subprocess.run(CLI + args, input=input_text, capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, check=False)
 
 
 def test_cli_round_trip_10k_and_restart(tmp_path):

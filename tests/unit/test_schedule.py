@@ -1,6 +1,7 @@
 """The seeded nemesis schedule and Jepsen-style targets: pure, reproducible."""
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -205,7 +206,7 @@ def test_an_interval_range_draws_each_gap_from_it_and_recoveries_name_their_faul
     spec = parse_nemesis({"interval_s": [1, 2], "duration_s": 1, "faults": ["kill", "pause"]}, seed=5)
     ops = list(schedule(spec, 30_000, name="a-"))
     faults = [t for t in ops if "fault_id" in t.op]
-    gaps = {b.at_ms - a.at_ms for a, b in zip(faults, faults[1:])}
+    gaps = {b.at_ms - a.at_ms for a, b in itertools.pairwise(faults)}
     assert all(1000 <= g <= 2000 for g in gaps) and len(gaps) > 3  # drawn, not fixed
     for t in faults:
         rec = next(r for r in ops if r.op.get("recovers") == t.op["fault_id"])
