@@ -90,6 +90,17 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def stop_process_group(proc: subprocess.Popen, term_wait_s: float, kill_wait_s: float) -> None:
+    """SIGTERM to a process started with start_new_session=True and its children; SIGKILL if it
+    has not exited within term_wait_s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(term_wait_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(kill_wait_s)
+
+
 @contextlib.contextmanager
 def procfile_cluster(tmp_path):
     """The repo's Procfile under honcho, on free ports with its data in tmp_path; yields (proc, ports).
@@ -115,9 +126,4 @@ def procfile_cluster(tmp_path):
     try:
         yield proc, ports
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_process_group(proc, 20, 5)

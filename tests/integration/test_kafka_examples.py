@@ -14,7 +14,7 @@ import sys
 
 from kafka.admin import KafkaAdminClient
 
-from tests.helpers import ROOT, wait_until
+from tests.helpers import ROOT, stop_process_group, wait_until
 
 EXAMPLES = os.path.join(ROOT, "examples", "kafka_python")
 
@@ -77,10 +77,5 @@ def test_patterns_document_producer_and_consumer_run_against_brokerlab_up(tmp_pa
         if consumer is not None and consumer.poll() is None:
             consumer.kill()
             consumer.wait(10)
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait(10)
+        stop_process_group(up, 60, 10)
         up_log.close()

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chaos import LocalCluster
 from client import Consumer, Producer, TopicPartition
-from tests.helpers import wait_until
+from tests.helpers import stop_process_group, wait_until
 
 BROKER_NAMES = [
     "kafka_server_replicamanager_underreplicatedpartitions", "kafka_server_replicamanager_partitioncount",
@@ -143,9 +143,7 @@ def test_replica_manager_gauges_follow_the_replicas_roles_and_isr(tmp_path):
 
 
 def test_brokerlab_up_prints_every_nodes_metrics_endpoint(tmp_path):
-    import os
     import re
-    import signal
 
     log_path = tmp_path / "up.log"
     with open(log_path, "w") as log:
@@ -163,9 +161,4 @@ def test_brokerlab_up_prints_every_nodes_metrics_endpoint(tmp_path):
             if node != "coordinator":
                 assert "kafka_server_replicamanager_underreplicatedpartitions" in names, node
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait(5)
+        stop_process_group(up, 30, 5)
