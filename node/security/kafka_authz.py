@@ -113,6 +113,16 @@ def _add(response, field_name: str, entries: list[dict]):
                                  tuple(build(nested, e) for e in entries)})
 
 
+def _answer_denied(header, request, req_field: str, ok: list, resp_field: str, entries: list[dict]) -> Verdict:
+    """The denied items are answered here (entries, in resp_field); the allowed ones (ok) go on to the
+    handler in req_field, or, when none is, the whole answer is made here."""
+    if not ok:
+        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
+        return Verdict(response=_add(resp, resp_field, entries))
+    return Verdict(request=_replace(request, **{req_field: tuple(ok)}),
+                   merge=lambda resp: _add(resp, resp_field, entries))
+
+
 def _split(items, allowed: Callable[[str], bool], key: Callable):
     ok, denied = [], []
     for it in items or ():
@@ -146,11 +156,7 @@ def _topics_rule(op: Op, req_field: str, req_name: str, req_parts: str, req_inde
             return {resp_name: getattr(t, req_name), resp_parts: parts}
 
         errors_ = [entry(t) for t in denied]
-        if not ok:
-            resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
-            return Verdict(response=_add(resp, resp_field, errors_))
-        return Verdict(request=_replace(request, **{req_field: tuple(ok)}),
-                       merge=lambda resp: _add(resp, resp_field, errors_))
+        return _answer_denied(header, request, req_field, ok, resp_field, errors_)
     return rule
 
 
@@ -240,11 +246,7 @@ def _find_coordinator(gate, session, header, request):
         return GO
     entries = [{"key": k, "node_id": -1, "host": "", "port": -1, "error_code": code,
                 "error_message": E.for_code(code).name} for k in denied]
-    if not ok:
-        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
-        return Verdict(response=_add(resp, "coordinators", entries))
-    return Verdict(request=_replace(request, coordinator_keys=tuple(ok)),
-                   merge=lambda resp: _add(resp, "coordinators", entries))
+    return _answer_denied(header, request, "coordinator_keys", ok, "coordinators", entries)
 
 
 def _init_producer_id(gate, session, header, request):
@@ -285,10 +287,7 @@ def _offset_fetch(gate, session, header, request):
     if not denied:
         return GO
     entries = [{"group_id": g.group_id, "topics": [], "error_code": GROUP_DENIED} for g in denied]
-    if not ok:
-        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
-        return Verdict(response=_add(resp, "groups", entries))
-    return Verdict(request=_replace(request, groups=tuple(ok)), merge=lambda resp: _add(resp, "groups", entries))
+    return _answer_denied(header, request, "groups", ok, "groups", entries)
 
 
 def _describe_groups(gate, session, header, request):
@@ -298,10 +297,7 @@ def _describe_groups(gate, session, header, request):
         return GO
     entries = [{"error_code": GROUP_DENIED, "group_id": g, "group_state": "", "protocol_type": "",
                 "protocol_data": "", "members": []} for g in denied]
-    if not ok:
-        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
-        return Verdict(response=_add(resp, "groups", entries))
-    return Verdict(request=_replace(request, groups=tuple(ok)), merge=lambda resp: _add(resp, "groups", entries))
+    return _answer_denied(header, request, "groups", ok, "groups", entries)
 
 
 def _list_groups(gate, session, header, request):
@@ -318,10 +314,7 @@ def _create_topics(gate, session, header, request):
         return GO
     entries = [{"name": t.name, "error_code": TOPIC_DENIED, "error_message": "Authorization failed."}
                for t in denied]
-    if not ok:
-        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
-        return Verdict(response=_add(resp, "topics", entries))
-    return Verdict(request=_replace(request, topics=tuple(ok)), merge=lambda resp: _add(resp, "topics", entries))
+    return _answer_denied(header, request, "topics", ok, "topics", entries)
 
 
 def _delete_topics(gate, session, header, request):
@@ -331,11 +324,7 @@ def _delete_topics(gate, session, header, request):
     if not denied:
         return GO
     entries = [{"name": name_of(t), "error_code": TOPIC_DENIED} for t in denied]
-    if not ok:
-        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
-        return Verdict(response=_add(resp, "responses", entries))
-    return Verdict(request=_replace(request, **{field_: tuple(ok)}),
-                   merge=lambda resp: _add(resp, "responses", entries))
+    return _answer_denied(header, request, field_, ok, "responses", entries)
 
 
 def _describe_configs(gate, session, header, request):
@@ -350,10 +339,7 @@ def _describe_configs(gate, session, header, request):
     entries = [{"error_code": TOPIC_DENIED if r.resource_type == 2 else CLUSTER_DENIED,
                 "error_message": "Authorization failed.", "resource_type": r.resource_type,
                 "resource_name": r.resource_name, "configs": []} for r in denied]
-    if not ok:
-        resp = build(codec.response_class(header.request_api_key, header.request_api_version), {})
-        return Verdict(response=_add(resp, "results", entries))
-    return Verdict(request=_replace(request, resources=tuple(ok)), merge=lambda resp: _add(resp, "results", entries))
+    return _answer_denied(header, request, "resources", ok, "results", entries)
 
 
 def _alter_acls(field_: str, per_entry: dict):
