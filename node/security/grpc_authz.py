@@ -23,6 +23,15 @@ TXN_DENIED = E.TransactionalIdAuthorizationFailedError.code
 CLUSTER_DENIED = E.ClusterAuthorizationFailedError.code
 
 
+def _narrowed(request, field: str, items):
+    """A copy of the request whose repeated `field` holds only `items` (the allowed ones)."""
+    narrowed = type(request)()
+    narrowed.CopyFrom(request)
+    del getattr(narrowed, field)[:]
+    getattr(narrowed, field).extend(items)
+    return narrowed
+
+
 def _response_class(method: str):
     service, name = method.strip("/").split("/")
     desc = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name).output_type
@@ -47,11 +56,7 @@ def _partitions(op: Op):
             return call(request)
         allowed = [p for p in request.partitions if may(p.topic)]
         if allowed:
-            narrowed = type(request)()
-            narrowed.CopyFrom(request)
-            del narrowed.partitions[:]
-            narrowed.partitions.extend(allowed)
-            resp = call(narrowed)
+            resp = call(_narrowed(request, "partitions", allowed))
         else:
             resp = resp_cls()
         for p in denied:
@@ -81,11 +86,7 @@ def _metadata(gate, s, request, resp_cls, call):
         return call(request)
     allowed = [t for t in request.topics if may(t)]
     if allowed:
-        narrowed = type(request)()
-        narrowed.CopyFrom(request)
-        del narrowed.topics[:]
-        narrowed.topics.extend(allowed)
-        resp = call(narrowed)
+        resp = call(_narrowed(request, "topics", allowed))
     else:  # an empty topic list would ask for every topic
         narrowed = type(request)(topics=["\0none"])
         resp = call(narrowed)
@@ -105,11 +106,7 @@ def _topic_admin(op: Op, names_field: str, name_of):
             return call(request)
         allowed = [i for i in items if i not in denied]
         if allowed:
-            narrowed = type(request)()
-            narrowed.CopyFrom(request)
-            del getattr(narrowed, names_field)[:]
-            getattr(narrowed, names_field).extend(allowed)
-            resp = call(narrowed)
+            resp = call(_narrowed(request, names_field, allowed))
         else:
             resp = resp_cls()
         for i in denied:
