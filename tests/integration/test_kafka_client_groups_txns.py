@@ -8,7 +8,6 @@ the group resumes from the commit; commit one transaction and abort another.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import aiokafka
 import confluent_kafka as ck
@@ -18,16 +17,12 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin import NewTopic as CkNewTopic
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from tests.helpers import wait_until
+from tests.helpers import unique_name, wait_until
 
 PARTITIONS = 2
 COMMITTED = [b"committed-%d" % i for i in range(5)]
 ABORTED = [b"aborted-%d" % i for i in range(5)]
 SENTINEL = b"end"  # a third, committed transaction writes it to every partition: readers stop there
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _values(records) -> list[bytes]:
@@ -103,7 +98,7 @@ def _kp_read_to_sentinels(bs: str, topic: str, isolation: str) -> list[bytes]:
 
 def test_kafka_python_group_consume_and_commit(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("kp-group"), _name("kp-g")
+    topic, group = unique_name("kp-group"), unique_name("kp-g")
     _kp_create(bs, topic)
     first = [f"a{i}".encode() for i in range(20)]
     _kp_produce(bs, topic, first)
@@ -140,9 +135,9 @@ def test_kafka_python_group_consume_and_commit(shared_cluster):
 
 def test_kafka_python_transactions_committed_and_aborted(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("kp-txn")
+    topic = unique_name("kp-txn")
     _kp_create(bs, topic)
-    p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=_name("kp-tid"), acks="all",
+    p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=unique_name("kp-tid"), acks="all",
                             enable_idempotence=True, client_id="kp-txn-producer")
     try:
         p.init_transactions()
@@ -168,13 +163,13 @@ def test_kafka_python_consume_transform_produce_moves_offsets_only_on_commit(sha
     with member and generation): an aborted transaction leaves the group's offsets, a committed one moves
     them."""
     bs = shared_cluster.kafka_bootstrap_servers
-    src, dst, group = _name("kp-src"), _name("kp-dst"), _name("kp-eos")
+    src, dst, group = unique_name("kp-src"), unique_name("kp-dst"), unique_name("kp-eos")
     _kp_create(bs, src)
     _kp_create(bs, dst)
     _kp_produce(bs, src, [b"v%d" % i for i in range(6)])
     c = _kp_group_consumer(bs, src, group, auto_offset_reset="earliest", enable_auto_commit=False,
                            isolation_level="read_committed")
-    p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=_name("kp-eos-tid"))
+    p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=unique_name("kp-eos-tid"))
     try:
         got = _kp_poll_until(c, 6, "the source records")
         offsets = {tp: kafka.OffsetAndMetadata(c.position(tp), "", -1) for tp in c.assignment()}
@@ -198,7 +193,7 @@ def test_kafka_python_consume_transform_produce_moves_offsets_only_on_commit(sha
 def test_kafka_python_admin_lists_and_describes_an_open_transaction(shared_cluster):
     """ListTransactions (asked of every node; only the coordinator has any) and DescribeTransactions."""
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, tid = _name("kp-desc"), _name("kp-desc-tid")
+    topic, tid = unique_name("kp-desc"), unique_name("kp-desc-tid")
     _kp_create(bs, topic)
     p = kafka.KafkaProducer(bootstrap_servers=bs, transactional_id=tid)
     admin = KafkaAdminClient(bootstrap_servers=bs, client_id="kp-admin")
@@ -251,7 +246,7 @@ def _ck_poll_until(consumer, want: int, what: str) -> list:
 
 
 def _ck_read_to_sentinels(bs: str, topic: str, isolation: str) -> list[bytes]:
-    c = ck.Consumer({"bootstrap.servers": bs, "group.id": _name("ck-read"), "isolation.level": isolation,
+    c = ck.Consumer({"bootstrap.servers": bs, "group.id": unique_name("ck-read"), "isolation.level": isolation,
                      "enable.auto.commit": False})
     seen: dict = {}
 
@@ -270,7 +265,7 @@ def _ck_read_to_sentinels(bs: str, topic: str, isolation: str) -> list[bytes]:
 
 def test_confluent_kafka_group_consume_and_commit(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("ck-group"), _name("ck-g")
+    topic, group = unique_name("ck-group"), unique_name("ck-g")
     _ck_create(bs, topic)
     first = [f"a{i}".encode() for i in range(20)]
     _ck_produce(bs, topic, first)
@@ -316,7 +311,7 @@ def test_confluent_kafka_group_consume_and_commit(shared_cluster):
 def test_confluent_kafka_two_members_share_the_partitions(shared_cluster):
     """Two members: a rebalance (JoinGroup with MEMBER_ID_REQUIRED, SyncGroup) splits the partitions."""
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("ck-two"), _name("ck-g2")
+    topic, group = unique_name("ck-two"), unique_name("ck-g2")
     _ck_create(bs, topic)
     conf = {"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -338,9 +333,9 @@ def test_confluent_kafka_two_members_share_the_partitions(shared_cluster):
 
 def test_confluent_kafka_transactions_committed_and_aborted(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("ck-txn")
+    topic = unique_name("ck-txn")
     _ck_create(bs, topic)
-    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("ck-tid"), "acks": "all",
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": unique_name("ck-tid"), "acks": "all",
                      "enable.idempotence": True})
     p.init_transactions(30)
     for values, commit in ((COMMITTED, True), (ABORTED, False)):
@@ -362,13 +357,13 @@ def test_confluent_kafka_consume_transform_produce(shared_cluster):
     """send_offsets_to_transaction (AddOffsetsToTxn + TxnOffsetCommit): the group's offsets move only
     with a committed transaction."""
     bs = shared_cluster.kafka_bootstrap_servers
-    src, dst, group = _name("ck-src"), _name("ck-dst"), _name("ck-eos")
+    src, dst, group = unique_name("ck-src"), unique_name("ck-dst"), unique_name("ck-eos")
     _ck_create(bs, src)
     _ck_create(bs, dst)
     _ck_produce(bs, src, [b"v%d" % i for i in range(6)])
     c = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
                      "enable.auto.commit": False, "isolation.level": "read_committed"})
-    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("ck-eos-tid")})
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": unique_name("ck-eos-tid")})
     try:
         c.subscribe([src])
         got = _ck_poll_until(c, 6, "the source records")
@@ -390,10 +385,10 @@ def test_confluent_kafka_read_committed_offset_fetch_waits_for_a_pending_transac
     (require_stable) gets UNSTABLE_OFFSET_COMMIT and retries; a read_uncommitted one reads the old offsets.
     After the commit both read the new offsets."""
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("ck-stable"), _name("ck-stable-g")
+    topic, group = unique_name("ck-stable"), unique_name("ck-stable-g")
     _ck_create(bs, topic)
     tps = [ck.TopicPartition(topic, p) for p in range(PARTITIONS)]
-    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("ck-stable-tid")})
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": unique_name("ck-stable-tid")})
     p.init_transactions(30)
     p.begin_transaction()
     p.produce(topic, value=b"x", partition=0)
@@ -452,7 +447,7 @@ async def _aio_poll_until(consumer, want: int, what: str, timeout_s: float = 60)
 
 def test_aiokafka_group_consume_and_commit(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("aio-group"), _name("aio-g")
+    topic, group = unique_name("aio-group"), unique_name("aio-g")
     first = [f"a{i}".encode() for i in range(20)]
     second = [f"b{i}".encode() for i in range(10)]
 
@@ -485,7 +480,7 @@ def test_aiokafka_group_consume_and_commit(shared_cluster):
 
 def test_aiokafka_transactions_committed_and_aborted(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("aio-txn")
+    topic = unique_name("aio-txn")
 
     async def read(isolation: str) -> list[bytes]:
         c = aiokafka.AIOKafkaConsumer(bootstrap_servers=bs, auto_offset_reset="earliest",
@@ -505,7 +500,7 @@ def test_aiokafka_transactions_committed_and_aborted(shared_cluster):
 
     async def run():
         await _aio_create(bs, topic)
-        p = aiokafka.AIOKafkaProducer(bootstrap_servers=bs, transactional_id=_name("aio-tid"), acks="all",
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=bs, transactional_id=unique_name("aio-tid"), acks="all",
                                       enable_idempotence=True)
         await p.start()
         try:
@@ -529,7 +524,7 @@ def test_aiokafka_transactions_committed_and_aborted(shared_cluster):
 
 def test_aiokafka_consume_transform_produce_moves_offsets_only_on_commit(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    src, dst, group = _name("aio-src"), _name("aio-dst"), _name("aio-eos")
+    src, dst, group = unique_name("aio-src"), unique_name("aio-dst"), unique_name("aio-eos")
 
     async def run():
         await _aio_create(bs, src)
@@ -537,7 +532,7 @@ def test_aiokafka_consume_transform_produce_moves_offsets_only_on_commit(shared_
         await _aio_produce(bs, src, [b"v%d" % i for i in range(6)])
         c = aiokafka.AIOKafkaConsumer(src, bootstrap_servers=bs, group_id=group, auto_offset_reset="earliest",
                                       enable_auto_commit=False, isolation_level="read_committed")
-        p = aiokafka.AIOKafkaProducer(bootstrap_servers=bs, transactional_id=_name("aio-eos-tid"))
+        p = aiokafka.AIOKafkaProducer(bootstrap_servers=bs, transactional_id=unique_name("aio-eos-tid"))
         await c.start()
         await p.start()
         try:
@@ -565,7 +560,7 @@ def test_confluent_kafka_cooperative_sticky_members_split_and_a_leaver_hands_ove
     """The cooperative-sticky assignor (incremental rebalances) through JoinGroup / SyncGroup: two members
     split the partitions; when one leaves (LeaveGroup), the other ends up owning them all."""
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("ck-coop"), _name("ck-coop-g")
+    topic, group = unique_name("ck-coop"), unique_name("ck-coop-g")
     _ck_create(bs, topic)
     conf = {"bootstrap.servers": bs, "group.id": group, "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
@@ -588,7 +583,7 @@ def test_confluent_kafka_cooperative_sticky_members_split_and_a_leaver_hands_ove
 
 def test_confluent_kafka_second_producer_with_the_same_transactional_id_fences_the_first(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, tid = _name("ck-fence"), _name("ck-fence-tid")
+    topic, tid = unique_name("ck-fence"), unique_name("ck-fence-tid")
     _ck_create(bs, topic)
     conf = {"bootstrap.servers": bs, "transactional.id": tid}
     old = ck.Producer(conf)
@@ -611,7 +606,7 @@ def test_confluent_kafka_second_producer_with_the_same_transactional_id_fences_t
 
 def test_aiokafka_two_members_share_the_partitions_and_one_takes_over_when_the_other_leaves(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("aio-two"), _name("aio-two-g")
+    topic, group = unique_name("aio-two"), unique_name("aio-two-g")
 
     async def run():
         await _aio_create(bs, topic)

@@ -8,17 +8,13 @@ idempotent producer gets a cluster-unique id from any node.
 from __future__ import annotations
 
 import datetime
-import uuid
 
 from client.common import errors as E
 from node.kafka import COORDINATOR_NODE_ID
+from tests.helpers import unique_name
 from tests.kafka_wire import WireClient
 
 METADATA, FIND_COORDINATOR, JOIN_GROUP, HEARTBEAT, SYNC_GROUP, INIT_PRODUCER_ID = 3, 10, 11, 12, 14, 22
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _kafka_nodes(bs: str) -> dict[int, str]:
@@ -62,20 +58,20 @@ def test_producer_ids_from_any_node_and_coordinator_requests_on_a_broker(shared_
     assert len(set(pids)) == len(pids)
     broker = next(a for n, a in nodes.items() if n != COORDINATOR_NODE_ID)
     with WireClient(broker) as c:
-        r = c.call(INIT_PRODUCER_ID, 4, {"transactional_id": _name("tid"),
+        r = c.call(INIT_PRODUCER_ID, 4, {"transactional_id": unique_name("tid"),
                                          "transaction_timeout": datetime.timedelta(seconds=60)})
         assert r.error_code == E.NotCoordinatorError.code
-        assert _join(c, 7, _name("g")).error_code == E.NotCoordinatorError.code
+        assert _join(c, 7, unique_name("g")).error_code == E.NotCoordinatorError.code
 
 
 def test_member_id_required_only_from_join_group_v4(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
     with WireClient(bs) as c:
         # v3: admitted at once (a v0-3 client does not know MEMBER_ID_REQUIRED); alone, it leads.
-        r = _join(c, 3, _name("old"))
+        r = _join(c, 3, unique_name("old"))
         assert r.error_code == 0 and r.member_id and r.leader == r.member_id and r.generation_id == 1
         # v4: first the id with MEMBER_ID_REQUIRED, then the join with it.
-        group = _name("kip394")
+        group = unique_name("kip394")
         first = _join(c, 4, group)
         assert first.error_code == E.MemberIdRequiredError.code and first.member_id
         r = _join(c, 4, group, first.member_id)
@@ -85,7 +81,7 @@ def test_member_id_required_only_from_join_group_v4(shared_cluster):
 
 def test_a_restarted_static_member_takes_its_place_back_and_fences_the_old_instance(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    group = _name("static")
+    group = unique_name("static")
     with WireClient(bs) as c:
         r = _join(c, 5, group, instance="instance-1")  # static members skip MEMBER_ID_REQUIRED
         assert r.error_code == 0
@@ -111,7 +107,7 @@ def test_a_restarted_static_member_takes_its_place_back_and_fences_the_old_insta
 
 
 def test_kip360_epoch_bumps_fence_a_zombie_and_tolerate_a_retry(shared_cluster):
-    tid = _name("kip360")
+    tid = unique_name("kip360")
 
     def init(version: int, own: tuple[int, int] | None):
         pid, epoch = own if own is not None else (-1, -1)

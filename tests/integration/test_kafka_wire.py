@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 
 import confluent_kafka as ck
 import pytest
@@ -19,14 +18,10 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from client.common import records
 from node.kafka import COORDINATOR_NODE_ID
-from tests.helpers import wait_until
+from tests.helpers import unique_name, wait_until
 from tests.kafka_wire import WireClient
 
 PRODUCE, FETCH, LIST_OFFSETS, METADATA, OFFSET_FOR_LEADER_EPOCH = 0, 1, 2, 3, 23
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _run(argv, **kw) -> subprocess.CompletedProcess:
@@ -90,7 +85,7 @@ def _batch(values, **producer_state) -> bytes:
 
 def test_metadata_lists_the_coordinator_as_controller_leading_no_partitions(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("md")
+    topic = unique_name("md")
     _create(bs, topic, partitions=3)
     md = _metadata(bs)
     ids = sorted(b.node_id for b in md.brokers)
@@ -108,7 +103,7 @@ def test_metadata_lists_the_coordinator_as_controller_leading_no_partitions(shar
 
 def test_admin_create_describe_and_delete_through_confluent_kafka(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("adm")
+    topic = unique_name("adm")
     admin = AdminClient({"bootstrap.servers": bs})
     admin.create_topics([NewTopic(topic, 2, 3, config={"min.insync.replicas": "2"})])[topic].result(30)
     err = admin.create_topics([NewTopic(topic, 2, 3)])[topic].exception(30)
@@ -126,7 +121,7 @@ def test_admin_create_describe_and_delete_through_confluent_kafka(shared_cluster
 
 def test_auto_create_from_metadata_and_produce_unless_disallowed(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    asked, refused = _name("auto-md"), _name("no-auto")
+    asked, refused = unique_name("auto-md"), unique_name("no-auto")
     with WireClient(bs) as c:
         r = c.call(METADATA, 12, {"topics": [{"name": refused}], "allow_auto_topic_creation": False})
         assert r.topics[0].error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION, not created
@@ -137,7 +132,7 @@ def test_auto_create_from_metadata_and_produce_unless_disallowed(shared_cluster)
     assert _metadata(bs, [refused]).topics[0].error_code == 3
     # kafka-python's producer auto-creates by producing to a topic it never created.
     import kafka
-    produced = _name("auto-produce")
+    produced = unique_name("auto-produce")
     p = kafka.KafkaProducer(bootstrap_servers=bs, acks="all")
     try:
         meta = p.send(produced, b"v").get(timeout=30)
@@ -146,7 +141,7 @@ def test_auto_create_from_metadata_and_produce_unless_disallowed(shared_cluster)
     assert meta.offset == 0 and _leaders(bs, produced, 1)
     # A broker asks the controller to create it (the same entry point).
     broker = next(f"{b.host}:{b.port}" for b in _metadata(bs).brokers if b.node_id == 3)
-    via_broker = _name("auto-broker")
+    via_broker = unique_name("auto-broker")
     with WireClient(broker) as c:
         r = c.call(METADATA, 12, {"topics": [{"name": via_broker}], "allow_auto_topic_creation": True})
         assert r.topics[0].error_code == 5
@@ -157,7 +152,7 @@ def test_auto_create_from_metadata_and_produce_unless_disallowed(shared_cluster)
 
 def test_duplicate_idempotent_batch_answers_none_with_its_original_offset(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("dup")
+    topic = unique_name("dup")
     _create(bs, topic, partitions=1)
     leader = _leaders(bs, topic, 1)[0]
     first = _produce(leader, topic, 0, _batch([b"a", b"b"]))  # someone else's records first
@@ -174,7 +169,7 @@ def test_duplicate_idempotent_batch_answers_none_with_its_original_offset(shared
 
 def test_acks_0_gets_no_response_and_is_appended(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("acks0")
+    topic = unique_name("acks0")
     _create(bs, topic, partitions=1)
     leader = _leaders(bs, topic, 1)[0]
     with WireClient(leader) as c:
@@ -192,7 +187,7 @@ def _batches(data: bytes) -> list[bytes]:
 
 def test_fetch_returns_the_batch_holding_the_offset_bytes_untouched(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("fetch")
+    topic = unique_name("fetch")
     _create(bs, topic, partitions=1)
     leader = _leaders(bs, topic, 1)[0]
     sent = _batch([b"%d" % i for i in range(10)])
@@ -209,7 +204,7 @@ def test_fetch_returns_the_batch_holding_the_offset_bytes_untouched(shared_clust
 
 def test_list_offsets_and_offset_for_leader_epoch(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("offsets")
+    topic = unique_name("offsets")
     _create(bs, topic, partitions=1)
     leader = _leaders(bs, topic, 1)[0]
     t0 = int(time.time() * 1000)
@@ -239,10 +234,10 @@ def test_list_offsets_and_offset_for_leader_epoch(shared_cluster):
 
 def test_aborted_transactions_are_listed_only_for_read_committed(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("aborted")
+    topic = unique_name("aborted")
     _create(bs, topic, partitions=1)
     leader = _leaders(bs, topic, 1)[0]
-    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": _name("txn"), "acks": "all"})
+    p = ck.Producer({"bootstrap.servers": bs, "transactional.id": unique_name("txn"), "acks": "all"})
     p.init_transactions(30)
     p.begin_transaction()
     p.produce(topic, b"t1", partition=0)
@@ -263,7 +258,7 @@ def test_aborted_transactions_are_listed_only_for_read_committed(shared_cluster)
 
 
 def _consume_values(bs: str, topic: str, isolation: str, want: int) -> list[bytes]:
-    c = ck.Consumer({"bootstrap.servers": bs, "group.id": _name("g"), "isolation.level": isolation,
+    c = ck.Consumer({"bootstrap.servers": bs, "group.id": unique_name("g"), "isolation.level": isolation,
                      "enable.auto.commit": False, "enable.partition.eof": True})
     c.assign([ck.TopicPartition(topic, 0, 0)])
     got: list[bytes] = []
@@ -289,7 +284,7 @@ def _consume_values(bs: str, topic: str, isolation: str, want: int) -> list[byte
 def test_kcat_lists_every_broker_and_partition(shared_cluster):
     kcat = _kcat()
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("kcat-l")
+    topic = unique_name("kcat-l")
     _create(bs, topic, partitions=4)
     out = _run([kcat, "-b", bs, "-L", "-J", "-t", topic], timeout=60)
     assert out.returncode == 0, out.stderr
@@ -303,7 +298,7 @@ def test_kcat_lists_every_broker_and_partition(shared_cluster):
 def test_kcat_produces_and_consumes_10000_records(shared_cluster):
     kcat = _kcat()
     bs = shared_cluster.kafka_bootstrap_servers
-    topic = _name("kcat-rt")
+    topic = unique_name("kcat-rt")
     _create(bs, topic, partitions=3, configs={"min.insync.replicas": "2"})
     lines = [f"record-{i}" for i in range(10_000)]
     p = _run([kcat, "-b", bs, "-P", "-t", topic, "-X", "acks=all"], input="\n".join(lines) + "\n", timeout=120)
@@ -316,7 +311,7 @@ def test_kcat_produces_and_consumes_10000_records(shared_cluster):
 def test_kcat_consumes_as_a_group(shared_cluster):
     kcat = _kcat()
     bs = shared_cluster.kafka_bootstrap_servers
-    topic, group = _name("kcat-g"), _name("kcat-group")
+    topic, group = unique_name("kcat-g"), unique_name("kcat-group")
     _create(bs, topic, partitions=2)
     lines = [f"g-{i}" for i in range(200)]
     p = _run([kcat, "-b", bs, "-P", "-t", topic], input="\n".join(lines) + "\n", timeout=60)
