@@ -50,6 +50,22 @@ def cluster(cluster_factory):
 
 
 @pytest.fixture
+def broker(tmp_path):
+    """make(broker_id=1, **kw): in-process Brokers over fakes (tests/broker_driver.py), stopped at teardown."""
+    from tests.broker_driver import make_broker
+    made = []
+
+    def make(broker_id=1, **kw):
+        b = make_broker(tmp_path, broker_id, **kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
 def kafka_cluster(cluster_factory, tmp_path):
     """A fresh cluster and a ChaosController that knows its agents: (cluster, controller)."""
     from chaos.controller import ChaosController

@@ -19,26 +19,11 @@ from tests.broker_driver import (
     Context,
     ServicerStub,
     batch,
-    make_broker,
     manual_coordinator,
     metadata,
     partition_with_lagging_follower,
     stored_values,
 )
-
-
-@pytest.fixture
-def broker(tmp_path):
-    made = []
-
-    def make(broker_id=1, **kw):
-        b = make_broker(tmp_path, broker_id, **kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.stop()
 
 
 def _idle_fetcher(b, leader_id: int) -> FetcherThread:
