@@ -33,6 +33,9 @@ class _DeadNodePool:
     def __init__(self):
         self.pushes = 0
 
+    def answer(self, request):
+        raise _Refused()
+
     def get(self, address):
         pool = self
 
@@ -40,7 +43,7 @@ class _DeadNodePool:
             def unary_unary(self, path, *a, **kw):
                 def call(request, timeout=None, **kw2):
                     pool.pushes += 1
-                    raise _Refused()
+                    return pool.answer(request)
                 return call
         return _Channel()
 
@@ -100,19 +103,11 @@ class _StartingNodePool(_DeadNodePool):
         super().__init__()
         self.got = None
 
-    def get(self, address):
-        pool = self
-
-        class _Channel:
-            def unary_unary(self, path, *a, **kw):
-                def call(request, timeout=None, **kw2):
-                    pool.pushes += 1
-                    if pool.pushes <= 2:
-                        raise _Unavailable()
-                    pool.got = request
-                    return request
-                return call
-        return _Channel()
+    def answer(self, request):
+        if self.pushes <= 2:
+            raise _Unavailable()
+        self.got = request
+        return request
 
 
 class _Unavailable(_Refused):
