@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
+# The error codes a denied request gets, on the Kafka listener and over gRPC alike.
+TOPIC_DENIED = errors.TopicAuthorizationFailedError.code
+GROUP_DENIED = errors.GroupAuthorizationFailedError.code
+TXN_DENIED = errors.TransactionalIdAuthorizationFailedError.code
+CLUSTER_DENIED = errors.ClusterAuthorizationFailedError.code
+
 
 @dataclass(eq=False)
 class Session:

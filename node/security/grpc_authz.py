@@ -15,12 +15,7 @@ from client.common import errors as E
 from node.security.acl import CLUSTER_NAME
 from node.security.acl import Operation as Op
 from node.security.acl import ResourceType as R
-from node.security.gate import Session
-
-TOPIC_DENIED = E.TopicAuthorizationFailedError.code
-GROUP_DENIED = E.GroupAuthorizationFailedError.code
-TXN_DENIED = E.TransactionalIdAuthorizationFailedError.code
-CLUSTER_DENIED = E.ClusterAuthorizationFailedError.code
+from node.security.gate import CLUSTER_DENIED, GROUP_DENIED, TOPIC_DENIED, TXN_DENIED, Session
 
 
 def _narrowed(request, field: str, items):

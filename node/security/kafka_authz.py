@@ -19,16 +19,13 @@ from node.kafka.codec import build
 from node.security.acl import CLUSTER_NAME
 from node.security.acl import Operation as Op
 from node.security.acl import ResourceType as R
+from node.security.gate import CLUSTER_DENIED, GROUP_DENIED, TOPIC_DENIED, TXN_DENIED
 
 log = logging.getLogger(__name__)
 
 SASL_HANDSHAKE, API_VERSIONS, SASL_AUTHENTICATE = 17, 18, 36
 PRE_AUTH = (SASL_HANDSHAKE, API_VERSIONS, SASL_AUTHENTICATE)
 SASL_HANDLERS_RANGE = {SASL_HANDSHAKE: (1, 1), SASL_AUTHENTICATE: (0, 2)}
-TOPIC_DENIED = E.TopicAuthorizationFailedError.code
-GROUP_DENIED = E.GroupAuthorizationFailedError.code
-TXN_DENIED = E.TransactionalIdAuthorizationFailedError.code
-CLUSTER_DENIED = E.ClusterAuthorizationFailedError.code
 OPERATION_NOT_ATTEMPTED = 55
 
 
