@@ -91,6 +91,7 @@ class _LoopThread:
 class LogClient(AdapterClient):
     LIBRARY = LIBRARY
     ISOLATION_KEY = "isolation_level"
+    IDEMPOTENCE_KEY = "enable_idempotence"
 
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, **kw) -> None:
         super().__init__(bootstrap, producer_props, consumer_props, **kw)
@@ -99,8 +100,6 @@ class LogClient(AdapterClient):
         request_timeout_s = int(self.consumer_props.get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS)) / 1000.0
         self.op_s = request_timeout_s + 5.0
         self.max_records = self.consumer_props.get("max_poll_records")
-        self.producer = None
-        self.consumer = None
         self._hw_reader = None
         self.io: _LoopThread | None = None
 

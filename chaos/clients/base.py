@@ -234,15 +234,12 @@ def error_name(e: BaseException) -> str:
 
 class TxnAdapter:
     """A transactional producer (transactional_id per worker) and a read_committed consumer; mixed in
-    before a library's LogClient, whose IDEMPOTENCE and ISOLATION name the two settings."""
-
-    IDEMPOTENCE = "enable_idempotence"
-    ISOLATION = "isolation_level"
+    before a library's LogClient, whose IDEMPOTENCE_KEY and ISOLATION_KEY name the two settings."""
 
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, *, transactional_id: str,
                  **kw) -> None:
-        producer_props = {self.IDEMPOTENCE: True, "acks": "all", **producer_props}
-        consumer_props = {**consumer_props, self.ISOLATION: "read_committed"}
+        producer_props = {self.IDEMPOTENCE_KEY: True, "acks": "all", **producer_props}
+        consumer_props = {**consumer_props, self.ISOLATION_KEY: "read_committed"}
         super().__init__(bootstrap, producer_props, consumer_props, transactional_id=transactional_id, **kw)
 
 

@@ -75,13 +75,12 @@ class _Delivery:
 class LogClient(AdapterClient):
     LIBRARY = LIBRARY
     ISOLATION_KEY = "isolation.level"
+    IDEMPOTENCE_KEY = "enable.idempotence"
 
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, **kw) -> None:
         super().__init__(bootstrap, producer_props, consumer_props, **kw)
         self.txn_timeout_s = int(self.producer_props.get("max.block.ms", 60000)) / 1000.0
         self.max_records = int(self.consumer_props.get("max.poll.records", 500))
-        self.producer = None
-        self.consumer = None
         self._hw_reader = None
 
     def delivery_timeout_s(self) -> float:
@@ -271,9 +270,6 @@ class LogClient(AdapterClient):
 class TxnClient(TxnAdapter, LogClient):
     """A transactional producer (transactional.id per worker) and a read_committed consumer
     (chaos/clients/base.py TxnAdapter)."""
-
-    IDEMPOTENCE = "enable.idempotence"
-    ISOLATION = "isolation.level"
 
 
 class GroupClient(GroupAdapter, LogClient):

@@ -40,12 +40,11 @@ def translate(kind: str, props: dict) -> tuple[dict, list[str]]:
 class LogClient(AdapterClient):
     LIBRARY = LIBRARY
     ISOLATION_KEY = "isolation_level"
+    IDEMPOTENCE_KEY = "enable_idempotence"
 
     def __init__(self, bootstrap: str, producer_props: dict, consumer_props: dict, **kw) -> None:
         super().__init__(bootstrap, producer_props, consumer_props, **kw)
         self.max_block_ms = int(self.producer_props.get("max_block_ms", KafkaProducer.DEFAULT_CONFIG["max_block_ms"]))
-        self.producer = None
-        self.consumer = None
         self._hw_reader = None
 
     def delivery_timeout_s(self) -> float:
