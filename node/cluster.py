@@ -34,7 +34,43 @@ FAST_CONFIGS = {
 }
 
 
-class Cluster:
+class ClusterNodes:
+    """The surface Cluster and NetnsCluster share, over their `agents` (node name -> a node with
+    NodeAddresses), `data_dir` and `control_token`."""
+
+    def ensure_control_token(self) -> str:
+        """The cluster's control token (node.auth), created in the data dir if it has none yet."""
+        if self.control_token is None:
+            self.control_token = ensure_token(token_path(self.data_dir))
+        return self.control_token
+
+    @property
+    def coordinator(self):
+        return self.agents["coordinator"]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.coordinator.address
+
+    @property
+    def kafka_bootstrap_servers(self) -> str:
+        """The coordinator's Kafka-protocol address: what Kafka clients' bootstrap.servers takes."""
+        return self.coordinator.kafka_address
+
+    @property
+    def all_servers(self) -> str:
+        """Every node's address: a client bootstrapped with it survives the coordinator's death,
+        as a Kafka client given several brokers does."""
+        return ",".join(a.address for a in self.agents.values())
+
+    def node_names(self) -> list[str]:
+        return list(self.agents)
+
+    def broker_names(self) -> list[str]:
+        return [n for n in self.agents if n.startswith("broker-")]
+
+
+class Cluster(ClusterNodes):
     def __init__(self, data_dir: str, brokers: int = 3, port: int = 0, host: str = "127.0.0.1",
                  configs: dict | None = None, env: dict | None = None, kafka_port: int | None = 0,
                  metrics_port: int | None = 0, security=None):
@@ -61,37 +97,6 @@ class Cluster:
         # the cluster's own calls carry its control token: with SASL on, data-plane calls need it too
         self.pool = ChannelPool("cluster", channel_credentials=self.channel_credentials(),
                                 metadata=lambda: call_metadata(self.control_token))
-
-    def ensure_control_token(self) -> str:
-        """The cluster's control token (node.auth), created in the data dir if it has none yet."""
-        if self.control_token is None:
-            self.control_token = ensure_token(token_path(self.data_dir))
-        return self.control_token
-
-    @property
-    def coordinator(self) -> Agent:
-        return self.agents["coordinator"]
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return self.coordinator.address
-
-    @property
-    def kafka_bootstrap_servers(self) -> str:
-        """The coordinator's Kafka-protocol address: what Kafka clients' bootstrap.servers takes."""
-        return self.coordinator.kafka_address
-
-    @property
-    def all_servers(self) -> str:
-        """Every node's address: a client bootstrapped with it survives the coordinator's death,
-        as a Kafka client given several brokers does."""
-        return ",".join(a.address for a in self.agents.values())
-
-    def node_names(self) -> list[str]:
-        return list(self.agents)
-
-    def broker_names(self) -> list[str]:
-        return [n for n in self.agents if n.startswith("broker-")]
 
     def start(self, timeout_s: float = 60.0) -> Cluster:
         os.makedirs(self.data_dir, exist_ok=True)

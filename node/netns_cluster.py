@@ -24,7 +24,8 @@ from client.common.pb import agent_pb2_grpc as agrpc
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.agent import NodeAddresses
-from node.auth import TOKEN_ENV, call_metadata, ensure_token, token_path
+from node.auth import TOKEN_ENV, call_metadata, token_path
+from node.cluster import ClusterNodes
 from node.netns import NetnsNetwork, clean_leftovers, start_reaper
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class NodeProcess(NodeAddresses):
         return f"{self.host}:{self.agent_port}"
 
 
-class NetnsCluster:
+class NetnsCluster(ClusterNodes):
     def __init__(self, data_dir: str, brokers: int = 3, configs: dict | None = None, *, subnet: str | None = None,
                  port: int = 9100, kafka_port: int | None = 9092, metrics_port: int | None = 9404,
                  agent_port: int = AGENT_PORT, echo=None):
@@ -109,29 +110,6 @@ class NetnsCluster:
     @property
     def plan(self):
         return self.network.plan
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return self.agents["coordinator"].address
-
-    @property
-    def kafka_bootstrap_servers(self) -> str:
-        return self.agents["coordinator"].kafka_address
-
-    @property
-    def all_servers(self) -> str:
-        return ",".join(a.address for a in self.agents.values())
-
-    def node_names(self) -> list[str]:
-        return list(self.agents)
-
-    def broker_names(self) -> list[str]:
-        return [n for n in self.agents if n.startswith("broker-")]
-
-    def ensure_control_token(self) -> str:
-        if self.control_token is None:
-            self.control_token = ensure_token(token_path(self.data_dir))
-        return self.control_token
 
     # -- lifecycle ----------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> NetnsCluster:
