@@ -120,10 +120,7 @@ class LogClient(AdapterClient):
                 pass
         for c in (self.consumer, self._hw_reader):
             if c is not None:
-                try:
-                    c.close()
-                except Exception:  # noqa: BLE001, S110 -- gone either way
-                    pass
+                self.close_consumer(c)
         self.producer = self.consumer = self._hw_reader = None
 
     def new_consumer(self, group_id: str | None):
