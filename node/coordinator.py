@@ -186,7 +186,7 @@ class ControllerServicer(mgrpc.MetadataServicer, mgrpc.ControllerServicer):
         resp = mpb.CreateTopicsResponse()
         for t in request.topics:
             try:
-                self.node.mutate(lambda s, now: s.create_topic(
+                self.node.mutate(lambda s, now, t=t: s.create_topic(
                     t.name, t.num_partitions, t.replication_factor, dict(t.configs), request.validate_only))
                 resp.results.add(name=t.name)
             except errors.KafkaError as e:
@@ -197,7 +197,7 @@ class ControllerServicer(mgrpc.MetadataServicer, mgrpc.ControllerServicer):
         resp = mpb.DeleteTopicsResponse()
         for name in request.names:
             try:
-                self.node.mutate(lambda s, now: s.delete_topic(name))
+                self.node.mutate(lambda s, now, name=name: s.delete_topic(name))
                 resp.results.add(name=name)
             except errors.KafkaError as e:
                 resp.results.add(name=name, **_err(e))
