@@ -11,7 +11,7 @@ import datetime
 
 from client.common import errors as E
 from node.kafka import COORDINATOR_NODE_ID
-from tests.helpers import unique_name
+from tests.helpers import unique_name, wait_until
 from tests.kafka_wire import WireClient
 
 METADATA, FIND_COORDINATOR, JOIN_GROUP, HEARTBEAT, SYNC_GROUP, INIT_PRODUCER_ID = 3, 10, 11, 12, 14, 22
@@ -23,12 +23,19 @@ def _kafka_nodes(bs: str) -> dict[int, str]:
     return {b.node_id: f"{b.host}:{b.port}" for b in md.brokers}
 
 
+_COORDINATOR_SETTLING = {E.CoordinatorLoadInProgressError.code, E.CoordinatorNotAvailableError.code}
+
+
 def _join(c: WireClient, version: int, group: str, member_id: str = "", instance: str | None = None):
-    return c.call(JOIN_GROUP, version, {
-        "group_id": group, "session_timeout": datetime.timedelta(seconds=10),
-        "rebalance_timeout": datetime.timedelta(seconds=10), "member_id": member_id,
-        "group_instance_id": instance, "protocol_type": "consumer",
-        "protocols": [{"name": "range", "metadata": b"subscription"}]})
+    # A fresh shared cluster's coordinator may still be loading its groups: retry as clients do.
+    def attempt():
+        r = c.call(JOIN_GROUP, version, {
+            "group_id": group, "session_timeout": datetime.timedelta(seconds=10),
+            "rebalance_timeout": datetime.timedelta(seconds=10), "member_id": member_id,
+            "group_instance_id": instance, "protocol_type": "consumer",
+            "protocols": [{"name": "range", "metadata": b"subscription"}]})
+        return None if r.error_code in _COORDINATOR_SETTLING else r
+    return wait_until(attempt, 30, what=f"JoinGroup v{version} past the coordinator's loading")
 
 
 def test_every_node_names_the_coordinator_node_for_groups_and_transactions(shared_cluster):
