@@ -97,7 +97,7 @@ class PollingMember:
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            self.consumer.poll(timeout_ms=100)
+            self.consumer.poll(timeout_ms=1000)  # few poll boundaries: kafka-python 3.0.12 drops a join that completes as a poll times out
             self.owned = {tp.partition for tp in self.consumer.assignment()}
 
     def close(self) -> None:
