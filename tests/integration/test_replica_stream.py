@@ -17,21 +17,7 @@ from client.common.pb import broker_pb2 as bpb
 from node.broker_service import _encode_fetched
 from node.faults import FaultState, Rule, RuleTable
 from node.fetcher import FetcherThread
-from tests.broker_driver import TOPIC, batch, make_broker, metadata, stored_values
-
-
-@pytest.fixture
-def broker(tmp_path):
-    made = []
-
-    def make(broker_id=1, **kw):
-        b = make_broker(tmp_path, broker_id, **kw)
-        made.append(b)
-        return b
-
-    yield make
-    for b in made:
-        b.stop()
+from tests.broker_driver import TOPIC, batch, metadata, stored_values
 
 
 def _message(replica_id=2, replica_epoch=12, parts=(), forgotten=(), max_wait_ms=0):
