@@ -27,6 +27,9 @@ from node.rpc import advertisable_host, create_server
 log = logging.getLogger(__name__)
 
 PUSH_TIMEOUT_S = 4.0  # a just-started node may take this long to listen (below the controller's 5 s deadline)
+# The node's parent pid (this process): node/main.py exits when its parent is gone, even by SIGKILL, so
+# no node outlives the process that supervises it (a test run, `brokerlab up`, a Procfile's agent).
+PARENT_PID_ENV = "BROKERLAB_PARENT_PID"
 
 
 def node_argv(kind: str, *, node_id: int, host: str, port: int, data_dir: str, coordinator: str = "",
@@ -155,7 +158,7 @@ class Agent(NodeAddresses):
                              agent=self.agent_address, kafka_port=self.kafka_port,
                              metrics_port=self.metrics_port, advertised_host=self.advertised_host)
             env = {**os.environ, **self.env, "BROKERLAB_FAULTS": faults_env(self.faults),
-                   TOKEN_ENV: self._control_token}
+                   TOKEN_ENV: self._control_token, PARENT_PID_ENV: str(os.getpid())}
             with open(self.log_path, "ab") as logf:
                 self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)

@@ -142,7 +142,7 @@ def run_node(kind: str, *, node_id: int, host: str, port: int, data_dir: str, co
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # Started by an embedded cluster (chaos.local_cluster): exit when that process dies, even by SIGKILL.
+    # Started by an agent (node.agent sets it to its own pid): exit when that process dies, even by SIGKILL.
     parent = int(os.environ.get("BROKERLAB_PARENT_PID") or 0)
     while not done.wait(0.5):
         if parent and os.getppid() != parent:

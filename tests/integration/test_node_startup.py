@@ -32,3 +32,57 @@ def test_a_taken_pinned_port_fails_the_start_before_the_grpc_server_serves(tmp_p
         taken.close()
     assert not served
     assert not (tmp_path / "c" / "port").exists()  # the agent never saw this start as a running node
+
+
+_CLUSTER_THEN_BLOCK = """
+import json, os, sys
+from node.cluster import Cluster
+c = Cluster(sys.argv[1], brokers=1, kafka_port=None, metrics_port=None).start()
+tmp = sys.argv[2] + ".tmp"
+with open(tmp, "w") as f:
+    json.dump([a.proc.pid for a in c.agents.values()], f)
+os.replace(tmp, sys.argv[2])
+sys.stdin.read()  # until SIGKILLed (or the test closes stdin)
+"""
+
+
+def test_nodes_of_a_cluster_exit_when_the_process_that_started_it_is_sigkilled(tmp_path):
+    """Cluster (test fixtures, `brokerlab up`) runs its agents in-process: when that process dies by
+    SIGKILL nothing stops the nodes, so they must notice their parent is gone (BROKERLAB_PARENT_PID)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, wait_until
+
+    pids_file = tmp_path / "pids.json"
+    owner = subprocess.Popen([sys.executable, "-c", _CLUSTER_THEN_BLOCK, str(tmp_path / "data"), str(pids_file)],
+                             stdin=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT}, cwd=ROOT)
+    pids: list[int] = []
+    try:
+        wait_until(lambda: pids_file.exists() or owner.poll() is not None, 60, what="the cluster to start")
+        assert owner.poll() is None, f"the cluster's process exited with {owner.returncode}"
+        pids = json.loads(pids_file.read_text())
+        assert len(pids) == 2 and all(_running(p) for p in pids)
+        owner.kill()
+        owner.wait(10)
+        wait_until(lambda: not any(_running(p) for p in pids), 15,
+                   what=f"the nodes {pids} to exit after their cluster's process was SIGKILLed")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        for p in pids:  # on failure: no orphan left behind
+            if _running(p):
+                os.killpg(p, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited node the dead cluster never reaped is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
