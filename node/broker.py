@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 LATEST, EARLIEST = -1, -2
 
 
+class _AheadOfSequence(Exception):  # a signal inside append_as_leader, not an error
+    """A batch waits for its predecessor; `seen_changes` is the partition's Replica.changes at the check."""
+
+    def __init__(self, seen_changes: int):
+        super().__init__()
+        self.seen_changes = seen_changes
+
+
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     base_offset: int
@@ -96,6 +104,9 @@ class Replica:
         # acks=all produces of this partition wait here: one append must not wake every waiter
         # of every partition on the broker.
         self.hw_cond = threading.Condition(threading.Lock())
+        # Bumped under hw_cond by every Broker.wake(r): a produce held for its predecessor's sequence
+        # (Broker._await_predecessor) waits for it to move, so no wake between its check and its wait is lost.
+        self.changes = 0
         self._written: tuple = (None, None)  # (hw, epochs) last put in a WriteBatch; owned by self.lock
         self.aborted_index = None  # node.txn.AbortedTxnIndex, built lazily by TxnBroker; owned by:
         self.aborted_index_lock = threading.Lock()
@@ -198,10 +209,11 @@ class Broker:
         if self.replicas:
             log.info("Loaded %d partition replicas from disk", len(self.replicas))
 
-    def wake(self, r: "Replica | None" = None) -> None:
+    def wake(self, r: Replica | None = None) -> None:
         """An append, HW move or role change: wake that partition's acks=all waiters and the fetch long polls."""
         if r is not None:
             with r.hw_cond:
+                r.changes += 1
                 r.hw_cond.notify_all()
             with self._checkpoint_dirty_lock:
                 self._checkpoint_dirty.add(r)
@@ -403,7 +415,6 @@ class Broker:
         (INVALID_TXN_STATE) unless that guard is still current (no marker since).
         """
         r = self.leader_replica(topic, partition)
-        min_isr = topic_config(r.configs, "min.insync.replicas", self.config)
         batches = []
         pos = 0
         while pos < len(data):
@@ -412,6 +423,23 @@ class Broker:
             pos += h.size
         if not batches:
             raise errors.InvalidRecordError("empty produce payload")
+        hold_until = self.clock.monotonic_ms() + self.config.emu_produce_sequence_wait_ms
+        while True:
+            try:
+                result = self._append_locked(r, batches, acks, verification, hold_until)
+            except _AheadOfSequence as ahead:
+                self._await_predecessor(r, ahead.seen_changes, hold_until)
+                r = self.leader_replica(topic, partition)
+                continue
+            self.wake(r)
+            return result
+
+    def _append_locked(self, r: Replica, batches: list, acks: int, verification: object,
+                       hold_until: int) -> AppendResult:
+        """append_as_leader under r.lock. Raises _AheadOfSequence (nothing done) when a producer's first
+        batch in the request is ahead of its sequence and may be held until `hold_until`."""
+        topic, partition = r.topic, r.partition
+        min_isr = topic_config(r.configs, "min.insync.replicas", self.config)
         now = self.clock.monotonic_ms()
         # LogAppendTime: the batches carry this broker's wall clock (which a clock fault skews).
         append_time = self.clock.wall_ms() \
@@ -432,12 +460,22 @@ class Broker:
             duplicate = False
             n_records = n_bytes = 0
             next_offset = m.log_end_offset
+            seen: set[int] = set()  # producers with an earlier batch in this request
             for h, raw in batches:
                 if h.producer_id >= 0:
                     decision = pending.check_and_update(h.producer_id, h.producer_epoch, h.base_sequence,
                                                         h.last_sequence, h.is_transactional)
                     if isinstance(decision, Reject):
+                        # Only a request's first batch of a producer can wait: a gap after its own earlier
+                        # batches cannot be filled by another request.
+                        if (h.producer_id not in seen
+                                and isinstance(decision.error, errors.OutOfOrderSequenceNumberError)
+                                and now < hold_until and not self._stop.is_set()
+                                and r.producers.awaits_predecessor(h.producer_id, h.producer_epoch,
+                                                                   h.base_sequence)):
+                            raise _AheadOfSequence(r.changes)
                         raise decision.error
+                    seen.add(h.producer_id)
                     if isinstance(decision, DuplicateBatch):
                         duplicate = True
                         bases.append(decision.base_offset)
@@ -470,8 +508,18 @@ class Broker:
                 r.producers.commit_append(pending)
                 self.metrics.on_append(topic, n_records, n_bytes)
             log_start = m.log_start_offset
-        self.wake(r)
         return AppendResult(base, last, log_start, duplicate and not appended, bases, leader_epoch, append_time)
+
+    def _await_predecessor(self, r: Replica, seen_changes: int, hold_until: int) -> None:
+        """A produce ahead of its producer's sequence waits (without r.lock) for the next append or role
+        change of the partition, or until `hold_until` (emu.produce.sequence.wait.ms after it came)."""
+        with r.hw_cond:
+            while r.changes == seen_changes and not self._stop.is_set():
+                left_ms = hold_until - self.clock.monotonic_ms()
+                if left_ms <= 0:
+                    return
+                r.hw_cond.wait(left_ms / 1000.0)
+
 
     def produce(self, parts: list[PartitionProduce], acks: int, timeout_ms: int,
                 transactional_id: str = "") -> list[PartitionProduce]:

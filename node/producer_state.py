@@ -262,6 +262,21 @@ class ProducerStateManager:
                 f"since offset {entry.current_txn_first_offset}"))
         return ACCEPT
 
+    def awaits_predecessor(self, producer_id: int, producer_epoch: int, base_sequence: int) -> bool:
+        """The batch is ahead of the producer's next sequence here: the batches between may still be
+        in flight (a producer with several requests in flight, served on different threads), so the
+        leader may hold it for them instead of answering OUT_OF_ORDER_SEQUENCE_NUMBER at once. A batch
+        behind the next sequence (not a duplicate) or of an older epoch can never become valid."""
+        if producer_id == NO_PRODUCER_ID or base_sequence < 0:
+            return False
+        entry = self.producers.get(producer_id)
+        if entry is None or producer_epoch > entry.producer_epoch:
+            return base_sequence > 0
+        if producer_epoch < entry.producer_epoch:
+            return False
+        gap = (base_sequence - (entry.last_seq + 1)) % (INT32_MAX + 1)
+        return 0 < gap <= INT32_MAX // 2
+
     # -- state updates ---------------------------------------------------
     def on_append(self, producer_id: int, producer_epoch: int, first_seq: int, last_seq: int,
                   base_offset: int, last_offset: int, is_transactional: bool = False) -> None:

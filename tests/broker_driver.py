@@ -8,6 +8,8 @@ controller is a real `Coordinator` model reached without gRPC.
 """
 from __future__ import annotations
 
+import threading
+
 from client.common import records
 from client.common.clock import ManualClock
 from client.common.config import BrokerConfig
@@ -72,6 +74,22 @@ class ServicerStub:
     def __getattr__(self, name):
         method = getattr(self._svc, name)
         return lambda request, timeout=None, metadata=None: method(request, Context())
+
+
+class RecordingCondition(threading.Condition):
+    """A Replica's hw_cond that counts its waiters, so a test sees that a request is parked on it
+    (`on_wait` may also fail a test that must not wait)."""
+
+    def __init__(self, on_wait=None):
+        super().__init__(threading.Lock())
+        self.waits = 0
+        self.on_wait = on_wait
+
+    def wait(self, timeout=None):
+        self.waits += 1  # under the condition's lock
+        if self.on_wait is not None:
+            self.on_wait()
+        return super().wait(timeout)
 
 
 def make_broker(tmp_path, broker_id: int = 1, configs: dict | None = None) -> Broker:

@@ -349,6 +349,9 @@ class BrokerConfig(Config):
                   doc="emu: the longest a fetch long-polls, whatever its max_wait_ms (node/limits.py)"),
         ConfigDef("emu.produce.purgatory.max.ms", "int", 30000, at_least(0),
                   doc="emu: the longest an acks=all produce waits for replication, whatever its timeout"),
+        ConfigDef("emu.produce.sequence.wait.ms", "int", 500, at_least(0),
+                  doc="emu: the longest a leader holds an idempotent batch that is ahead of its producer's "
+                      "sequence for its predecessor (0: answer OUT_OF_ORDER_SEQUENCE_NUMBER at once)"),
         # Security (node/security): off by default. One protocol for every listener of a node.
         ConfigDef("security.protocol", "str", "PLAINTEXT", choices=SECURITY_PROTOCOLS,
                   doc="of every listener (Kafka and gRPC), node-to-node included"),

@@ -98,6 +98,31 @@ def test_sequence_rules(name, pid, epoch, first_seq, count, expected):
         assert isinstance(got, Reject) and isinstance(got.error, expected), name
 
 
+@pytest.mark.parametrize("name, pid, epoch, first_seq, ahead", [
+    ("a gap: the batches between may be in flight", PID, 0, 61, True),
+    ("far ahead", PID, 0, 60 + 2**29, True),
+    ("next in sequence", PID, 0, 60, False),
+    ("behind, not a retained batch", PID, 0, 55, False),
+    ("behind, older than the window", PID, 0, 0, False),
+    ("new epoch not from 0", PID, 1, 3, True),
+    ("new epoch from 0", PID, 1, 0, False),
+    ("older epoch", PID, -1, 61, False),
+    ("unknown producer not from 0", PID + 1, 0, 7, True),
+    ("unknown producer from 0", PID + 1, 0, 0, False),
+    ("not idempotent", -1, -1, -1, False),
+])
+def test_awaits_predecessor_only_for_a_batch_ahead_of_the_next_sequence(name, pid, epoch, first_seq, ahead):
+    assert _six_batches().psm.awaits_predecessor(pid, epoch, first_seq) is ahead, name
+
+
+def test_awaits_predecessor_across_the_int32_wrap():
+    psm = ProducerStateManager()
+    psm.on_append(PID, 0, INT32_MAX - 9, INT32_MAX - 1, 0, 8)  # next is INT32_MAX
+    assert not psm.awaits_predecessor(PID, 0, INT32_MAX)
+    assert psm.awaits_predecessor(PID, 0, 0) and psm.awaits_predecessor(PID, 0, 5)
+    assert not psm.awaits_predecessor(PID, 0, INT32_MAX - 20)
+
+
 @pytest.mark.parametrize("first_seq", [0, 60, 5])
 def test_older_epoch_is_invalid_producer_epoch(first_seq):
     log = _six_batches()
