@@ -9,8 +9,9 @@ Batches in flight per partition are capped by `max_in_flight_per_partition`:
 1 for a plain producer, which keeps send order through retries (the broker
 handles requests concurrently, so two in flight could be appended in either
 order); up to max.in.flight.requests.per.connection (<= 5) for an idempotent
-one, as Kafka: the broker appends a partition's batches in sequence order and
-answers a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, the producer retries, and 5
+one, as Kafka: the broker appends a partition's batches in sequence order (it
+holds a batch that arrives before its predecessor for a bounded time, then
+answers OUT_OF_ORDER_SEQUENCE_NUMBER and the producer retries), and 5
 is the broker's duplicate window (the last 5 batches of a producer). A batch
 coming back for a retry is put in sequence order and goes out alone, once
 nothing else of its partition is in flight.
