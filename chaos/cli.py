@@ -125,11 +125,13 @@ def chaos_isolate(node: str, bootstrap: str) -> None:
 @click.option("--jitter-ms", type=click.IntRange(0), default=0, show_default=True)
 @_BOOTSTRAP
 def chaos_delay(links, ms: int, jitter_ms: int, bootstrap: str) -> None:
-    """Add latency (and jitter) on links."""
+    """Add latency (and jitter) on links: at the nodes' edge, or with netem in a netns cluster whose
+    kernel has it (`chaos status` says which)."""
     with _controller(bootstrap) as c:
         c.discover()
         c.delay(list(links), ms, jitter_ms)
-    click.echo(f"delay {ms} ms ±{jitter_ms} on {', '.join(links)}")
+        layers = " + ".join(c.last_layers) or "edge"
+    click.echo(f"delay {ms} ms ±{jitter_ms} on {', '.join(links)} ({layers})")
 
 
 @chaos.command("loss")

@@ -97,6 +97,7 @@ class ChaosController:
         self.last_metadata: mpb.MetadataResponse | None = None
         self._network = network
         self._netem: bool | None = None
+        self._netem_missing = ""  # why the agents cannot apply delay with netem ("" when they can)
         self.last_layers: list[str] = []  # the layers of the rules the last fault added ("edge", "kernel")
 
     @property
@@ -247,6 +248,12 @@ class ChaosController:
                 return self._network or "edge"
             kernel = all(st.network == "netns" for st in statuses.values())
             self._netem = kernel and all(st.netem for st in statuses.values())
+            without = {n: st.netem_missing or "this kernel has no netem" for n, st in statuses.items()
+                       if kernel and not st.netem}
+            reasons = sorted(set(without.values()))
+            self._netem_missing = "" if not without else (
+                reasons[0] if len(reasons) == 1 and len(without) == len(statuses)
+                else "; ".join(f"{n}: {why}" for n, why in sorted(without.items())))
             if self._network is None:
                 self._network = "netns" if kernel else "edge"
             elif self._network == "netns" and not kernel:
@@ -257,18 +264,28 @@ class ChaosController:
         return self._network
 
     def delay_layer(self) -> str:
-        """Where delay and jitter are applied, and why."""
+        """Where delay and jitter between nodes are applied, and why."""
         if self.network != "netns":
             return "edge"
-        return "edge (netem is not used for delay yet)" if self._netem else "edge (this kernel has no netem)"
+        if self._netem:
+            return "kernel (netem; from clients: edge)"
+        return f"edge ({self._netem_missing or 'this kernel has no netem'})"
+
+    def layers(self) -> dict[str, str]:
+        """Which layer applies which fault: for `chaos status` and a run's run.json / report."""
+        return {"partition, isolate, loss, cut-clients": "kernel" if self.network == "netns" else "edge",
+                "delay, jitter": self.delay_layer(),
+                "heartbeat-*, drop-response, clock, client:<id> links": "edge"}
 
     def _layered(self, rules: list[Rule]) -> list[Rule]:
-        """With network netns, the rules the kernel can express become kernel rules."""
+        """With network netns, the rules the kernel can express become kernel rules (delays only
+        where every agent has netem)."""
         if self.network != "netns":
             return rules
         from node.kernel_faults import kernel_expressible
         nodes = set(self._known())
-        return [dataclasses.replace(r, layer="kernel") if kernel_expressible(r, nodes) else r for r in rules]
+        return [dataclasses.replace(r, layer="kernel") if kernel_expressible(r, nodes, bool(self._netem)) else r
+                for r in rules]
 
     def _hosts(self) -> dict[str, str]:
         return {n: i.address.rsplit(":", 1)[0].strip("[]") for n, i in self._known().items()}
@@ -486,9 +503,7 @@ class ChaosController:
         out = {"bootstrap": self.bootstrap, "nodes": nodes}
         try:
             out["network"] = self.network
-            out["layers"] = {"partition, isolate, loss, cut-clients": "kernel" if self.network == "netns" else "edge",
-                             "delay, jitter": self.delay_layer(),
-                             "heartbeat-*, drop-response, clock, client:<id> links": "edge"}
+            out["layers"] = self.layers()
         except ChaosError as e:
             out["network"] = f"unknown ({e})"
         md = self.metadata()

@@ -62,6 +62,12 @@ def fault_windows(history: list[dict]) -> list[tuple[float, float, str]]:
     return sorted(out)
 
 
+def _delay_layer(run: dict) -> str:
+    """With network netns, where delay and jitter were applied (netem, or the edge and why)."""
+    layer = (run.get("layers") or {}).get("delay, jitter")
+    return f" (delay, jitter: {html.escape(str(layer))})" if layer and run.get("network") == "netns" else ""
+
+
 def _label(op: dict) -> str:
     v = op.get("value")
     target = ""
@@ -70,7 +76,7 @@ def _label(op: dict) -> str:
             target = " " + ",".join(v["nodes"])
         elif v.get("groups"):
             target = " " + " | ".join(",".join(g) for g in v["groups"])
-        if v.get("layer"):  # which layer applied it: the nodes' gRPC edge or the kernel (nftables)
+        if v.get("layer"):  # which layer applied it: the nodes' gRPC edge or the kernel (nftables, netem)
             target += f" ({v['layer']})"
     return op["f"] + target
 
@@ -395,7 +401,8 @@ def _html(result, run, windows, plots, key_plots) -> str:
         client = run.get("client") or {"library": "brokerlab"}
         parts.append(f"<p>experiment <b>{esc(str(run.get('name')))}</b>, seed <b>{run.get('seed')}</b>, "
                      f"client library <b>{esc(str(client.get('library')))} {esc(str(client.get('version', '')))}</b>, "
-                     f"network <b>{esc(str(run.get('network', 'edge')))}</b>, "
+                     f"network <b>{esc(str(run.get('network', 'edge')))}</b>"
+                     + _delay_layer(run) + ", "
                      f"{run.get('duration_s')} s of workload, {run.get('elapsed_s', 0):.0f} s end to end. "
                      f"Expected: <b>{esc(json.dumps(run.get('expect')))}</b>; got <b>{esc(str(run.get('verdict')))}"
                      f"</b> — {'as expected' if beh else 'NOT as expected'}.</p>")

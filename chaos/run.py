@@ -277,6 +277,7 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
     notes: list[str] = list(cspec.notes)
     interrupted = False
     controller = None
+    layers: dict[str, str] = {}  # which layer applied which fault (ChaosController.layers), for run.json
     writer = h.HistoryWriter(os.path.join(run_dir, "history.jsonl"))
     runner = None
     old_term = signal.getsignal(signal.SIGTERM) if _main_thread() else None
@@ -294,9 +295,10 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         controller = ChaosController(bootstrap, state_path=os.path.join(run_dir, "controller-state.json"),
                                      control_token=control_token, data_dir=data_dir, network=network)
         controller.discover()
+        layers = controller.layers()
         if network == "netns":
             echo(f"network netns: partitions, isolate, loss and cut-clients are kernel rules (nftables); "
-                 f"delay and jitter at the {controller.delay_layer()}")
+                 f"delay and jitter: {controller.delay_layer()}")
         if cspec.library != "brokerlab":
             from chaos.clients import kafka_bootstrap
             client_bootstrap = ",".join(a.kafka_address for a in cluster.agents.values() if a.kafka_address) \
@@ -360,7 +362,8 @@ def run_experiment(exp: dict, *, seed: int | None = None, duration_s: float | No
         json.dump({**{k: v for k, v in result.items() if not k.startswith("_")}, "client": client_info}, fh,
                   indent=1, sort_keys=True, default=str)
     with open(os.path.join(run_dir, "run.json"), "w", encoding="utf-8") as fh:
-        json.dump({"name": name, "seed": seed, "client": client_info, "network": network, "duration_s": duration_s,
+        json.dump({"name": name, "seed": seed, "client": client_info, "network": network, "layers": layers,
+                   "duration_s": duration_s,
                    "elapsed_s": outcome.elapsed_s,
                    "expect": outcome.expect, "verdict": outcome.verdict, "behaved": outcome.behaved,
                    "interrupted": interrupted, "notes": notes, "caveats": outcome.caveats,

@@ -123,7 +123,8 @@ class Agent(NodeAddresses):
                                                      max_workers=8, server_credentials=server_creds)
         self.agent_address = f"{advertised_host or agent_host}:{self.agent_port}"
         self.kernel_faults = kernel_faults
-        self.netem = False
+        self.netem_missing = "not a netns agent"  # why delay and jitter stay at the edge ("": netem applies them)
+        self.tc = None  # node.kernel_faults.TcDelays: the netem delays this agent installed
         if kernel_faults:
             from node import kernel_faults as kf
             missing = kf.missing_tools()
@@ -131,7 +132,12 @@ class Agent(NodeAddresses):
                 self.server.stop(0)
                 raise ValueError(f"agent {name}: kernel faults need {' and '.join(missing)}")
             kf.remove()  # a table left by an earlier agent of this host is no rule of ours any more
-            self.netem = kf.has_netem()
+            self.netem_missing = kf.netem_missing()  # asked once: the kernel does not change under us
+            if not self.netem_missing:
+                kf.remove_leftover_delays()  # likewise an earlier agent's netem delays
+                self.tc = kf.TcDelays()
+            else:
+                log.info("%s: delay and jitter stay at the edge: %s", name, self.netem_missing)
         self._closing = False
         threading.Thread(target=self._watch, name=f"agent-watch-{name}", daemon=True).start()
 
@@ -250,7 +256,8 @@ class Agent(NodeAddresses):
         return apb.AgentStatus(node=self.name, state=state, pid=p.pid if p else 0, restarts=self.restarts,
                                address=self.address, agent=self.agent_address,
                                exit_code=code if code is not None else 0, metrics_port=self.metrics_port or 0,
-                               network="netns" if self.kernel_faults else "edge", netem=self.netem)
+                               network="netns" if self.kernel_faults else "edge", netem=self.netem,
+                               netem_missing=self.netem_missing if self.kernel_faults else "")
 
     def _watch(self) -> None:
         while not self._closing:
@@ -272,8 +279,13 @@ class Agent(NodeAddresses):
         self._push_faults()
         return spec
 
+    @property
+    def netem(self) -> bool:
+        return self.tc is not None
+
     def _apply_kernel(self, spec: apb.FaultRules) -> None:
-        """Kernel-layer rules become this host's nftables table (replaced whole, in one transaction)."""
+        """Kernel-layer rules become this host's nftables table (replaced whole, in one transaction) and
+        its netem delays (each device's rebuilt when its delays changed)."""
         from node import kernel_faults as kf
         from node.faults import rules_from_pb
         rules = [r for r in rules_from_pb(spec.rules) if r.layer == "kernel"]
@@ -282,9 +294,14 @@ class Agent(NodeAddresses):
                 raise kf.KernelFaultsError(f"agent {self.name} applies no kernel rules (it was not started "
                                            f"for a netns cluster / with --kernel-faults)")
             return
+        if self.tc is None and any(r.kind == "delay" for r in rules):
+            raise kf.KernelFaultsError(f"agent {self.name} cannot apply delay as a kernel rule: {self.netem_missing}")
         ports = tuple(p for p in (self.port, self.kafka_port) if p)
-        with self._nft_lock:  # one nft transaction at a time, in the order the rules came
-            kf.apply(kf.ruleset(kf.NodeHost(self.name, dict(spec.hosts), ports), rules))
+        host = kf.NodeHost(self.name, dict(spec.hosts), ports)
+        with self._nft_lock:  # one kernel change at a time, in the order the rules came
+            kf.apply(kf.ruleset(host, rules))
+            if self.tc is not None:
+                self.tc.apply(host, rules)
 
     def _push_faults(self, timeout_s: float = PUSH_TIMEOUT_S) -> None:
         """Hands the current rules to the running node (a stopped or paused one gets them when it
@@ -318,10 +335,12 @@ class Agent(NodeAddresses):
         self.stop()
         if self.kernel_faults:
             from node import kernel_faults as kf
-            try:
-                kf.remove()
-            except kf.KernelFaultsError:
-                log.exception("removing %s's kernel rules", self.name)
+            for remove in (kf.remove, self.tc.remove if self.tc is not None else None):
+                try:
+                    if remove is not None:
+                        remove()
+                except kf.KernelFaultsError:
+                    log.exception("removing %s's kernel rules", self.name)
         self.server.stop(grace=0.5)
         self.pool.close()
 

@@ -2,6 +2,7 @@
 kernel rules (short forms). Needs root; skipped with the reason otherwise (tests/netns_skip.py)."""
 from __future__ import annotations
 
+import html
 import json
 import os
 
@@ -19,10 +20,14 @@ def _run(name: str, seed: int, duration_s: float, tmp_path):
     print(f"\n{name} (netns): {out.verdict}; run folder {out.run_dir}\nreplay: {out.replay_command()} "
           f"--duration {duration_s:g}")
     with open(os.path.join(out.run_dir, "run.json")) as fh:
-        assert json.load(fh)["network"] == "netns"
+        run = json.load(fh)
+    assert run["network"] == "netns"
+    # Where delay and jitter went: netem, or the edge and why (this machine's kernel has no netem).
+    delay_layer = run["layers"]["delay, jitter"]
+    assert delay_layer.startswith(("kernel (netem", "edge (")), delay_layer
     assert out.replay_command().endswith("--network netns")
     with open(os.path.join(out.run_dir, "report.html")) as fh:
-        assert "network <b>netns</b>" in fh.read()
+        assert f"network <b>netns</b> (delay, jitter: {html.escape(delay_layer)})" in fh.read()
     assert netns.owned_by(os.getpid()) == {"namespaces": [], "links": []}  # the run removed its network
     return out
 
