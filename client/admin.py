@@ -188,7 +188,8 @@ class Admin:
                 req.partitions.add(topic=tp[0], partition=tp[1])
             resp = self._call(lambda timeout: stub.OffsetFetch(req, timeout=timeout), "OffsetFetch")
             _raise_for(resp.error_code, resp.error_message)
-            return {TopicPartition(p.topic, p.partition): OffsetAndMetadata(p.committed_offset, p.metadata)
+            return {TopicPartition(p.topic, p.partition): OffsetAndMetadata(p.committed_offset, p.metadata,
+                                                                            p.committed_leader_epoch)
                     for p in resp.partitions if p.committed_offset >= 0}
         return _retry_loading(run)
 
@@ -203,8 +204,10 @@ class Admin:
             req = gpb.OffsetCommitRequest(group_id=group_id, generation_id=-1, member_id="")
             for tp, om in offsets.items():
                 om = om if isinstance(om, OffsetAndMetadata) else OffsetAndMetadata(int(om))
-                req.partitions.add(topic=tp[0], partition=tp[1], committed_offset=om.offset,
-                                   committed_metadata=om.metadata)
+                part = req.partitions.add(topic=tp[0], partition=tp[1], committed_offset=om.offset,
+                                          committed_metadata=om.metadata)
+                if om.leader_epoch >= 0:
+                    part.committed_leader_epoch = om.leader_epoch
             resp = self._call(lambda timeout: stub.OffsetCommit(req, timeout=timeout), "OffsetCommit")
             code = resp.error_code or next((p.error_code for p in resp.partitions if p.error_code), 0)
             _raise_for(code, resp.error_message)

@@ -543,8 +543,10 @@ class ConsumerCoordinator:
                 om = OffsetAndMetadata(om)
             if om.offset < 0:
                 raise E.IllegalStateError(f"cannot commit a negative offset for {tp}: {om.offset}")
-            req.partitions.add(topic=tp.topic, partition=tp.partition, committed_offset=om.offset,
-                               committed_metadata=om.metadata or "")
+            part = req.partitions.add(topic=tp.topic, partition=tp.partition, committed_offset=om.offset,
+                                      committed_metadata=om.metadata or "")
+            if om.leader_epoch >= 0:
+                part.committed_leader_epoch = om.leader_epoch
         return req
 
     def commit_sync(self, offsets: dict, timeout: float | None = None, *,
@@ -633,7 +635,7 @@ class ConsumerCoordinator:
                     for p in resp.partitions:
                         if p.committed_offset >= 0:
                             out[TopicPartition(p.topic, p.partition)] = OffsetAndMetadata(
-                                p.committed_offset, p.metadata)
+                                p.committed_offset, p.metadata, p.committed_leader_epoch)
                     return out
                 err = E.for_code(resp.error_code, resp.error_message) if resp.error_code else E.for_code(
                     failed.error_code, f"{failed.topic}-{failed.partition} of group {self.group_id}")

@@ -209,10 +209,10 @@ class TransactionManager:
             for tp, om in dict(offsets).items():
                 tp = TopicPartition(*tp)
                 if isinstance(om, OffsetAndMetadata):
-                    off, meta = om.offset, om.metadata or ""
+                    off, meta, epoch = om.offset, om.metadata or "", om.leader_epoch
                 else:
-                    off, meta = int(om), ""
-                req.offsets.add(topic=tp.topic, partition=tp.partition, offset=off, leader_epoch=-1, metadata=meta)
+                    off, meta, epoch = int(om), "", -1
+                req.offsets.add(topic=tp.topic, partition=tp.partition, offset=off, leader_epoch=epoch, metadata=meta)
             _, err = self._call("TxnOffsetCommit", req, deadline)
             self._raise(err)
 

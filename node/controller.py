@@ -259,6 +259,15 @@ class ControllerState:
                 out[name] = e
         return out
 
+    def unknown_partitions(self, partitions) -> set[tuple[str, int]]:
+        """The (topic, partition)s that do not exist (Kafka's `!metadataCache.contains(tp)`)."""
+        out = set()
+        for topic, partition in partitions:
+            t = self.topics.get(topic)
+            if t is None or not 0 <= partition < len(t.partitions):
+                out.add((topic, partition))
+        return out
+
     def delete_topic(self, name: str) -> None:
         if name not in self.topics:
             raise errors.UnknownTopicOrPartitionError(f"Topic '{name}' does not exist.")

@@ -95,6 +95,12 @@ class Coordinator:
                                                            f"auto.create.topics.enable=false") for n in missing}
         return self.mutate(lambda s, now: s.auto_create_topics(list(names)))
 
+    def unknown_partitions(self, partitions) -> set[tuple[str, int]]:
+        """The partitions, of (topic, partition)s, that do not exist: the group and transaction coordinators
+        answer them UNKNOWN_TOPIC_OR_PARTITION (OffsetCommit, TxnOffsetCommit, AddPartitionsToTxn)."""
+        with self.lock:
+            return self.state.unknown_partitions(partitions)
+
     def metadata(self, topics=(), include_internal=True, allow_auto_topic_creation=False) -> mpb.MetadataResponse:
         if allow_auto_topic_creation and topics:
             self.auto_create_topics(list(topics))

@@ -249,12 +249,14 @@ class OffsetAndMetadata:
     offset: int
     metadata: str = ""
     commit_timestamp_ms: int = -1
+    leader_epoch: int = -1  # OffsetCommit v6+ (KIP-320): the epoch of the record consumed last; -1 unknown
 
 
 @dataclass(frozen=True, slots=True)
 class CommitResult(_HasError):
     error_code: int = NONE
-    # Per-partition codes, as in OffsetCommitResponse (all equal to error_code).
+    # Per-partition codes, as in OffsetCommitResponse (error_code, or UNKNOWN_TOPIC_OR_PARTITION for
+    # partitions that do not exist, which the driver answers without the model).
     partitions: Mapping[TopicPartitionKey, int] = field(default_factory=dict)
     effects: tuple[Effect, ...] = ()
 
@@ -832,9 +834,11 @@ class GroupMetadata:
     # -------------------------------------------------------------- offsets
 
     def commit_offsets(self, member_id: str, generation_id: int,
-                       offsets: Mapping[TopicPartitionKey, tuple[int, str]], now_ms: int, *,
+                       offsets: Mapping[TopicPartitionKey, tuple], now_ms: int, *,
                        commit_timestamp_ms: int = -1, group_instance_id: str | None = None) -> CommitResult:
         """Validate an OffsetCommit; the offsets are applied by `on_offsets_stored`.
+
+        `offsets`: {tp: (offset, metadata)} or {tp: (offset, metadata, leader_epoch)}.
 
         `now_ms` is the session clock (a commit counts as a heartbeat, as in
         Kafka); `commit_timestamp_ms` is the wall-clock time stored with the
@@ -847,9 +851,9 @@ class GroupMetadata:
             return CommitResult(code, {tp: code for tp in offsets})
         if member_id in self.members:
             self.members[member_id].last_heartbeat_ms = now_ms
-        records = tuple(self._offset_record(topic, partition,
-                                            OffsetAndMetadata(int(offset), metadata or "", commit_timestamp_ms))
-                        for (topic, partition), (offset, metadata) in offsets.items())
+        records = tuple(self._offset_record(topic, partition, OffsetAndMetadata(
+                            int(offset), metadata or "", commit_timestamp_ms, int(epoch[0]) if epoch else -1))
+                        for (topic, partition), (offset, metadata, *epoch) in offsets.items())
         return CommitResult(NONE, {tp: NONE for tp in offsets}, (PersistOffsets(records),))
 
     def on_offsets_stored(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -861,8 +865,10 @@ class GroupMetadata:
             if rec.get("deleted"):
                 self.offsets.pop(tp, None)
             else:
+                # Records written before leader epochs were stored have none: -1, as Kafka's v1 values.
                 self.offsets[tp] = OffsetAndMetadata(int(rec["offset"]), rec.get("metadata") or "",
-                                                     int(rec.get("commit_timestamp_ms", -1)))
+                                                     int(rec.get("commit_timestamp_ms", -1)),
+                                                     int(rec.get("leader_epoch", -1)))
 
     def _commit_error(self, member_id: str, generation_id: int, group_instance_id: str | None) -> int:
         if self.state is GroupState.DEAD:
@@ -945,7 +951,8 @@ class GroupMetadata:
         if om is None:
             rec["deleted"] = True
         else:
-            rec.update(offset=om.offset, metadata=om.metadata, commit_timestamp_ms=om.commit_timestamp_ms)
+            rec.update(offset=om.offset, metadata=om.metadata, commit_timestamp_ms=om.commit_timestamp_ms,
+                       leader_epoch=om.leader_epoch)
         return rec
 
     @classmethod

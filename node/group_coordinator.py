@@ -14,6 +14,7 @@ until it is done every group RPC answers COORDINATOR_LOAD_IN_PROGRESS.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -374,11 +375,20 @@ class GroupCoordinator:
 
     def commit(self, r: gpb.OffsetCommitRequest) -> G.CommitResult:
         """OffsetCommit: readable by OffsetFetch only once written; an answer after a write whose outcome
-        is unknown is REQUEST_TIMED_OUT (indefinite), never a definite error."""
+        is unknown is REQUEST_TIMED_OUT (indefinite), never a definite error.
+
+        As Kafka's KafkaApis: a partition that does not exist is answered UNKNOWN_TOPIC_OR_PARTITION
+        and the others are committed; when none exists the group is not touched."""
+        offsets = {TopicPartition(p.topic, p.partition): (
+                       p.committed_offset, p.committed_metadata,
+                       p.committed_leader_epoch if p.HasField("committed_leader_epoch") else -1)
+                   for p in r.partitions}
+        unknown = {tp: E.UnknownTopicOrPartitionError.code for tp in self.node.unknown_partitions(offsets)}
+        if unknown and len(unknown) == len(offsets):
+            return G.CommitResult(NONE, unknown)
+        offsets = {tp: v for tp, v in offsets.items() if tp not in unknown}
         self._check_loaded()
         inst = r.group_instance_id if r.HasField("group_instance_id") else None
-        offsets = {TopicPartition(p.topic, p.partition): (p.committed_offset, p.committed_metadata)
-                   for p in r.partitions}
         # Sessions run on the monotonic clock; the stored commit time is wall-clock time.
         now, wall_ms = self.clock.monotonic_ms(), self.clock.wall_ms()
         with self.lock:
@@ -389,7 +399,7 @@ class GroupCoordinator:
             job = self._submit(g, res.effects) if res.effects else None
         if job is not None:
             self._wait(job)
-        return res
+        return dataclasses.replace(res, partitions={**res.partitions, **unknown}) if unknown else res
 
     def unstable_offsets(self, group_id: str, tps: list[TopicPartition]) -> set:
         """The partitions whose offsets a pending transaction may still change (OffsetFetch require_stable).
@@ -402,7 +412,7 @@ class GroupCoordinator:
         return {TopicPartition(*tp) for tp in check(group_id, [tuple(tp) for tp in tps])}
 
     def commit_txn_offsets(self, group_id: str, offsets: dict, txn: tuple[str, str] | None = None) -> None:
-        """A committed transaction's offsets, {(topic, partition): (offset, metadata)}: applied and persisted
+        """A committed transaction's offsets, {(topic, partition): (offset, metadata[, leader_epoch])}: applied and persisted
         (acks=all) or a KafkaError. No member / generation check: the transaction's fencing covers it.
 
         `txn` = (transactional_id, the transaction's identity) makes it idempotent across restarts: the
@@ -415,8 +425,9 @@ class GroupCoordinator:
             if txn is not None and self.txn_handed_over.get((group_id, txn[0])) == txn[1]:
                 return
             g = self._group(group_id, create=True)
-            recs = [g._offset_record(topic, partition, G.OffsetAndMetadata(int(offset), metadata or "", now))
-                    for (topic, partition), (offset, metadata) in offsets.items()]
+            recs = [g._offset_record(topic, partition, G.OffsetAndMetadata(int(offset), metadata or "", now,
+                                                                            int(epoch[0]) if epoch else -1))
+                    for (topic, partition), (offset, metadata, *epoch) in offsets.items()]
             if txn is not None:
                 recs.append(G.txn_handed_over_record(group_id, *txn))
             job = self._submit(g, [G.PersistOffsets(tuple(recs))])  # applied once written, in log order
@@ -570,13 +581,14 @@ class GroupServicer(ggrpc.GroupCoordinatorServicer):
         out = gpb.OffsetFetchResponse()
         for (topic, partition), om in sorted(offsets.items()):
             if (topic, partition) in unstable:
-                out.partitions.add(topic=topic, partition=partition, committed_offset=-1,
+                out.partitions.add(topic=topic, partition=partition, committed_offset=-1, committed_leader_epoch=-1,
                                    error_code=E.UnstableOffsetCommitError.code)
             elif om is None:
-                out.partitions.add(topic=topic, partition=partition, committed_offset=-1)
+                out.partitions.add(topic=topic, partition=partition, committed_offset=-1, committed_leader_epoch=-1)
             else:
                 out.partitions.add(topic=topic, partition=partition, committed_offset=om.offset,
-                                   metadata=om.metadata, commit_timestamp_ms=om.commit_timestamp_ms)
+                                   metadata=om.metadata, commit_timestamp_ms=om.commit_timestamp_ms,
+                                   committed_leader_epoch=om.leader_epoch)
         return out
 
     def ListGroups(self, request, context):

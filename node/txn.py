@@ -73,7 +73,7 @@ class TxnRecord:
     state: TxnState = S.EMPTY
     partitions: frozenset = frozenset()   # {(topic, partition)}
     groups: frozenset = frozenset()       # consumer groups added with AddOffsetsToTxn
-    offsets: tuple = ()                   # ((group, topic, partition, offset, metadata), ...)
+    offsets: tuple = ()                   # ((group, topic, partition, offset, metadata, leader_epoch), ...)
     txn_start_ms: int = -1
     last_update_ms: int = -1
     # KIP-360: the epoch a client's own InitProducerId(producer_id, epoch) bumped from, so its retry
@@ -94,7 +94,7 @@ class TxnRecord:
         d = json.loads(raw)
         return cls(d["transactional_id"], int(d["producer_id"]), int(d["producer_epoch"]), int(d["timeout_ms"]),
                    TxnState(d["state"]), frozenset((t, int(p)) for t, p in d["partitions"]),
-                   frozenset(d["groups"]), tuple((g, t, int(p), int(o), m) for g, t, p, o, m in d["offsets"]),
+                   frozenset(d["groups"]), tuple(_offset_entry(*o) for o in d["offsets"]),
                    int(d["txn_start_ms"]), int(d["last_update_ms"]), int(d.get("last_producer_epoch", -1)))
 
 
@@ -110,6 +110,11 @@ class Outcome:
 
 def _fail(cls: type[errors.KafkaError], msg: str) -> Outcome:
     return Outcome(error=cls(msg))
+
+
+def _offset_entry(group: str, topic: str, partition, offset, metadata: str, leader_epoch=-1) -> tuple:
+    """One stored transaction offset; records written before leader epochs were kept have none (-1)."""
+    return group, topic, int(partition), int(offset), metadata, int(leader_epoch)
 
 
 class TransactionMetadata:
@@ -244,7 +249,8 @@ class TransactionMetadata:
         return self._check(producer_id, producer_epoch) or self._begin_or_extend(now_ms, group=group_id)
 
     def handle_txn_offset_commit(self, producer_id: int, producer_epoch: int, group_id: str,
-                                 offsets: Iterable[tuple[str, int, int, str]], now_ms: int) -> Outcome:
+                                 offsets: Iterable[tuple], now_ms: int) -> Outcome:
+        """offsets: (topic, partition, offset, metadata[, leader_epoch]) each."""
         c = self.current
         bad = self._check(producer_id, producer_epoch)
         if bad is not None:
@@ -253,12 +259,12 @@ class TransactionMetadata:
             return _fail(errors.InvalidTxnStateError,
                          f"{c.transactional_id}: TxnOffsetCommit for group '{group_id}' before AddOffsetsToTxn "
                          f"(state {c.state.value})")
-        latest = {(g, t, p): (o, m) for g, t, p, o, m in c.offsets}
-        for t, p, o, m in offsets:
+        latest = {(g, t, p): (o, m, e) for g, t, p, o, m, e in c.offsets}
+        for t, p, o, m, *e in offsets:
             if o < 0:
                 return _fail(errors.InvalidCommitOffsetSizeError, f"offset {o} for {t}-{p} is negative")
-            latest[(group_id, t, p)] = (o, m)
-        merged = tuple(sorted((g, t, p, o, m) for (g, t, p), (o, m) in latest.items()))
+            latest[(group_id, t, p)] = (o, m, int(e[0]) if e else -1)
+        merged = tuple(sorted((g, t, p, o, m, e) for (g, t, p), (o, m, e) in latest.items()))
         return Outcome(self._transit(S.ONGOING, now_ms, offsets=merged))
 
     def handle_verify_partitions(self, producer_id: int, producer_epoch: int, partitions: Iterable) -> Outcome:

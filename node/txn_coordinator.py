@@ -8,7 +8,7 @@ to each partition leader, retried until every partition has its marker), hands
 committed offsets to the group coordinator, and aborts timed-out transactions.
 
 Group coordinator contract (node/group_coordinator.py): `commit_txn_offsets(group_id,
-{(topic, partition): (offset, metadata)})` persists the offsets (acks=all) or
+{(topic, partition): (offset, metadata, leader_epoch)})` persists the offsets (acks=all) or
 raises a KafkaError; it is called on commit, before EndTxn is answered and
 before CompleteCommit is written, and again after a restart. `txn=(transactional_id,
 "pid:epoch:offset of the PrepareCommit record")` names the transaction, so the
@@ -205,6 +205,13 @@ class TxnCoordinator:
         return None, meta.current.producer_id, meta.current.producer_epoch
 
     def add_partitions(self, tid, pid, epoch, partitions):
+        """As Kafka's KafkaApis: a request naming a partition that does not exist adds nothing and fails
+        with `partition_errors` (UNKNOWN_TOPIC_OR_PARTITION there, OPERATION_NOT_ATTEMPTED for the rest)."""
+        partitions = list(partitions)
+        unknown = self.node.unknown_partitions(partitions)
+        if unknown:
+            return with_partition_errors(_unknown_error(unknown), partitions, unknown,
+                                         errors.OperationNotAttemptedError.code)
         return self._request(tid, lambda m, now: m.handle_add_partitions(pid, epoch, partitions, now))[0]
 
     def verify_partitions(self, tid, pid, epoch, partitions) -> errors.KafkaError | None:
@@ -224,6 +231,19 @@ class TxnCoordinator:
         return self._request(tid, lambda m, now: m.handle_add_offsets(pid, epoch, group_id, now))[0]
 
     def txn_offset_commit(self, tid, pid, epoch, group_id, offsets, member_id="", generation_id=-1):
+        """offsets: (topic, partition, offset, metadata[, leader_epoch]) each. As Kafka's KafkaApis: offsets
+        of partitions that do not exist are refused (UNKNOWN_TOPIC_OR_PARTITION in `partition_errors`),
+        the others go on to the transaction."""
+        offsets = list(offsets)
+        partitions = [(o[0], o[1]) for o in offsets]
+        unknown = self.node.unknown_partitions(partitions)
+        known = [o for o in offsets if (o[0], o[1]) not in unknown]
+        err = self._txn_offset_commit(tid, pid, epoch, group_id, known, member_id, generation_id) if known else None
+        if not unknown:
+            return err
+        return with_partition_errors(err or _unknown_error(unknown), partitions, unknown, err.code if err else 0)
+
+    def _txn_offset_commit(self, tid, pid, epoch, group_id, offsets, member_id, generation_id):
         if generation_id >= 0:  # KIP-447: a member that lost its generation must not commit
             err = self._check_member(group_id, member_id, generation_id)
             if err is not None:
@@ -270,7 +290,7 @@ class TxnCoordinator:
                     if rec is None or not rec.offsets or self.handed_over.get(tid) == rec:
                         continue
                     if rec.state in (TxnState.ONGOING, TxnState.PREPARE_COMMIT):
-                        out.update((t, p) for g, t, p, _o, _m in rec.offsets if g == group_id and (t, p) in wanted)
+                        out.update((t, p) for g, t, p, *_ in rec.offsets if g == group_id and (t, p) in wanted)
         return out
 
     def snapshot(self) -> list:
@@ -403,8 +423,8 @@ class TxnCoordinator:
             log.warning("No group coordinator to take the offsets of %s; retrying", rec.transactional_id)
             return False
         by_group: dict[str, dict] = {}
-        for g, t, p, o, m in rec.offsets:
-            by_group.setdefault(g, {})[(t, p)] = (o, m)
+        for g, t, p, o, m, e in rec.offsets:
+            by_group.setdefault(g, {})[(t, p)] = (o, m, e)
         # Which transaction this is, the same after a restart: the group then ignores a repeat, which
         # would otherwise put these offsets back over newer ones committed since.
         with self.lock:
@@ -417,6 +437,27 @@ class TxnCoordinator:
             log.info("Committing the offsets of %s failed (%s); retrying", rec.transactional_id, e)
             return False
         return True
+
+
+def _unknown_error(unknown) -> errors.UnknownTopicOrPartitionError:
+    return errors.UnknownTopicOrPartitionError(
+        "partitions do not exist: " + ", ".join(f"{t}-{p}" for t, p in sorted(unknown)))
+
+
+def with_partition_errors(err: errors.KafkaError, partitions, unknown, others: int) -> errors.KafkaError:
+    """`err` with `partition_errors` {(topic, partition): code} for a request that named partitions which
+    do not exist: UNKNOWN_TOPIC_OR_PARTITION for those, `others` for the rest."""
+    code = errors.UnknownTopicOrPartitionError.code
+    err.partition_errors = {tp: code if tp in unknown else others for tp in partitions}
+    return err
+
+
+def partition_codes(err: errors.KafkaError | None, partitions) -> dict[tuple[str, int], int]:
+    """The code per (topic, partition) of a request's answer: `err.partition_errors`, else err's code for all."""
+    per = getattr(err, "partition_errors", None)
+    if per is not None:
+        return {tp: per.get(tp, err.code) for tp in partitions}
+    return {tp: err.code if err is not None else 0 for tp in partitions}
 
 
 def topic_partitions(partitions) -> dict[str, list[int]]:
@@ -445,8 +486,8 @@ class TxnCoordinatorServicer(tgrpc.TxnCoordinatorServicer):
         call = self.tc.verify_partitions if request.verify_only else self.tc.add_partitions
         err = call(request.transactional_id, request.producer_id, request.producer_epoch, parts)
         resp = tpb.AddPartitionsToTxnResponse(**_err(err))
-        for t, p in parts:
-            resp.results.add(topic=t, partition=p, error_code=err.code if err else 0)
+        for (t, p), code in partition_codes(err, parts).items():
+            resp.results.add(topic=t, partition=p, error_code=code)
         return resp
 
     def AddOffsetsToTxn(self, request, context):
@@ -460,10 +501,13 @@ class TxnCoordinatorServicer(tgrpc.TxnCoordinatorServicer):
         return tpb.EndTxnResponse(**_err(err))
 
     def TxnOffsetCommit(self, request, context):
-        offsets = [(o.topic, o.partition, o.offset, o.metadata) for o in request.offsets]
+        offsets = [(o.topic, o.partition, o.offset, o.metadata, o.leader_epoch) for o in request.offsets]
         err = self.tc.txn_offset_commit(request.transactional_id, request.producer_id, request.producer_epoch,
                                         request.group_id, offsets, request.member_id, request.generation_id)
-        return tpb.TxnOffsetCommitResponse(**_err(err))
+        resp = tpb.TxnOffsetCommitResponse(**_err(err))
+        for (t, p), code in partition_codes(err, [(o.topic, o.partition) for o in request.offsets]).items():
+            resp.results.add(topic=t, partition=p, error_code=code)
+        return resp
 
     def ListTransactions(self, request, context):
         try:

@@ -59,6 +59,11 @@ class FakeOffsetsTopic:
         return [json.loads(v) for p in range(self.partitions) for _, v in self.log[p]]
 
 
+def unknown_partitions(topics: dict[str, int], tps) -> set:
+    """Coordinator.unknown_partitions over a fake cluster's {topic: partition count}."""
+    return {(t, p) for t, p in tps if not 0 <= p < topics.get(t, 0)}
+
+
 class HookedLock:
     """The coordinator's lock; `after_next_release(fn)` runs fn in the arming thread right after that
     thread next releases the lock (other threads' releases do not count)."""
@@ -95,7 +100,9 @@ class Harness:
         cfg = BrokerConfig.from_props({"group.initial.rebalance.delay.ms": 0,
                                        "group.min.session.timeout.ms": 100,
                                        "offsets.topic.num.partitions": 3})
-        self.node = SimpleNamespace(config=cfg, clock=self.clock)
+        self.topics = {"t": 3}  # the cluster's topics: {name: partition count}
+        self.node = SimpleNamespace(config=cfg, clock=self.clock,
+                                    unknown_partitions=lambda tps: unknown_partitions(self.topics, tps))
         self.gc = GroupCoordinator(self.node)
         self.topic = topic or FakeOffsetsTopic()
         self.gc.topic = self.topic
@@ -164,7 +171,8 @@ class Harness:
 
     def commit(self, group_id: str, offsets: dict, member_id: str = "", generation_id: int = -1,
                instance: str | None = None):
-        """OffsetCommit of {(topic, partition): offset}; standalone (assign mode) by default."""
+        """OffsetCommit of {(topic, partition): offset or (offset, leader_epoch)}; standalone (assign mode)
+        by default."""
         return self.gc.commit(self.commit_request(group_id, offsets, member_id, generation_id, instance))
 
     @staticmethod
@@ -174,7 +182,10 @@ class Harness:
         if instance is not None:
             r.group_instance_id = instance
         for (topic, partition), offset in offsets.items():
-            r.partitions.add(topic=topic, partition=partition, committed_offset=offset)
+            offset, *epoch = offset if isinstance(offset, tuple) else (offset,)
+            p = r.partitions.add(topic=topic, partition=partition, committed_offset=offset)
+            if epoch:
+                p.committed_leader_epoch = epoch[0]
         return r
 
     def leave(self, group_id: str, member_id: str = "", instance: str | None = None):

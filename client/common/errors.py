@@ -96,6 +96,7 @@ ConcurrentTransactionsError = _err(51, "CONCURRENT_TRANSACTIONS", retriable=True
 TransactionCoordinatorFencedError = _err(52, "TRANSACTION_COORDINATOR_FENCED")
 TransactionalIdAuthorizationFailedError = _err(53, "TRANSACTIONAL_ID_AUTHORIZATION_FAILED")
 SecurityDisabledError = _err(54, "SECURITY_DISABLED")
+OperationNotAttemptedError = _err(55, "OPERATION_NOT_ATTEMPTED")
 SaslAuthenticationFailedError = _err(58, "SASL_AUTHENTICATION_FAILED")
 KafkaStorageError = _err(56, "KAFKA_STORAGE_ERROR", retriable=True, invalid_metadata=True)
 LogDirNotFoundError = _err(57, "LOG_DIR_NOT_FOUND")

@@ -134,14 +134,20 @@ def handle_leave_group(ctx, header, request):
 
 # --------------------------------------------------------------- OffsetCommit
 
+def _commit_partition(topic: str, p) -> gpb.OffsetCommitPartition:
+    out = gpb.OffsetCommitPartition(topic=topic, partition=p.partition_index, committed_offset=p.committed_offset,
+                                    committed_metadata=p.committed_metadata or "")
+    epoch = getattr(p, "committed_leader_epoch", -1)  # v6+ (KIP-320)
+    if epoch >= 0:
+        out.committed_leader_epoch = epoch
+    return out
+
+
 def handle_offset_commit(ctx, header, request):
     r = _with_instance(gpb.OffsetCommitRequest(
         group_id=request.group_id, generation_id=request.generation_id_or_member_epoch,
         member_id=request.member_id,
-        partitions=[gpb.OffsetCommitPartition(topic=t.name, partition=p.partition_index,
-                                              committed_offset=p.committed_offset,
-                                              committed_metadata=p.committed_metadata or "")
-                    for t in request.topics for p in t.partitions]),
+        partitions=[_commit_partition(t.name, p) for t in request.topics for p in t.partitions]),
         _instance(request))
     try:
         codes = dict(_driver(ctx).commit(r).partitions)
@@ -171,7 +177,7 @@ def _fetch_group(ctx, group_id: str, topics, require_stable: bool) -> list[dict]
         if tp in unstable:
             part["error_code"] = E.UnstableOffsetCommitError.code
         elif om is not None:
-            part.update(committed_offset=om.offset, metadata=om.metadata)
+            part.update(committed_offset=om.offset, metadata=om.metadata, committed_leader_epoch=om.leader_epoch)
         by_topic.setdefault(tp.topic, []).append(part)
     return [{"name": name, "partitions": parts} for name, parts in by_topic.items()]
 

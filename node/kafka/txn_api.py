@@ -22,7 +22,7 @@ from client.common.pb import txn_pb2 as tpb
 from client.common.pb import txn_pb2_grpc as tgrpc
 from node.kafka.codec import build
 from node.txn import TxnState
-from node.txn_coordinator import topic_partitions
+from node.txn_coordinator import partition_codes, topic_partitions
 
 INIT_PRODUCER_ID, ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN, END_TXN, TXN_OFFSET_COMMIT = 22, 24, 25, 26, 28
 DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS = 65, 66
@@ -33,12 +33,11 @@ FENCED_SINCE = {INIT_PRODUCER_ID: 4, ADD_PARTITIONS_TO_TXN: 2, ADD_OFFSETS_TO_TX
                 TXN_OFFSET_COMMIT: 2}
 
 
-def _code(header, err: E.KafkaError | None) -> int:
-    if err is None:
-        return 0
-    if err.code == E.ProducerFencedError.code and header.request_api_version < FENCED_SINCE[header.request_api_key]:
+def _code(header, err: E.KafkaError | int | None) -> int:
+    code = 0 if err is None else err if isinstance(err, int) else err.code
+    if code == E.ProducerFencedError.code and header.request_api_version < FENCED_SINCE[header.request_api_key]:
         return E.InvalidProducerEpochError.code
-    return err.code
+    return code
 
 
 def _driver(ctx):
@@ -91,9 +90,11 @@ def handle_add_partitions_to_txn(ctx, header, request):
                                           [(t.name, p) for t in topics for p in t.partitions])
     except E.KafkaError as e:
         err = e
-    ec = _code(header, err)  # the whole request succeeds or fails
+    # The whole request succeeds or fails; the partitions that do not exist are told apart (Kafka's answer).
+    codes = partition_codes(err, [(t.name, p) for t in topics for p in t.partitions])
     return build(ctx.response_class(header), {"results_by_topic_v3_and_below": [
-        {"name": t.name, "results_by_partition": [{"partition_index": p, "partition_error_code": ec}
+        {"name": t.name, "results_by_partition": [{"partition_index": p,
+                                                   "partition_error_code": _code(header, codes[(t.name, p)])}
                                                   for p in t.partitions]}
         for t in topics]})
 
@@ -123,7 +124,9 @@ def handle_end_txn(ctx, header, request):
 # ------------------------------------------------------------ TxnOffsetCommit
 
 def handle_txn_offset_commit(ctx, header, request):
-    offsets = [(t.name, p.partition_index, p.committed_offset, p.committed_metadata or "")
+    # committed_leader_epoch from v2 (KIP-320); -1 before.
+    offsets = [(t.name, p.partition_index, p.committed_offset, p.committed_metadata or "",
+                getattr(p, "committed_leader_epoch", -1))
                for t in request.topics for p in t.partitions]
     # v3+ (KIP-447) names the member and its generation; older versions are not checked (generation -1).
     generation_id = getattr(request, "generation_id", -1)
@@ -133,9 +136,10 @@ def handle_txn_offset_commit(ctx, header, request):
                                              generation_id)
     except E.KafkaError as e:
         err = e
-    ec = _code(header, err)
+    codes = partition_codes(err, [(t.name, p.partition_index) for t in request.topics for p in t.partitions])
     return build(ctx.response_class(header), {"topics": [
-        {"name": t.name, "partitions": [{"partition_index": p.partition_index, "error_code": ec}
+        {"name": t.name, "partitions": [{"partition_index": p.partition_index,
+                                         "error_code": _code(header, codes[(t.name, p.partition_index)])}
                                         for p in t.partitions]}
         for t in request.topics]})
 

@@ -6,6 +6,7 @@ forced with a lock hook, never waited for.
 """
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -117,6 +118,62 @@ def test_sync_group_waits_for_the_assignment_write(h):
     h.topic.hold.set()
     assert a_sync.result(WAIT_S).assignment == b"A" and b_sync.result(WAIT_S).assignment == b"B"
     assert h.gc.groups["g"].state is G.GroupState.STABLE
+
+
+# ----------------------------- issue 18 gaps: unknown partitions, committed leader epochs
+
+
+def test_commit_to_a_partition_that_does_not_exist_answers_unknown_and_commits_the_others(h):
+    """As Kafka's KafkaApis: per partition UNKNOWN_TOPIC_OR_PARTITION, the others committed."""
+    unknown = E.UnknownTopicOrPartitionError.code
+    res = h.commit("g", {("t", 0): 5, ("nope", 0): 6, ("t", 3): 7})  # t has partitions 0-2
+    assert (res.error_code, dict(res.partitions)) == (0, {("t", 0): 0, ("nope", 0): unknown, ("t", 3): unknown})
+    assert h.committed("g") == {("t", 0): 5}
+    assert [(r["topic"], r["partition"]) for r in h.topic.records()] == [("t", 0)]  # nothing else written
+
+    # The same on the gRPC path brokerlab's own client takes.
+    resp = GroupServicer(h.gc).OffsetCommit(h.commit_request("g", {("nope", 1): 1, ("t", 1): 2}), None)
+    assert resp.error_code == 0
+    assert {(p.topic, p.partition): p.error_code for p in resp.partitions} == {("nope", 1): unknown, ("t", 1): 0}
+    assert h.committed("g") == {("t", 0): 5, ("t", 1): 2}
+
+    # Only unknown partitions: answered without the group (Kafka does not reach the coordinator either).
+    res = h.commit("other", {("nope", 0): 1})
+    assert dict(res.partitions) == {("nope", 0): unknown} and "other" not in h.gc.groups
+
+
+def test_committed_leader_epoch_is_stored_and_survives_a_restart(h):
+    h.commit("g", {("t", 0): (5, 3), ("t", 1): 6})  # (offset, leader epoch); t-1 names none
+    offsets = h.gc.fetch_offsets("g", None)
+    assert {tp: (om.offset, om.leader_epoch) for tp, om in offsets.items()} == {("t", 0): (5, 3), ("t", 1): (6, -1)}
+    req = gpb.OffsetFetchRequest(group_id="g")
+    req.partitions.add(topic="t", partition=0)
+    req.partitions.add(topic="t", partition=2)  # nothing committed: -1
+    resp = GroupServicer(h.gc).OffsetFetch(req, None)
+    assert [(p.partition, p.committed_offset, p.committed_leader_epoch) for p in resp.partitions] == [
+        (0, 5, 3), (2, -1, -1)]
+    restarted = h.restarted()
+    try:
+        om = restarted.gc.fetch_offsets("g", [("t", 0)])[("t", 0)]
+        assert (om.offset, om.leader_epoch) == (5, 3)
+    finally:
+        restarted.close()
+
+
+def test_offset_records_written_before_leader_epochs_were_stored_read_as_unknown_epoch():
+    h = Harness()
+    h.commit("g", {("t", 0): (5, 3)})
+    log = h.topic.log[h.topic.partition_for("g")]
+    key, value = log[-1]
+    old = json.loads(value)
+    del old["leader_epoch"]  # a record as the code before this change wrote it
+    log[-1] = (key, json.dumps(old).encode())
+    restarted = h.restarted()
+    try:
+        om = restarted.gc.fetch_offsets("g", [("t", 0)])[("t", 0)]
+        assert (om.offset, om.leader_epoch) == (5, -1)
+    finally:
+        restarted.close()
 
 
 # ------------------------- issue 20 item 7: a commit is readable once durable

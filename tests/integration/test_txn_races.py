@@ -28,6 +28,7 @@ from node.group_coordinator import GroupCoordinator
 from node.txn import TxnState
 from node.txn_coordinator import TxnCoordinator, TxnCoordinatorServicer
 from tests.broker_driver import batch
+from tests.group_driver import unknown_partitions
 from tests.helpers import wait_until
 
 
@@ -76,6 +77,10 @@ class CoordinatorNode:
         self.store = store
         self.clock = clock
         self.extensions: list = []
+        self.topics = {"in": 1, "out": 1, "t": 1}  # the cluster's topics: {name: partition count}
+
+    def unknown_partitions(self, tps) -> set:
+        return unknown_partitions(self.topics, tps)
 
 
 class CoordinatorProcess:
@@ -185,6 +190,75 @@ def test_prepare_commit_not_yet_handed_over_is_completed_after_a_restart(coordin
         assert second.committed("g", "in", 0) == 100
     finally:
         second.stop()
+
+
+# -- issue 18 gaps: partitions that do not exist, committed leader epochs ---------------------------
+
+UNKNOWN, NOT_ATTEMPTED = errors.UnknownTopicOrPartitionError.code, errors.OperationNotAttemptedError.code
+
+
+def test_add_partitions_naming_a_partition_that_does_not_exist_adds_none(coordinator_topics):
+    """As Kafka's KafkaApis: UNKNOWN_TOPIC_OR_PARTITION for the missing partitions, OPERATION_NOT_ATTEMPTED
+    for the others, and the transaction is left as it was."""
+    proc = CoordinatorProcess(*coordinator_topics)
+    try:
+        tc = proc.tc
+        err, pid, epoch = tc.init_producer_id("k", 60000)
+        assert err is None
+        err = tc.add_partitions("k", pid, epoch, [("out", 0), ("nope", 0), ("t", 1)])  # t has one partition
+        assert isinstance(err, errors.UnknownTopicOrPartitionError)
+        assert err.partition_errors == {("out", 0): NOT_ATTEMPTED, ("nope", 0): UNKNOWN, ("t", 1): UNKNOWN}
+        assert tc.txns["k"].current.state is TxnState.EMPTY and not tc.txns["k"].current.partitions
+
+        # The gRPC servicer answers the same per partition.
+        req = tpb.AddPartitionsToTxnRequest(transactional_id="k", producer_id=pid, producer_epoch=epoch)
+        req.topics.add(topic="out", partitions=[0])
+        req.topics.add(topic="nope", partitions=[0])
+        resp = TxnCoordinatorServicer(tc).AddPartitionsToTxn(req, None)
+        assert resp.error_code == UNKNOWN
+        assert [(r.topic, r.error_code) for r in resp.results] == [("out", NOT_ATTEMPTED), ("nope", UNKNOWN)]
+        assert tc.txns["k"].current.state is TxnState.EMPTY
+
+        assert tc.add_partitions("k", pid, epoch, [("out", 0)]) is None
+        assert tc.txns["k"].current.partitions == {("out", 0)}
+    finally:
+        proc.stop()
+
+
+def test_txn_offset_commit_refuses_unknown_partitions_and_commits_the_others_with_their_leader_epoch(
+        coordinator_topics):
+    proc = CoordinatorProcess(*coordinator_topics)
+    try:
+        proc.markers_reach()
+        tc = proc.tc
+        err, pid, epoch = tc.init_producer_id("k", 60000)
+        assert err is None and tc.add_offsets("k", pid, epoch, "g") is None
+        err = tc.txn_offset_commit("k", pid, epoch, "g", [("in", 0, 100, "m", 4), ("nope", 0, 7, "", -1)])
+        assert isinstance(err, errors.UnknownTopicOrPartitionError)
+        assert err.partition_errors == {("in", 0): 0, ("nope", 0): UNKNOWN}
+        # A fenced producer: its own error for the partitions that exist.
+        err = tc.txn_offset_commit("k", pid, epoch + 1, "g", [("in", 0, 1, ""), ("nope", 0, 1, "")])
+        assert err.partition_errors == {("in", 0): err.code, ("nope", 0): UNKNOWN} and err.code != UNKNOWN
+
+        req = tpb.TxnOffsetCommitRequest(transactional_id="k", group_id="g", producer_id=pid, producer_epoch=epoch,
+                                         generation_id=-1)
+        req.offsets.add(topic="nope", partition=1, offset=1, leader_epoch=-1)
+        resp = TxnCoordinatorServicer(tc).TxnOffsetCommit(req, None)
+        assert resp.error_code == UNKNOWN
+        assert [(r.topic, r.partition, r.error_code) for r in resp.results] == [("nope", 1, UNKNOWN)]
+
+        assert tc.end_txn("k", pid, epoch, True) is None
+        om = proc.gc.fetch_offsets("g", [TopicPartition("in", 0)])[TopicPartition("in", 0)]
+        assert (om.offset, om.metadata, om.leader_epoch) == (100, "m", 4)
+        assert proc.gc.fetch_offsets("g", None).keys() == {("in", 0)}
+    finally:
+        proc.stop()
+    again = CoordinatorProcess(*coordinator_topics)  # read back from the log
+    try:
+        om = again.gc.fetch_offsets("g", [TopicPartition("in", 0)])[TopicPartition("in", 0)]
+        assert (om.offset, om.leader_epoch) == (100, 4)
+    finally:
+        again.stop()
 
 
 # -- issue 19 item 6: a clock fault moves wall time, never a deadline -------------------------------

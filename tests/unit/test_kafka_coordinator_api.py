@@ -283,6 +283,41 @@ def test_offset_fetch_require_stable_answers_unstable_offset_commit_for_pending_
     assert [(p.committed_offset, p.error_code) for p in parts] == [(42, 0), (-1, 0)]
 
 
+@pytest.mark.parametrize("version", [5, 6, 8])
+def test_offset_commit_passes_the_leader_epoch_from_v6(version):
+    groups = FakeGroups()
+    call(Ctx(groups), 8, version, {"group_id": "g", "topics": [{"name": "t", "partitions": [
+        {"partition_index": 0, "committed_offset": 5, "committed_leader_epoch": 3},
+        {"partition_index": 1, "committed_offset": 6, "committed_leader_epoch": -1}]}]})
+    p0, p1 = groups.calls[-1][1].partitions
+    assert p0.HasField("committed_leader_epoch") == (version >= 6) and not p1.HasField("committed_leader_epoch")
+    if version >= 6:
+        assert p0.committed_leader_epoch == 3
+
+
+@pytest.mark.parametrize("version", [4, 5, 8])
+def test_offset_fetch_answers_the_committed_leader_epoch_from_v5(version):
+    groups = FakeGroups()
+    groups.offsets = {TopicPartition("t", 0): G.OffsetAndMetadata(42, "m", 1, 7)}
+    topics = [{"name": "t", "partition_indexes": [0, 1]}]
+    body = {"group_id": "g", "topics": topics} if version < 8 else {"groups": [{"group_id": "g", "topics": topics}]}
+    r = call(Ctx(groups), 9, version, body)
+    parts = (r.topics if version < 8 else r.groups[0].topics)[0].partitions
+    if version >= 5:
+        assert [(p.committed_offset, p.committed_leader_epoch) for p in parts] == [(42, 7), (-1, -1)]
+    else:
+        assert not hasattr(parts[0], "committed_leader_epoch")
+
+
+def test_offset_commit_answers_each_partitions_own_code():
+    groups = FakeGroups()
+    groups.commit = lambda r: G.CommitResult(0, {("t", 0): 0, ("nope", 0): E.UnknownTopicOrPartitionError.code})
+    r = call(Ctx(groups), 8, 8, {"group_id": "g", "topics": [
+        {"name": "t", "partitions": [{"partition_index": 0}]}, {"name": "nope", "partitions": [{"partition_index": 0}]}]})
+    assert [(t.name, t.partitions[0].error_code) for t in r.topics] == [
+        ("t", 0), ("nope", E.UnknownTopicOrPartitionError.code)]
+
+
 def test_offset_fetch_v1_carries_a_coordinator_error_on_every_partition():
     r = call(Ctx(), 9, 1, {"group_id": "g", "topics": [{"name": "t", "partition_indexes": [0, 3]}]})
     assert [p.error_code for p in r.topics[0].partitions] == [E.NotCoordinatorError.code] * 2
@@ -307,6 +342,24 @@ def test_producer_fenced_is_invalid_producer_epoch_for_versions_before_kip_588(a
     assert code_of(call(ctx, api_key, new, body)) == E.ProducerFencedError.code
 
 
+@pytest.mark.parametrize("version", [0, 3])
+def test_add_partitions_to_txn_and_txn_offset_commit_answer_per_partition(version):
+    unknown, not_attempted = E.UnknownTopicOrPartitionError.code, E.OperationNotAttemptedError.code
+    err = E.UnknownTopicOrPartitionError("nope-0")
+    err.partition_errors = {("a", 0): not_attempted, ("nope", 0): unknown}
+    ctx = Ctx(FakeGroups(), FakeTxns(err))
+    r = call(ctx, 24, version, {"v3_and_below_transactional_id": "tid", "v3_and_below_producer_id": 7,
+                                "v3_and_below_producer_epoch": 3, "v3_and_below_topics": [
+                                    {"name": "a", "partitions": [0]}, {"name": "nope", "partitions": [0]}]})
+    assert [(t.name, t.results_by_partition[0].partition_error_code) for t in r.results_by_topic_v3_and_below] == [
+        ("a", not_attempted), ("nope", unknown)]
+    err.partition_errors = {("a", 0): 0, ("nope", 0): unknown}
+    r = call(ctx, 28, version, {"transactional_id": "tid", "group_id": "g", "producer_id": 7, "producer_epoch": 3,
+                                "topics": [{"name": "a", "partitions": [{"partition_index": 0}]},
+                                           {"name": "nope", "partitions": [{"partition_index": 0}]}]})
+    assert [(t.name, t.partitions[0].error_code) for t in r.topics] == [("a", 0), ("nope", unknown)]
+
+
 def test_init_producer_id_on_the_coordinator_and_transaction_requests():
     txns = FakeTxns()
     ctx = Ctx(FakeGroups(), txns)
@@ -329,8 +382,9 @@ def test_init_producer_id_on_the_coordinator_and_transaction_requests():
     assert txns.calls[-1] == ("end", "tid", 7, 3, True)
     call(ctx, 28, 3, {"transactional_id": "tid", "group_id": "g", "producer_id": 7, "producer_epoch": 3,
                       "generation_id": 4, "member_id": "m-1",
-                      "topics": [{"name": "a", "partitions": [{"partition_index": 0, "committed_offset": 10}]}]})
-    assert txns.calls[-1] == ("txn_offset_commit", "tid", 7, 3, "g", [("a", 0, 10, "")], "m-1", 4)
+                      "topics": [{"name": "a", "partitions": [{"partition_index": 0, "committed_offset": 10,
+                                                               "committed_leader_epoch": 5}]}]})
+    assert txns.calls[-1] == ("txn_offset_commit", "tid", 7, 3, "g", [("a", 0, 10, "", 5)], "m-1", 4)
     call(ctx, 28, 0, {"transactional_id": "tid", "group_id": "g", "producer_id": 7, "producer_epoch": 3})
     assert txns.calls[-1][-2:] == ("", -1)  # before KIP-447 the generation is not checked
 

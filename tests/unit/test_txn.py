@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -208,6 +209,17 @@ def test_empty_transaction_does_not_time_out():
     assert ready(now=0).maybe_abort_timed_out(10**9) is None
 
 
+def test_offsets_keep_their_leader_epoch_and_old_records_read_as_unknown_epoch():
+    meta = ongoing()
+    apply(meta, meta.handle_add_offsets(7, 0, "g", 1))
+    apply(meta, meta.handle_txn_offset_commit(7, 0, "g", [("in", 0, 5, "", 3)], 1))
+    rec = meta.current
+    assert rec.offsets == (("g", "in", 0, 5, "", 3),) and TxnRecord.from_json(rec.to_json()) == rec
+    old = json.loads(rec.to_json())
+    old["offsets"] = [["g", "in", 0, 5, ""]]  # as written before leader epochs were kept
+    assert TxnRecord.from_json(json.dumps(old).encode()).offsets == (("g", "in", 0, 5, "", -1),)
+
+
 def test_offsets_need_add_offsets_first_and_merge():
     meta = ongoing()
     assert isinstance(meta.handle_txn_offset_commit(7, 0, "g", [("in", 0, 5, "")], 1).error,
@@ -215,7 +227,7 @@ def test_offsets_need_add_offsets_first_and_merge():
     apply(meta, meta.handle_add_offsets(7, 0, "g", 1))
     apply(meta, meta.handle_txn_offset_commit(7, 0, "g", [("in", 0, 5, ""), ("in", 1, 3, "m")], 1))
     apply(meta, meta.handle_txn_offset_commit(7, 0, "g", [("in", 0, 9, "")], 2))
-    assert meta.current.offsets == (("g", "in", 0, 9, ""), ("g", "in", 1, 3, "m"))
+    assert meta.current.offsets == (("g", "in", 0, 9, "", -1), ("g", "in", 1, 3, "m", -1))
     assert isinstance(meta.handle_txn_offset_commit(7, 0, "g", [("in", 0, -1, "")], 3).error,
                       errors.InvalidCommitOffsetSizeError)
     assert isinstance(meta.handle_add_offsets(7, 0, "", 3).error, errors.InvalidGroupIdError)
