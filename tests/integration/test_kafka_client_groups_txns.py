@@ -133,6 +133,19 @@ def test_kafka_python_group_consume_and_commit(shared_cluster):
         c2.close()
 
 
+def test_kafka_python_committed_returns_the_leader_epoch_committed(shared_cluster):
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic = unique_name("kp-epoch")
+    _kp_create(bs, topic)
+    c = kafka.KafkaConsumer(bootstrap_servers=bs, group_id=unique_name("kp-epoch-g"), enable_auto_commit=False)
+    try:
+        tp = kafka.TopicPartition(topic, 0)
+        c.commit({tp: kafka.OffsetAndMetadata(5, "m", 3)})
+        assert c.committed(tp, metadata=True) == kafka.OffsetAndMetadata(5, "m", 3)
+    finally:
+        c.close()
+
+
 def test_kafka_python_transactions_committed_and_aborted(shared_cluster):
     bs = shared_cluster.kafka_bootstrap_servers
     topic = unique_name("kp-txn")
@@ -306,6 +319,35 @@ def test_confluent_kafka_group_consume_and_commit(shared_cluster):
     admin.delete_consumer_groups([group])[group].result(30)
     offsets = admin.list_consumer_group_offsets([ck.ConsumerGroupTopicPartitions(group)])[group].result(30)
     assert offsets.topic_partitions == []
+
+
+def test_confluent_kafka_commit_naming_a_missing_partition_fails_there_and_leader_epochs_come_back(shared_cluster):
+    """As Kafka: a commit naming partitions that do not exist fails with UNKNOWN_TOPIC_OR_PARTITION and
+    commits the others; committed() returns the leader epoch committed, also for offsets sent with a
+    transaction."""
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, group = unique_name("ck-gaps"), unique_name("ck-gaps-g")
+    _ck_create(bs, topic)
+    c = ck.Consumer({"bootstrap.servers": bs, "group.id": group, "enable.auto.commit": False})
+    try:
+        with pytest.raises(ck.KafkaException) as failed:
+            c.commit(offsets=[ck.TopicPartition(topic, 0, 5, leader_epoch=3),
+                              ck.TopicPartition(unique_name("nope"), 0, 5),
+                              ck.TopicPartition(topic, PARTITIONS, 1)], asynchronous=False)
+        assert failed.value.args[0].code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART
+        parts = [ck.TopicPartition(topic, i) for i in range(PARTITIONS)]
+        assert [(tp.offset, tp.leader_epoch) for tp in c.committed(parts, timeout=30)] == [
+            (5, 3), (ck.OFFSET_INVALID, None)]
+
+        p = ck.Producer({"bootstrap.servers": bs, "transactional.id": unique_name("ck-gaps-tid")})
+        p.init_transactions(30)
+        p.begin_transaction()
+        p.send_offsets_to_transaction([ck.TopicPartition(topic, 1, 9, leader_epoch=4)], c.consumer_group_metadata(),
+                                      30)
+        p.commit_transaction(30)
+        assert [(tp.offset, tp.leader_epoch) for tp in c.committed(parts, timeout=30)] == [(5, 3), (9, 4)]
+    finally:
+        c.close()
 
 
 def test_confluent_kafka_two_members_share_the_partitions(shared_cluster):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import datetime
 
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from client.common import errors as E
 from node.kafka import COORDINATOR_NODE_ID
 from tests.helpers import unique_name, wait_until
 from tests.kafka_wire import WireClient
 
 METADATA, FIND_COORDINATOR, JOIN_GROUP, HEARTBEAT, SYNC_GROUP, INIT_PRODUCER_ID = 3, 10, 11, 12, 14, 22
+OFFSET_FETCH, ADD_PARTITIONS_TO_TXN, ADD_OFFSETS_TO_TXN, END_TXN, TXN_OFFSET_COMMIT = 9, 24, 25, 26, 28
 
 
 def _kafka_nodes(bs: str) -> dict[int, str]:
@@ -36,6 +39,15 @@ def _join(c: WireClient, version: int, group: str, member_id: str = "", instance
             "protocols": [{"name": "range", "metadata": b"subscription"}]})
         return None if r.error_code in _COORDINATOR_SETTLING else r
     return wait_until(attempt, 30, what=f"JoinGroup v{version} past the coordinator's loading")
+
+
+def _init_producer_id(c: WireClient, tid: str, version: int = 4, own: tuple[int, int] = (-1, -1)):
+    def attempt():  # a fresh shared cluster may still be loading its transactions: retry as clients do
+        r = c.call(INIT_PRODUCER_ID, version, {
+            "transactional_id": tid, "transaction_timeout": datetime.timedelta(seconds=60),
+            "producer_id": own[0], "producer_epoch": own[1]})
+        return None if r.error_code in _COORDINATOR_SETTLING else r
+    return wait_until(attempt, 30, what=f"InitProducerId v{version} past the coordinator's loading")
 
 
 def test_every_node_names_the_coordinator_node_for_groups_and_transactions(shared_cluster):
@@ -117,11 +129,8 @@ def test_kip360_epoch_bumps_fence_a_zombie_and_tolerate_a_retry(shared_cluster):
     tid = unique_name("kip360")
 
     def init(version: int, own: tuple[int, int] | None):
-        pid, epoch = own if own is not None else (-1, -1)
         with WireClient(shared_cluster.kafka_bootstrap_servers) as c:
-            return c.call(INIT_PRODUCER_ID, version, {
-                "transactional_id": tid, "transaction_timeout": datetime.timedelta(seconds=60),
-                "producer_id": pid, "producer_epoch": epoch})
+            return _init_producer_id(c, tid, version, own if own is not None else (-1, -1))
 
     zombie = init(4, None)
     assert zombie.error_code == 0
@@ -136,3 +145,45 @@ def test_kip360_epoch_bumps_fence_a_zombie_and_tolerate_a_retry(shared_cluster):
     assert (bumped.error_code, bumped.producer_epoch) == (0, successor.producer_epoch + 1)
     again = init(4, (pid, successor.producer_epoch))
     assert (again.error_code, again.producer_epoch) == (0, bumped.producer_epoch)
+
+
+def test_missing_partitions_in_add_partitions_to_txn_and_txn_offset_commit_are_answered_as_kafka(shared_cluster):
+    """AddPartitionsToTxn naming a partition that does not exist adds nothing: UNKNOWN_TOPIC_OR_PARTITION there,
+    OPERATION_NOT_ATTEMPTED for the rest. TxnOffsetCommit refuses that partition only and the transaction
+    commits the others' offsets, with their leader epoch."""
+    unknown, not_attempted = E.UnknownTopicOrPartitionError.code, E.OperationNotAttemptedError.code
+    bs = shared_cluster.kafka_bootstrap_servers
+    topic, missing, tid, group = unique_name("txn-gaps"), unique_name("nope"), unique_name("tid"), unique_name("g")
+    admin = AdminClient({"bootstrap.servers": bs})  # kept: its futures fail once it is collected
+    admin.create_topics([NewTopic(topic, 1, 3)])[topic].result(30)
+    with WireClient(bs) as c:
+        init = _init_producer_id(c, tid)
+        assert init.error_code == 0
+        ids = {"producer_id": init.producer_id, "producer_epoch": init.producer_epoch}
+
+        def add_partitions(version: int, topics: list) -> dict:
+            r = c.call(ADD_PARTITIONS_TO_TXN, version, {
+                "v3_and_below_transactional_id": tid, "v3_and_below_producer_id": init.producer_id,
+                "v3_and_below_producer_epoch": init.producer_epoch, "v3_and_below_topics": topics})
+            return {(t.name, p.partition_index): p.partition_error_code
+                    for t in r.results_by_topic_v3_and_below for p in t.results_by_partition}
+
+        for version in (0, 3):  # librdkafka's and kafka-python's
+            assert add_partitions(version, [{"name": topic, "partitions": [0, 1]}, {"name": missing, "partitions": [0]}]) \
+                == {(topic, 0): not_attempted, (topic, 1): unknown, (missing, 0): unknown}
+        end = {"transactional_id": tid, "committed": True, **ids}
+        assert c.call(END_TXN, 3, end).error_code == E.InvalidTxnStateError.code  # nothing was added
+        assert add_partitions(3, [{"name": topic, "partitions": [0]}]) == {(topic, 0): 0}
+
+        assert c.call(ADD_OFFSETS_TO_TXN, 3, {"transactional_id": tid, "group_id": group, **ids}).error_code == 0
+        r = c.call(TXN_OFFSET_COMMIT, 3, {
+            "transactional_id": tid, "group_id": group, "generation_id": -1, "member_id": "", **ids, "topics": [
+                {"name": topic, "partitions": [{"partition_index": 0, "committed_offset": 0,
+                                                "committed_leader_epoch": 2, "committed_metadata": "m"}]},
+                {"name": missing, "partitions": [{"partition_index": 0, "committed_offset": 0}]}]})
+        assert [(t.name, t.partitions[0].error_code) for t in r.topics] == [(topic, 0), (missing, unknown)]
+        assert c.call(END_TXN, 3, end).error_code == 0
+
+        r = c.call(OFFSET_FETCH, 8, {"groups": [{"group_id": group, "topics": None}], "require_stable": True})
+        assert [(t.name, p.partition_index, p.committed_offset, p.committed_leader_epoch, p.metadata)
+                for t in r.groups[0].topics for p in t.partitions] == [(topic, 0, 0, 2, "m")]
