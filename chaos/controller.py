@@ -39,15 +39,38 @@ class ChaosError(RuntimeError):
     pass
 
 
+class OutcomeUnknown(ChaosError):
+    """An agent call that got no answer (deadline, lost connection): the agent may have done it."""
+
+
 class PartialFaultError(ChaosError):
     """A fault that reached some nodes and not others: every node was tried, `applied` took it,
-    `failed` maps each other node to its error."""
+    `failed` maps each node that certainly did not to its error, `unknown` each node whose agent
+    did not answer (it may have)."""
 
-    def __init__(self, what: str, applied: list[str], failed: dict[str, str]):
+    def __init__(self, what: str, applied: list[str], failed: dict[str, str], unknown: dict[str, str] | None = None):
         self.applied = list(applied)
         self.failed = dict(failed)
-        super().__init__(f"{what}: failed on {', '.join(f'{n} ({e})' for n, e in sorted(failed.items()))}"
+        self.unknown = dict(unknown or {})
+        parts = [f"{how} {', '.join(f'{n} ({e})' for n, e in sorted(d.items()))}"
+                 for how, d in (("failed on", self.failed), ("outcome unknown on", self.unknown)) if d]
+        super().__init__(f"{what}: {'; '.join(parts)}"
                          + (f"; applied on {', '.join(applied)}" if applied else "; applied nowhere"))
+
+
+# gRPC errors after which the call may have been carried out: it left, and no answer came back.
+_UNKNOWN_CODES = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+                  grpc.StatusCode.UNAVAILABLE)
+# ... except UNAVAILABLE before the call left (no connection), or as the agent's own answer.
+_NOT_SENT = ("failed to connect to all addresses", "DNS resolution failed")
+_AGENT_REFUSED = "did not take the rules"  # node.agent.FaultsNotPushed, answered UNAVAILABLE
+
+
+def outcome_unknown(code: grpc.StatusCode, details: str) -> bool:
+    """An agent call failed with `code`: may the agent have done it all the same?"""
+    if code not in _UNKNOWN_CODES:
+        return False
+    return code != grpc.StatusCode.UNAVAILABLE or not (details.startswith(_NOT_SENT) or _AGENT_REFUSED in details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +122,8 @@ class ChaosController:
         self._netem: bool | None = None
         self._netem_missing = ""  # why the agents cannot apply delay with netem ("" when they can)
         self.last_layers: list[str] = []  # the layers of the rules the last fault added ("edge", "kernel")
+        # node -> why: nodes the last resume set running again that did not take the rules set meanwhile
+        self.last_rules_not_taken: dict[str, str] = {}
 
     @property
     def token(self) -> ResolvedToken:
@@ -194,25 +219,34 @@ class ChaosController:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise ChaosError(f"{method} {name}: agent {info.agent} refused: {e.details()} "
                                  f"(token from {self.token.source})") from None
-            details = e.details() if callable(getattr(e, "details", None)) else ""
-            raise ChaosError(f"{method} {name}: agent {info.agent} answered {e.code().name}"
-                             + (f": {details}" if details else "")) from None
+            details = (e.details() if callable(getattr(e, "details", None)) else "") or ""
+            cls = OutcomeUnknown if outcome_unknown(e.code(), details) else ChaosError
+            raise cls(f"{method} {name}: agent {info.agent} answered {e.code().name}"
+                      + (f": {details}" if details else "")) from None
 
     def _process(self, method: str, names: list[str], timeout_s: float = 30.0) -> list[dict]:
-        """Every node is tried, also after one fails; PartialFaultError names which did not take it."""
-        out, applied, failed = [], [], {}
+        """Every node is tried, also after one fails; PartialFaultError names which did not take it
+        and which may have (its agent did not answer). A node that runs again without the rules set
+        while it was paused is applied, and named in `last_rules_not_taken`."""
+        out, applied, failed, unknown = [], [], {}, {}
+        self.last_rules_not_taken = {}
         for name in names:
             try:
                 st = self._agent_call(name, method, timeout_s=timeout_s)
                 if st.error:
                     raise ChaosError(f"{method} {name}: {st.error}")
+            except OutcomeUnknown as e:
+                unknown[name] = str(e)
+                continue
             except ChaosError as e:
                 failed[name] = str(e)
                 continue
             applied.append(name)
+            if st.rules_error:
+                self.last_rules_not_taken[name] = st.rules_error
             out.append(_status_dict(st))
-        if failed:
-            raise PartialFaultError(method, applied, failed)
+        if failed or unknown:
+            raise PartialFaultError(method, applied, failed, unknown)
         return out
 
     def kill(self, *names: str) -> list[dict]:
@@ -298,7 +332,7 @@ class ChaosController:
         """Every node holds the whole rule set (it checks requests to it and replies from it):
         each node's rules become edit(current rules); its clock skew is kept. Every node is tried;
         returns the nodes that took it, else raises PartialFaultError naming the ones that did not."""
-        applied, failed = [], {}
+        applied, failed, unknown = [], {}, {}
         hosts = self._hosts()
         for name in sorted(self._known()):
             try:
@@ -311,12 +345,15 @@ class ChaosController:
                 spec.hosts.clear()
                 spec.hosts.update(hosts)
                 self._agent_call(name, "SetFaults", spec)
+            except OutcomeUnknown as e:
+                unknown[name] = str(e)
+                continue
             except ChaosError as e:
                 failed[name] = str(e)
                 continue
             applied.append(name)
-        if failed:
-            raise PartialFaultError(what, applied, failed)
+        if failed or unknown:
+            raise PartialFaultError(what, applied, failed, unknown)
         return applied
 
     def _replace(self, tag: str, rules: list[Rule]) -> list[str]:
@@ -418,16 +455,19 @@ class ChaosController:
         """Removes the rules of one fault (tag), or every rule and clock skew; every node is tried."""
         if tag is not None:
             return self._replace(tag, [])
-        applied, failed = [], {}
+        applied, failed, unknown = [], {}, {}
         for name in sorted(self._known()):
             try:
                 self._agent_call(name, "SetFaults", apb.FaultRules())
+            except OutcomeUnknown as e:
+                unknown[name] = str(e)
+                continue
             except ChaosError as e:
                 failed[name] = str(e)
                 continue
             applied.append(name)
-        if failed:
-            raise PartialFaultError("heal-network", applied, failed)
+        if failed or unknown:
+            raise PartialFaultError("heal-network", applied, failed, unknown)
         return applied
 
     # -- heal and status -------------------------------------------------
@@ -461,6 +501,8 @@ class ChaosController:
                 st = self._agent_call(name, "Status")
                 if st.state == "paused":
                     self.resume(name)
+                    if name in self.last_rules_not_taken:  # it runs with the rules it had when paused
+                        raise ChaosError(f"Resume {name}: {self.last_rules_not_taken[name]}")
                     resumed.append(name)
                 elif st.state in ("killed", "stopped", "exited"):
                     self.start(name)
@@ -545,6 +587,8 @@ class ChaosController:
 
 def _status_dict(st: apb.AgentStatus) -> dict:
     d = {"node": st.node, "state": st.state, "pid": st.pid, "restarts": st.restarts}
+    if st.rules_error:
+        d["rules_error"] = st.rules_error
     if st.metrics_port:  # the node's Prometheus endpoint, on the node's host
         d["metrics_url"] = f"http://{st.address.rsplit(':', 1)[0]}:{st.metrics_port}/metrics"
     return d

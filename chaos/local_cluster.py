@@ -35,7 +35,7 @@ import grpc
 from chaos.controller import COORDINATOR, ChaosController, NodeInfo
 from chaos.reaper import PARENT_PID_ENV
 from client.common.config import BrokerConfig
-from node.agent import Agent
+from node.agent import Agent, FaultsNotPushed
 from node.cluster import FAST_CONFIGS, Cluster
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,10 @@ class LocalCluster:
         self._agent(node).pause()
 
     def resume(self, node: str) -> None:
-        self._agent(node).resume()
+        """SIGCONT. Raises FaultsNotPushed when the node runs again without the rules set while it was paused."""
+        st = self._agent(node).resume()
+        if st.rules_error:
+            raise FaultsNotPushed(st.rules_error)
 
     def restart(self, node: str, timeout_s: float = 30.0) -> None:
         self._agent(node).restart()

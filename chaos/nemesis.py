@@ -2,8 +2,11 @@
 
 The completion is always `info` (a fault's effect is never certain); its value names the concrete
 targets (`{"nodes": [...]}` or `{"groups": [[...], [...]]}`) and what was actually done, per node:
-`"applied"` (the nodes whose agent confirmed it) and, when some did not, `"failed"` (node -> error);
-a failure adds `"error"`. Network faults are rule sets held by every node, so they apply to all.
+`"applied"` (the nodes whose agent confirmed it) and, when some did not, `"failed"` (node -> error:
+certainly not done) and `"unknown"` (node -> error: the agent did not answer, it may be done);
+either adds `"error"`. A resume whose node runs again without the rules set while it was paused
+counts as applied and names it in `"rules_not_taken"` (node -> error). Network faults are rule sets
+held by every node, so they apply to all.
 Op values it understands (what chaos/schedule.py emits, or written by hand):
 
     kill / stop / pause / restart   {"target": "one"|"leader-of"|..., "topic", "partition"} or {"nodes": [...]}
@@ -29,7 +32,7 @@ from __future__ import annotations
 import random
 from typing import ClassVar
 
-from chaos.controller import ChaosController, PartialFaultError
+from chaos.controller import ChaosController, OutcomeUnknown, PartialFaultError
 from chaos.targets import grudge_of_groups, partition_shape, resolve_nodes
 
 
@@ -47,8 +50,9 @@ class Nemesis:
         if fault is None:
             return None
         v = fault.get("value") if isinstance(fault.get("value"), dict) else {}
-        # A fault that reached only some nodes is undone on those (its "applied").
-        nodes = v.get("applied") if fault.get("error") and "applied" in v else v.get("nodes")
+        # A fault that reached only some nodes is undone on those (its "applied", and those it may have).
+        nodes = v.get("applied", []) + sorted(v.get("unknown", {})) if fault.get("error") and "applied" in v \
+            else v.get("nodes")
         if fault["f"] == "revoke-user":
             return {"of": "revoke-user", "user": v.get("user")} if v.get("user") and not fault.get("error") else None
         if fault.get("error") and not nodes:
@@ -83,18 +87,26 @@ class Nemesis:
         """Runs a controller call that acts on `nodes` (default: every node, as rule sets do) and
         records on `out` which nodes took it; when some did not, records which and why and fails
         the op with that value. Returns the nodes that took it."""
-        if hasattr(self.c, "last_layers"):
-            self.c.last_layers = []
+        for attr, empty in (("last_layers", []), ("last_rules_not_taken", {})):
+            if hasattr(self.c, attr):
+                setattr(self.c, attr, empty)
         try:
             call(*args)
         except PartialFaultError as e:
-            out["applied"], out["failed"] = e.applied, e.failed
+            out["applied"] = e.applied
+            if e.failed or not e.unknown:
+                out["failed"] = e.failed
+            if e.unknown:
+                out["unknown"] = e.unknown
             raise _NotApplied(out, f"{type(e).__name__}: {e}") from None
         finally:
             # Which layer applies the fault: "edge" (the nodes' gRPC / Kafka edge), "kernel" (nftables).
             layers = getattr(self.c, "last_layers", None)
             if layers:
                 out["layer"] = "+".join(layers)
+            not_taken = getattr(self.c, "last_rules_not_taken", None)
+            if not_taken:
+                out["rules_not_taken"] = dict(not_taken)
         out["applied"] = list(nodes) if nodes is not None else self.c.node_names()
         return out["applied"]
 
@@ -114,14 +126,15 @@ class Nemesis:
 
     # -- process faults --------------------------------------------------
     def _process(self, call, nodes: list[str], add_to: set | None = None, remove_from: set | None = None) -> dict:
-        """Runs a process fault on each node; tracks (down / paused) only the nodes it reached."""
+        """Runs a process fault on each node; tracks (down / paused) the nodes it reached or may have
+        (so a later start / resume / heal undoes it); a node is back only once its agent confirmed."""
         out = {"nodes": nodes}
         try:
             self._apply(out, call, *nodes, nodes=nodes)
         finally:
             took = out.get("applied", [])
             if add_to is not None:
-                add_to.update(took)
+                add_to.update(took, out.get("unknown", {}))
             if remove_from is not None:
                 remove_from.difference_update(took)
         return out
@@ -214,16 +227,19 @@ class Nemesis:
         return out
 
     def _clock_each(self, nodes: list[str], offset: int, strobe: int, period: int) -> None:
-        applied, failed = [], {}
+        applied, failed, unknown = [], {}, {}
         for n in nodes:
             try:
                 self.c.clock(n, offset, strobe, period)
+            except OutcomeUnknown as e:
+                unknown[n] = f"{type(e).__name__}: {e}"
+                continue
             except Exception as e:  # noqa: BLE001 -- recorded per node; the others still get the skew
                 failed[n] = f"{type(e).__name__}: {e}"
                 continue
             applied.append(n)
-        if failed:
-            raise PartialFaultError("clock", applied, failed)
+        if failed or unknown:
+            raise PartialFaultError("clock", applied, failed, unknown)
 
     # tags of the rules each network fault adds (chaos/controller.py)
     _TAGS: ClassVar[dict[str, str]] = {"partition": "partition", "delay": "delay", "loss": "loss", "heartbeat-delay": "heartbeat",

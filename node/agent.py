@@ -111,6 +111,8 @@ class Agent(NodeAddresses):
         self.restarts = 0
         self.exit_code = 0
         self.faults = apb.FaultRules()
+        # (process, rules) that process is known to hold: those it started with, or its last push
+        self._delivered: tuple[subprocess.Popen | None, apb.FaultRules] = (None, apb.FaultRules())
         self._push_lock = threading.Lock()  # one push to the node at a time
         self._nft_lock = threading.Lock()  # one kernel ruleset change at a time
         self._control_token = control_token
@@ -168,6 +170,7 @@ class Agent(NodeAddresses):
             with open(self.log_path, "ab") as logf:
                 self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            self._delivered = (self.proc, self.faults)  # in its environment
             self.state = "running"
             log.info("Started %s (pid %d)", self.name, self.proc.pid)
         if self.port == 0:
@@ -219,11 +222,23 @@ class Agent(NodeAddresses):
         return self._signal(signal.SIGSTOP, "paused")
 
     def resume(self) -> apb.AgentStatus:
+        """SIGCONT: the node runs again (the status says so, without `error`). Rules set while it was
+        paused are pushed to it now; if it does not take them, `rules_error` says so (it runs on with
+        the rules it had). A node that holds the current rules gets no push: one paused while still
+        starting may need seconds more to listen, and its resume must not wait for that."""
         st = self._signal(signal.SIGCONT, "running")
-        # Rules set while the node was paused were not pushed to it: push them now, and say so if
-        # that fails (the node runs on with the rules it had when it was paused).
-        self._push_faults()
+        if st.state == "running" and self._rules_pending():
+            try:
+                self._push_faults()
+            except FaultsNotPushed as e:
+                st.rules_error = str(e)
         return st
+
+    def _rules_pending(self) -> bool:
+        """The running process does not hold the current rules."""
+        with self.lock:
+            proc, rules = self._delivered
+            return proc is not self.proc or rules != self.faults
 
     def stop(self, timeout_s: float = 10.0) -> apb.AgentStatus:
         with self.lock:
@@ -313,12 +328,14 @@ class Agent(NodeAddresses):
         with self._push_lock:
             while True:
                 with self.lock:
-                    spec = self.faults
-                    running = self.proc is not None and self.proc.poll() is None and self.state == "running"
+                    spec, proc = self.faults, self.proc
+                    running = proc is not None and proc.poll() is None and self.state == "running"
                 if not running:
                     return
                 try:
                     self._send_faults(spec)
+                    with self.lock:
+                        self._delivered = (proc, spec)
                     return
                 except grpc.RpcError as e:
                     if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > deadline:

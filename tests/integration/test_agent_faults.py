@@ -81,19 +81,25 @@ def test_set_faults_to_a_running_node_that_refuses_is_an_error(agent):
     assert agent.faults == spec  # kept for the node's next start
 
 
-def test_rules_kept_while_paused_and_not_taken_on_resume_are_reported(agent):
+def _resume(agent):
+    channel = grpc.insecure_channel(agent.agent_address)
+    try:
+        return agrpc.AgentStub(channel).Resume(apb.AgentRequest(node="broker-9"), timeout=10,
+                                               metadata=call_metadata(TOKEN))
+    finally:
+        channel.close()
+
+
+def test_rules_kept_while_paused_and_not_taken_on_resume_are_reported_but_the_resume_is_done(agent):
     agent.pause()
     spec = apb.FaultRules(clock_offset_ms=5000)
     assert agent.set_faults(spec) == spec  # paused: kept, handed over on resume
     assert agent.pool.pushes == 0
-    channel = grpc.insecure_channel(agent.agent_address)
-    try:
-        st = agrpc.AgentStub(channel).Resume(apb.AgentRequest(node="broker-9"), timeout=10,
-                                             metadata=call_metadata(TOKEN))
-    finally:
-        channel.close()
+    st = _resume(agent)
     assert agent.pool.pushes == 1
-    assert st.state == "running" and "did not take the rules" in st.error
+    # The node runs again: the resume did happen (no error); what it lacks is the rules.
+    assert st.state == "running" and st.error == ""
+    assert "did not take the rules" in st.rules_error
 
 
 class _StartingNodePool(_DeadNodePool):
@@ -120,3 +126,57 @@ def test_a_node_still_starting_gets_its_rules_once_it_listens(agent):
     spec = apb.FaultRules(clock_offset_ms=7000)
     assert agent.set_faults(spec) == spec
     assert agent.pool.pushes == 3 and agent.pool.got == spec
+
+
+class _BootingNodePool(_DeadNodePool):
+    """A node that never listens during the test: every push is refused as a connect failure."""
+
+    def answer(self, request):
+        raise _Unavailable()
+
+
+@pytest.fixture
+def started(tmp_path, monkeypatch):
+    """An Agent whose real start() launches a stand-in node (a sleeping Python) on a pinned port:
+    start() returns at once, before the node would listen, as with a restarted node."""
+    real_popen = subprocess.Popen
+
+    def popen(argv, **kw):
+        return real_popen([sys.executable, "-c", "import time; time.sleep(120)"], **kw)
+
+    monkeypatch.setattr("node.agent.subprocess.Popen", popen)
+    a = Agent("broker-9", "broker", data_dir=str(tmp_path), port=1, control_token=TOKEN, kafka_port=None,
+              metrics_port=None)
+    a.pool = _BootingNodePool()
+    try:
+        yield a
+    finally:
+        a._closing = True
+        if a.proc is not None:
+            a.proc.kill()
+            a.proc.wait(10)
+        a.proc = None
+        a.server.stop(grace=0)
+
+
+def test_resume_of_a_node_paused_while_starting_needs_no_push_and_succeeds(started):
+    # leader-churn: a broker restarted, then SIGSTOPped before it listened. Its resume used to push
+    # the rules it already had, retry UNAVAILABLE for 4 s and answer an error: recorded as failed.
+    started.start()
+    started.pause()
+    st = _resume(started)
+    assert st.state == "running" and st.error == "" and st.rules_error == ""
+    assert started.pool.pushes == 0  # it started with these rules in its environment
+
+
+def test_resume_pushes_only_rules_the_node_does_not_hold(started):
+    started.start()
+    started.pause()
+    spec = apb.FaultRules(clock_offset_ms=3000)
+    started.set_faults(spec)  # paused: kept for the resume
+    started.pool = _StartingNodePool()  # listening by the third try
+    assert _resume(started).rules_error == ""
+    assert started.pool.pushes == 3 and started.pool.got == spec
+    started.pause()
+    st = _resume(started)  # nothing changed while paused this time
+    assert st.error == "" and st.rules_error == "" and started.pool.pushes == 3

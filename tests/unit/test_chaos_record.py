@@ -43,12 +43,15 @@ class FakeAgent:
         self.faults = apb.FaultRules()
         self.unreachable = False
         self.refuse_rules = 0
+        self.lost_answers: set[str] = set()  # methods it carries out whose answer never arrives
+        self.rules_error = ""  # a resumed node that did not take the rules set while it was paused
         self.calls: list[str] = []
 
     def handle(self, method: str, request):
         self.calls.append(method)
         if self.unreachable:
-            raise _RpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+            raise _RpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; last error: "
+                            "UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused")
         if method == "SetFaults":
             if self.refuse_rules:
                 self.refuse_rules -= self.refuse_rules > 0
@@ -62,7 +65,12 @@ class FakeAgent:
             return self._status()
         self.state = {"Kill": "killed", "Stop": "stopped", "Pause": "paused", "Resume": "running",
                       "Start": "running", "Restart": "running"}[method]
-        return self._status()
+        if method in self.lost_answers:
+            raise _RpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        st = self._status()
+        if method == "Resume" and self.rules_error:
+            st.rules_error = self.rules_error
+        return st
 
     def _status(self):
         return apb.AgentStatus(node=self.name, state=self.state, pid=100)
@@ -220,3 +228,56 @@ def test_the_recovery_of_a_partial_fault_undoes_it_where_it_was_applied(ctl, age
     done = nem.invoke({"f": "start", "value": None, "recovers": "0"})
     assert done["value"] == {"nodes": ["broker-2"], "applied": ["broker-2"]} and "error" not in done
     assert agents["broker-1"].calls.count("Start") == 0 and agents["broker-2"].state == "running"
+
+
+# -- a process fault whose outcome is unknown is not recorded as failed
+
+
+def test_a_resume_whose_answer_was_lost_is_unknown_not_failed(ctl, agents):
+    nem = Nemesis(ctl)
+    nem.invoke({"process": "nemesis", "type": "info", "f": "pause", "value": {"nodes": ["broker-3"]}})
+    agents["broker-3"].lost_answers = {"Resume"}
+    done = nem.invoke({"process": "nemesis", "type": "info", "f": "resume", "value": {"nodes": ["broker-3"]}})
+    assert agents["broker-3"].state == "running"  # it did resume
+    assert done["type"] == "info" and "failed" not in done["value"]
+    assert done["value"]["applied"] == [] and list(done["value"]["unknown"]) == ["broker-3"]
+    assert "DEADLINE_EXCEEDED" in done["value"]["unknown"]["broker-3"] and "unknown on broker-3" in done["error"]
+    assert nem.paused == {"broker-3"}  # not confirmed running: a later heal still resumes it
+
+
+def test_a_pause_whose_answer_was_lost_is_tracked_and_undone_by_its_recovery(ctl, agents):
+    nem = Nemesis(ctl)
+    agents["broker-2"].lost_answers = {"Pause"}
+    done = nem.invoke({"process": "nemesis", "type": "info", "f": "pause", "value": {"nodes": ["broker-2"]},
+                       "fault_id": 7})
+    assert list(done["value"]["unknown"]) == ["broker-2"] and nem.paused == {"broker-2"}
+    agents["broker-2"].lost_answers = set()
+    back = nem.invoke({"process": "nemesis", "type": "info", "f": "resume", "recovers": 7})
+    assert back["value"] == {"nodes": ["broker-2"], "applied": ["broker-2"]} and "error" not in back
+    assert agents["broker-2"].state == "running" and nem.paused == set()
+
+
+def test_an_agent_that_cannot_be_reached_did_not_resume(ctl, agents):
+    agents["broker-1"].state = "paused"
+    agents["broker-1"].unreachable = True  # "connection refused": never sent
+    with pytest.raises(PartialFaultError) as e:
+        ctl.resume("broker-1")
+    assert list(e.value.failed) == ["broker-1"] and e.value.unknown == {}
+
+
+def test_a_resume_without_the_rules_set_while_paused_is_applied_and_says_so(ctl, agents):
+    nem = Nemesis(ctl)
+    nem.invoke({"process": "nemesis", "type": "info", "f": "pause", "value": {"nodes": ["broker-1"]}})
+    agents["broker-1"].rules_error = "broker-1 is running but did not take the rules (UNAVAILABLE)"
+    done = nem.invoke({"process": "nemesis", "type": "info", "f": "resume", "value": {"nodes": ["broker-1"]}})
+    assert "error" not in done and done["value"]["applied"] == ["broker-1"]
+    assert done["value"]["rules_not_taken"] == {"broker-1": agents["broker-1"].rules_error}
+    assert nem.paused == set()
+
+
+def test_heal_does_not_count_a_node_resumed_without_its_rules(ctl, agents):
+    agents["broker-1"].state = "paused"
+    agents["broker-1"].rules_error = "broker-1 is running but did not take the rules (UNAVAILABLE)"
+    out = ctl.heal()
+    assert out["healed"] == ["broker-2", "broker-3", "coordinator"] and out["resumed"] == []
+    assert "did not take the rules" in out["failed"]["broker-1"]

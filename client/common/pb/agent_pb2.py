@@ -16,7 +16,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61gent.proto\x12\tbrokerlab\"\x1c\n\x0c\x41gentRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"\xd8\x01\n\x0b\x41gentStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\r\n\x05\x61gent\x18\x06 \x01(\t\x12\x11\n\texit_code\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x14\n\x0cmetrics_port\x18\t \x01(\x05\x12\x0f\n\x07network\x18\n \x01(\t\x12\r\n\x05netem\x18\x0b \x01(\x08\x12\x15\n\rnetem_missing\x18\x0c \x01(\t\"\x99\x01\n\tFaultRule\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x05\x12\x11\n\tjitter_ms\x18\x05 \x01(\x05\x12\x13\n\x0bprobability\x18\x06 \x01(\x01\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0b\n\x03tag\x18\x08 \x01(\t\x12\r\n\x05layer\x18\t \x01(\t\"\x92\x02\n\nFaultRules\x12#\n\x05rules\x18\x01 \x03(\x0b\x32\x14.brokerlab.FaultRule\x12\x17\n\x0f\x63lock_offset_ms\x18\x02 \x01(\x03\x12\x17\n\x0f\x63lock_strobe_ms\x18\x03 \x01(\x03\x12\x1e\n\x16\x63lock_strobe_period_ms\x18\x04 \x01(\x03\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x0f\n\x07refused\x18\x06 \x01(\x03\x12\x0f\n\x07\x64\x65layed\x18\x07 \x01(\x03\x12/\n\x05hosts\x18\x08 \x03(\x0b\x32 .brokerlab.FaultRules.HostsEntry\x1a,\n\nHostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x07\n\x05\x45mpty2\x90\x04\n\x05\x41gent\x12\x39\n\x06Status\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x37\n\x04Kill\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x37\n\x04Stop\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x38\n\x05Pause\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x39\n\x06Resume\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x38\n\x05Start\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12:\n\x07Restart\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x39\n\tSetFaults\x12\x15.brokerlab.FaultRules\x1a\x15.brokerlab.FaultRules\x12\x34\n\tGetFaults\x12\x10.brokerlab.Empty\x1a\x15.brokerlab.FaultRules2y\n\x06\x46\x61ults\x12\x39\n\tSetFaults\x12\x15.brokerlab.FaultRules\x1a\x15.brokerlab.FaultRules\x12\x34\n\tGetFaults\x12\x10.brokerlab.Empty\x1a\x15.brokerlab.FaultRulesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61gent.proto\x12\tbrokerlab\"\x1c\n\x0c\x41gentRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"\xed\x01\n\x0b\x41gentStatus\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x10\n\x08restarts\x18\x04 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\r\n\x05\x61gent\x18\x06 \x01(\t\x12\x11\n\texit_code\x18\x07 \x01(\x05\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x14\n\x0cmetrics_port\x18\t \x01(\x05\x12\x0f\n\x07network\x18\n \x01(\t\x12\r\n\x05netem\x18\x0b \x01(\x08\x12\x15\n\rnetem_missing\x18\x0c \x01(\t\x12\x13\n\x0brules_error\x18\r \x01(\t\"\x99\x01\n\tFaultRule\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0b\n\x03src\x18\x02 \x01(\t\x12\x0b\n\x03\x64st\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65lay_ms\x18\x04 \x01(\x05\x12\x11\n\tjitter_ms\x18\x05 \x01(\x05\x12\x13\n\x0bprobability\x18\x06 \x01(\x01\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0b\n\x03tag\x18\x08 \x01(\t\x12\r\n\x05layer\x18\t \x01(\t\"\x92\x02\n\nFaultRules\x12#\n\x05rules\x18\x01 \x03(\x0b\x32\x14.brokerlab.FaultRule\x12\x17\n\x0f\x63lock_offset_ms\x18\x02 \x01(\x03\x12\x17\n\x0f\x63lock_strobe_ms\x18\x03 \x01(\x03\x12\x1e\n\x16\x63lock_strobe_period_ms\x18\x04 \x01(\x03\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x0f\n\x07refused\x18\x06 \x01(\x03\x12\x0f\n\x07\x64\x65layed\x18\x07 \x01(\x03\x12/\n\x05hosts\x18\x08 \x03(\x0b\x32 .brokerlab.FaultRules.HostsEntry\x1a,\n\nHostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x07\n\x05\x45mpty2\x90\x04\n\x05\x41gent\x12\x39\n\x06Status\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x37\n\x04Kill\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x37\n\x04Stop\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x38\n\x05Pause\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x39\n\x06Resume\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x38\n\x05Start\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12:\n\x07Restart\x12\x17.brokerlab.AgentRequest\x1a\x16.brokerlab.AgentStatus\x12\x39\n\tSetFaults\x12\x15.brokerlab.FaultRules\x1a\x15.brokerlab.FaultRules\x12\x34\n\tGetFaults\x12\x10.brokerlab.Empty\x1a\x15.brokerlab.FaultRules2y\n\x06\x46\x61ults\x12\x39\n\tSetFaults\x12\x15.brokerlab.FaultRules\x1a\x15.brokerlab.FaultRules\x12\x34\n\tGetFaults\x12\x10.brokerlab.Empty\x1a\x15.brokerlab.FaultRulesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -28,17 +28,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTREQUEST']._serialized_start=26
   _globals['_AGENTREQUEST']._serialized_end=54
   _globals['_AGENTSTATUS']._serialized_start=57
-  _globals['_AGENTSTATUS']._serialized_end=273
-  _globals['_FAULTRULE']._serialized_start=276
-  _globals['_FAULTRULE']._serialized_end=429
-  _globals['_FAULTRULES']._serialized_start=432
-  _globals['_FAULTRULES']._serialized_end=706
-  _globals['_FAULTRULES_HOSTSENTRY']._serialized_start=662
-  _globals['_FAULTRULES_HOSTSENTRY']._serialized_end=706
-  _globals['_EMPTY']._serialized_start=708
-  _globals['_EMPTY']._serialized_end=715
-  _globals['_AGENT']._serialized_start=718
-  _globals['_AGENT']._serialized_end=1246
-  _globals['_FAULTS']._serialized_start=1248
-  _globals['_FAULTS']._serialized_end=1369
+  _globals['_AGENTSTATUS']._serialized_end=294
+  _globals['_FAULTRULE']._serialized_start=297
+  _globals['_FAULTRULE']._serialized_end=450
+  _globals['_FAULTRULES']._serialized_start=453
+  _globals['_FAULTRULES']._serialized_end=727
+  _globals['_FAULTRULES_HOSTSENTRY']._serialized_start=683
+  _globals['_FAULTRULES_HOSTSENTRY']._serialized_end=727
+  _globals['_EMPTY']._serialized_start=729
+  _globals['_EMPTY']._serialized_end=736
+  _globals['_AGENT']._serialized_start=739
+  _globals['_AGENT']._serialized_end=1267
+  _globals['_FAULTS']._serialized_start=1269
+  _globals['_FAULTS']._serialized_end=1390
 # @@protoc_insertion_point(module_scope)
