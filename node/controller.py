@@ -148,6 +148,14 @@ class ControllerState:
             self._elect_offline()
             self._bump()
 
+    def start_sessions(self, now_ms: int) -> None:
+        """The controller hears heartbeats from now on: the sessions of brokers read back from disk
+        (awaiting their first heartbeat) count from here, not from the read (a start slower than a
+        session would fence every broker before one could be heard, and take every leader away)."""
+        for b in self.brokers.values():
+            if b.awaiting_heartbeat:
+                b.last_heartbeat_ms = max(b.last_heartbeat_ms, now_ms)
+
     def tick(self, now_ms: int) -> list[int]:
         """Fences brokers whose session expired; returns their ids."""
         expired = [b.broker_id for b in self.brokers.values()

@@ -140,6 +140,8 @@ class Coordinator:
             return self._metadata_locked()
 
     def start(self) -> None:
+        """Called once the gRPC server serves (node.main): brokers can heartbeat from here on."""
+        self.mutate(lambda s, now: s.start_sessions(now))
         threading.Thread(target=self.run_ticks, name="controller-tick", daemon=True).start()
         for ext in self.extensions:
             ext.start()
