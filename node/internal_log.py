@@ -91,7 +91,10 @@ class InternalTopic:
         raise errors.CoordinatorNotAvailableError(f"could not write {self.topic}-{partition}: {last}")
 
     def read_all(self, partition: int, timeout_s: float = 30.0) -> list[tuple[int, bytes | None, bytes | None]]:
-        """Every record below the high watermark, in offset order."""
+        """Every record up to the leader's log end, in offset order, read once the high watermark got
+        there: a leader elected a moment ago (a coordinator restart fences brokers) learns that its
+        last records are committed only when its followers fetch from it, so its high watermark can
+        lag records that were acknowledged. Kafka's coordinators load to the log end."""
         deadline = time.monotonic() + timeout_s
         out: list = []
         offset = 0
@@ -112,7 +115,7 @@ class InternalTopic:
                 time.sleep(0.1)
                 continue
             if not p.records:
-                if offset >= p.high_watermark:
+                if offset >= p.high_watermark >= p.log_end_offset:
                     return out
                 time.sleep(0.05)
                 continue

@@ -192,6 +192,113 @@ def test_prepare_commit_not_yet_handed_over_is_completed_after_a_restart(coordin
         second.stop()
 
 
+class _NewLeaderStub:
+    """The gRPC Fetch of a partition leader elected a moment ago: it holds every record of `log`, but
+    its high watermark still stands at `hw` (its followers have not fetched from it yet). After
+    `catch_up_after` empty answers at that high watermark, a follower's fetch moves it to the log end."""
+
+    def __init__(self, log, hw: int, catch_up_after: int = 1):
+        self.log, self.hw, self.left = log, hw, catch_up_after
+        self.fetches = 0
+
+    def Fetch(self, req, timeout=None):  # noqa: N802 - the gRPC method's name
+        self.fetches += 1
+        fp = req.partitions[0]
+        part = bpb.FetchPartitionResponse(topic=fp.topic, partition=fp.partition, high_watermark=self.hw,
+                                          log_end_offset=len(self.log))
+        batches = [records.set_base_offset(records.build_batch([(0, k, v, None)]), off)
+                   for off, k, v in self.log if fp.fetch_offset <= off < self.hw]
+        part.records = b"".join(batches)
+        if not batches and fp.fetch_offset >= self.hw:
+            self.left -= 1
+            if self.left < 0:
+                self.hw = len(self.log)
+        return bpb.FetchResponse(partitions=[part])
+
+
+def test_a_reload_reads_records_a_new_leader_does_not_know_are_committed_yet(coordinator_topics, monkeypatch):
+    """librdkafka's abort after a coordinator restart got INVALID_TXN_STATE (fatal) where the
+    transaction was Ongoing: the restarted coordinator read `__transaction_state` only up to the high
+    watermark of a leader elected a moment ago (the restart fenced brokers), below the acknowledged
+    AddPartitionsToTxn record, and came back one transaction behind (CompleteCommit)."""
+    offsets_topic, txn_topic, store, clock = coordinator_topics
+    first = CoordinatorProcess(offsets_topic, txn_topic, store, clock)
+    first.markers_reach(("out", 0))
+    tc = first.tc
+    err, pid, epoch = tc.init_producer_id("worker-2", 60000)
+    assert tc.add_partitions("worker-2", pid, epoch, [("out", 0)]) is None
+    assert tc.end_txn("worker-2", pid, epoch, True) is None
+    tc._write_markers()
+    assert tc.txns["worker-2"].state is TxnState.COMPLETE_COMMIT
+    assert tc.add_partitions("worker-2", pid, epoch, [("out", 0)]) is None  # the next one, acknowledged
+    first.stop()
+
+    from node.internal_log import InternalTopic
+    monkeypatch.setattr("node.internal_log.time.sleep", lambda s: None)
+    log = txn_topic.logs[0]
+    leader = _NewLeaderStub(log, hw=len(log) - 1)  # the Ongoing record is above its high watermark
+    second = CoordinatorProcess(offsets_topic, MemoryTopic(), store, clock)
+    try:
+        reader = InternalTopic(second.node, "__transaction_state", 1, 3, 2)
+        reader.ensure = lambda: True  # the topic exists and has a leader
+        reader._leader = lambda partition: "new-leader"
+        reader._stub = lambda addr: leader
+        second.tc.log = reader
+        second.tc._load()
+        assert second.tc.txns["worker-2"].state is TxnState.ONGOING  # not CompleteCommit, one behind
+        assert leader.fetches >= 3  # it waited for the high watermark to reach the log end
+        second.tc.log = txn_topic  # loaded; its writes go on to the same log
+        # librdkafka's abort (its AddPartitionsToTxn answer was lost with the old coordinator)
+        assert second.tc.end_txn("worker-2", pid, epoch, False) is None
+        assert second.tc.txns["worker-2"].state is TxnState.PREPARE_ABORT
+    finally:
+        second.stop()
+
+
+def test_transitions_in_flight_after_a_reload_answer_what_kafka_answers(coordinator_topics):
+    """After a restart the coordinator completes PrepareCommit / PrepareAbort itself; meanwhile the
+    client's retries get CONCURRENT_TRANSACTIONS (retriable), as in Kafka. INVALID_TXN_STATE (fatal)
+    is Kafka's answer only to an EndTxn that contradicts the decision, or that ends a transaction
+    the coordinator never saw begin (TV1, which librdkafka speaks; librdkafka #4849)."""
+    offsets_topic, txn_topic, store, clock = coordinator_topics
+    first = CoordinatorProcess(offsets_topic, txn_topic, store, clock)
+    first.markers_reach()  # no marker can be written: both stay Prepare*
+    tc = first.tc
+    ids = {}
+    for tid, commit in (("c", True), ("a", False)):
+        err, pid, epoch = tc.init_producer_id(tid, 60000)
+        assert tc.add_partitions(tid, pid, epoch, [("out", 0)]) is None
+        assert tc.end_txn(tid, pid, epoch, commit) is None
+        ids[tid] = (pid, epoch)
+    err, pid, epoch = tc.init_producer_id("done", 60000)
+    assert tc.add_partitions("done", pid, epoch, [("t", 0)]) is None
+    ids["done"] = (pid, epoch)
+    first.reachable = {("t", 0)}
+    tc._write_markers()
+    assert tc.end_txn("done", pid, epoch, True) is None
+    tc._write_markers()
+    assert tc.txns["done"].state is TxnState.COMPLETE_COMMIT
+    first.stop()
+
+    second = CoordinatorProcess(offsets_topic, txn_topic, store, clock)
+    try:
+        t2 = second.tc
+        concurrent, invalid = errors.ConcurrentTransactionsError, errors.InvalidTxnStateError
+        for tid, same, other in (("c", True, False), ("a", False, True)):
+            pid, epoch = ids[tid]
+            assert isinstance(t2.end_txn(tid, pid, epoch, same), concurrent)
+            assert isinstance(t2.add_partitions(tid, pid, epoch, [("t", 0)]), concurrent)
+            assert isinstance(t2.init_producer_id(tid, 60000)[0], concurrent)
+            assert isinstance(t2.end_txn(tid, pid, epoch, other), invalid)
+        pid, epoch = ids["done"]
+        assert t2.end_txn("done", pid, epoch, True) is None  # a retried commit that took effect
+        assert isinstance(t2.end_txn("done", pid, epoch, False), invalid)
+        t2.loaded.clear()  # still loading: retriable
+        assert isinstance(t2.end_txn("c", *ids["c"], True), errors.CoordinatorLoadInProgressError)
+    finally:
+        second.stop()
+
+
 # -- issue 18 gaps: partitions that do not exist, committed leader epochs ---------------------------
 
 UNKNOWN, NOT_ATTEMPTED = errors.UnknownTopicOrPartitionError.code, errors.OperationNotAttemptedError.code
