@@ -201,7 +201,7 @@ class _NewLeaderStub:
         self.log, self.hw, self.left = log, hw, catch_up_after
         self.fetches = 0
 
-    def Fetch(self, req, timeout=None):  # noqa: N802 - the gRPC method's name
+    def Fetch(self, req, timeout=None):
         self.fetches += 1
         fp = req.partitions[0]
         part = bpb.FetchPartitionResponse(topic=fp.topic, partition=fp.partition, high_watermark=self.hw,
@@ -226,6 +226,7 @@ def test_a_reload_reads_records_a_new_leader_does_not_know_are_committed_yet(coo
     first.markers_reach(("out", 0))
     tc = first.tc
     err, pid, epoch = tc.init_producer_id("worker-2", 60000)
+    assert err is None
     assert tc.add_partitions("worker-2", pid, epoch, [("out", 0)]) is None
     assert tc.end_txn("worker-2", pid, epoch, True) is None
     tc._write_markers()
@@ -267,6 +268,7 @@ def test_transitions_in_flight_after_a_reload_answer_what_kafka_answers(coordina
     ids = {}
     for tid, commit in (("c", True), ("a", False)):
         err, pid, epoch = tc.init_producer_id(tid, 60000)
+        assert err is None
         assert tc.add_partitions(tid, pid, epoch, [("out", 0)]) is None
         assert tc.end_txn(tid, pid, epoch, commit) is None
         ids[tid] = (pid, epoch)
