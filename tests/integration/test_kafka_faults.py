@@ -102,7 +102,9 @@ def test_leader_lost_under_idempotent_acks_all_produce_loses_and_duplicates_noth
     topic = unique_name(f"leader-{fault}")
     _create(bs, topic)
     acked = Acked()
-    p = _producer(bs, "writer", **{"message.timeout.ms": 60000})
+    # A small send queue keeps ~2,000 records in flight at the fault without a backlog of 100,000
+    # (librdkafka's default) to drain and read back afterwards, which cost most of a minute.
+    p = _producer(bs, "writer", **{"message.timeout.ms": 60000, "queue.buffering.max.messages": 2000})
     stop = threading.Event()
     sent = []
 
