@@ -34,9 +34,8 @@ import grpc
 
 from chaos.controller import COORDINATOR, ChaosController, NodeInfo
 from chaos.reaper import PARENT_PID_ENV
-from client.common.config import BrokerConfig
 from node.agent import Agent, FaultsNotPushed
-from node.cluster import FAST_CONFIGS, Cluster
+from node.cluster import FAST_CONFIGS, Cluster, with_internal_topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,10 @@ class LocalCluster:
         if not isinstance(brokers, int) or brokers < 1:
             raise ValueError(f"brokers must be an integer >= 1, got {brokers!r}")
         self.n_brokers = brokers
-        self.configs = dict(FAST_CONFIGS) if fast else {}
-        self.configs.update(configs or {})
-        BrokerConfig.from_props(self.configs)  # a bad key fails here, naming it, not in a node's log
+        configs = {**(FAST_CONFIGS if fast else {}), **(configs or {})}
+        # A bad key fails here, naming it, not in a node's log; the internal topics' replication factors
+        # default to min(3, brokers).
+        self.configs = with_internal_topic_configs(configs, brokers)
         from node.security.settings import Security
         self.security = Security.coerce(security)
         self.host = host

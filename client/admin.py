@@ -259,6 +259,7 @@ def _group_stub(admin: Admin):
     addr = admin.metadata.controller_address()
     resp = admin._call(lambda timeout: ggrpc.GroupCoordinatorStub(admin.pool.get(addr)).FindCoordinator(
         gpb.FindCoordinatorRequest(key=""), timeout=timeout), "FindCoordinator")
+    _raise_for(resp.error_code, resp.error_message)  # COORDINATOR_NOT_AVAILABLE: _retry_loading retries it
     return ggrpc.GroupCoordinatorStub(admin.pool.get(f"{resp.host}:{resp.port}")), f"{resp.host}:{resp.port}"
 
 

@@ -13,6 +13,7 @@ from typing import Self
 import grpc
 
 from client.common.config import BrokerConfig
+from client.common.errors import ConfigError
 from client.common.network import ChannelPool
 from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
@@ -32,6 +33,27 @@ FAST_CONFIGS = {
     "group.min.session.timeout.ms": 500,
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": 500,
 }
+
+
+# The internal topics' replication factors: Kafka's default is 3, and a topic is never created with fewer
+# (node/internal_log.py), so a launcher that knows its cluster's size sets them to min(3, brokers).
+INTERNAL_TOPIC_RF_KEYS = ("offsets.topic.replication.factor", "transaction.state.log.replication.factor")
+
+
+def with_internal_topic_configs(configs: dict, brokers: int) -> dict:
+    """`configs` with each of INTERNAL_TOPIC_RF_KEYS not given set to min(3, brokers), so a 1- or 2-broker
+    cluster's group and transaction coordinators can start. A given value above `brokers` raises a
+    ConfigError naming the setting: that topic could never be created."""
+    out = dict(configs)
+    given = BrokerConfig.from_props(out)  # a bad value fails here, naming its key
+    for key in INTERNAL_TOPIC_RF_KEYS:
+        if key not in out:
+            out[key] = min(3, brokers)
+        elif given.get(key) > brokers:
+            raise ConfigError(f"{key}={given.get(key)} is larger than the cluster's {brokers} broker(s): the "
+                              f"internal topic is never created with fewer replicas; set {key} to at most "
+                              f"{brokers}")
+    return out
 
 
 class ClusterNodes:
@@ -85,12 +107,12 @@ class Cluster(ClusterNodes):
         self.base_port = port
         self.kafka_port = kafka_port
         self.metrics_port = metrics_port
-        self.configs = dict(configs or {})
+        self.configs = with_internal_topic_configs(configs or {}, brokers)  # a bad setting fails here, naming it
         from node.security.settings import Security
         self.security = Security.coerce(security)
         if self.security is not None:
             self.configs.update(self.security.node_configs(self.data_dir))
-        BrokerConfig.from_props(self.configs)  # an unknown or bad setting fails here, naming it
+        BrokerConfig.from_props(self.configs)
         self.env = dict(env or {})
         self.agents: dict[str, Agent] = {}
         self.control_token: str | None = None  # set by start(): <data_dir>/control-token

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import grpc
 
@@ -55,7 +54,6 @@ class Coordinator:
         self._stop = threading.Event()
         self.extensions: list = []  # group / transaction coordinators register here
         self.pool = ChannelPool(self.name)  # outbound calls to brokers (internal topics, txn markers)
-        self.started_at = time.monotonic()
         self.kafka_port = 0  # set by node.main once the Kafka listener is bound
 
     # -- driver ----------------------------------------------------------

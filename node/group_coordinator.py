@@ -28,11 +28,10 @@ from client.common.pb import group_pb2 as gpb
 from client.common.pb import group_pb2_grpc as ggrpc
 from client.common.types import TopicPartition
 from node import group as G
-from node.internal_log import InternalTopic
+from node.internal_log import OFFSETS_TOPIC, TXN_TOPIC, InternalTopic, coordinator_not_available
 
 log = logging.getLogger(__name__)
 
-OFFSETS_TOPIC = "__consumer_offsets"
 NONE = 0
 MAX_QUEUED_JOBS = 10000
 # Errors about the records themselves: the append surely wrote nothing (Kafka: INVALID_COMMIT_OFFSET_SIZE).
@@ -279,8 +278,10 @@ class GroupCoordinator:
     # ------------------------------------------------------------- handlers
 
     def _check_loaded(self) -> None:
+        """COORDINATOR_NOT_AVAILABLE while the topic cannot be created (too few brokers) or has no leader,
+        then COORDINATOR_LOAD_IN_PROGRESS until it is read back, as Kafka."""
         if not self.loaded.is_set():
-            raise E.CoordinatorLoadInProgressError(f"{OFFSETS_TOPIC} is still loading")
+            raise self.topic.unavailable or E.CoordinatorLoadInProgressError(f"{OFFSETS_TOPIC} is still loading")
 
     def _group(self, group_id: str, create: bool) -> G.GroupMetadata | None:
         """Caller holds the lock. A Dead group is replaced by a fresh one on create."""
@@ -517,6 +518,10 @@ class GroupServicer(ggrpc.GroupCoordinatorServicer):
 
     def FindCoordinator(self, request, context):
         node = self.gc.node
+        err = coordinator_not_available(node.metadata([OFFSETS_TOPIC, TXN_TOPIC]), request.key_type,
+                                        request.key, node.config)
+        if err is not None:
+            return gpb.FindCoordinatorResponse(node_id=-1, **_error_fields(err))
         return gpb.FindCoordinatorResponse(node_id=-1, host=node.host, port=node.port)
 
     def JoinGroup(self, request, context):

@@ -25,7 +25,7 @@ from client.common.pb import metadata_pb2 as mpb
 from client.common.pb import metadata_pb2_grpc as mgrpc
 from node.agent import NodeAddresses
 from node.auth import TOKEN_ENV, call_metadata, token_path
-from node.cluster import ClusterNodes
+from node.cluster import ClusterNodes, with_internal_topic_configs
 from node.netns import NetnsNetwork, clean_leftovers, start_reaper
 
 log = logging.getLogger(__name__)
@@ -91,9 +91,7 @@ class NetnsCluster(ClusterNodes):
             raise ValueError(f"a netns cluster needs distinct fixed ports (every node has the same on its "
                              f"own address), got gRPC {port}, Kafka {kafka_port}, metrics {metrics_port}, "
                              f"agent {agent_port}")
-        from client.common.config import BrokerConfig
-        self.configs = dict(configs or {})
-        BrokerConfig.from_props(self.configs)
+        self.configs = with_internal_topic_configs(configs or {}, brokers)  # a bad setting fails here, naming it
         self.data_dir = os.path.abspath(data_dir)
         self.n_brokers = brokers
         self.ports = (port, kafka_port, metrics_port, agent_port)

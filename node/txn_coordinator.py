@@ -32,13 +32,13 @@ from client.common.pb import broker_pb2 as bpb
 from client.common.pb import broker_pb2_grpc as bgrpc
 from client.common.pb import txn_pb2 as tpb
 from client.common.pb import txn_pb2_grpc as tgrpc
-from node.internal_log import InternalTopic
+from node.internal_log import TXN_TOPIC, InternalTopic
 from node.producer_ids import ProducerIdManager
 from node.txn import PREPARE_STATES, Outcome, TransactionMetadata, TxnState
 
 log = logging.getLogger(__name__)
 
-TOPIC = "__transaction_state"
+TOPIC = TXN_TOPIC
 PARTITION = 0  # one partition: one coordinator owns every transactional.id
 MARKER_RPC_TIMEOUT_S = 8.0
 DONE_ON = {0, errors.InvalidProducerEpochError.code}  # a newer marker is already there
@@ -94,6 +94,11 @@ class TxnCoordinator:
         return self.node.clock.monotonic_ms()
 
     # -- load / recovery -------------------------------------------------------
+    def _not_loaded(self) -> errors.KafkaError:
+        """COORDINATOR_NOT_AVAILABLE while the topic cannot be created (too few brokers) or has no leader,
+        then COORDINATOR_LOAD_IN_PROGRESS until it is read back, as Kafka."""
+        return self.log.unavailable or errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading")
+
     def _load(self) -> None:
         while not self._stop.is_set() and not self.log.ensure():
             self._stop.wait(0.1)
@@ -173,7 +178,7 @@ class TxnCoordinator:
         if not tid:
             return errors.InvalidRequestError("transactional.id is empty"), None
         if not self.loaded.is_set():
-            return errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading"), None
+            return self._not_loaded(), None
         with self.lock:
             meta = self.txns.get(tid)
             if meta is None:
@@ -190,7 +195,7 @@ class TxnCoordinator:
         if not tid:
             return None, self.ids.allocate(), 0
         if not self.loaded.is_set():
-            return errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading"), -1, -1
+            return self._not_loaded(), -1, -1
         now = self._now()
         with self.lock:
             meta = self.txns.get(tid)
@@ -220,7 +225,7 @@ class TxnCoordinator:
         if not tid:
             return errors.InvalidRequestError("transactional.id is empty")
         if not self.loaded.is_set():
-            return errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading")
+            return self._not_loaded()
         with self.lock:
             meta = self.txns.get(tid)
             if meta is None:
@@ -301,7 +306,7 @@ class TxnCoordinator:
         """ListTransactions: the current records (by transactional id) in those states / of those producers
         (empty filter: all)."""
         if not self.loaded.is_set():
-            raise errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading")
+            raise self._not_loaded()
         return [rec for rec in sorted(self.snapshot(), key=lambda r: r.transactional_id)
                 if (not states or rec.state.value in states) and (not producer_ids or rec.producer_id in producer_ids)]
 
@@ -313,7 +318,7 @@ class TxnCoordinator:
         for tid in tids:
             rec = by_id.get(tid)
             if not loaded:
-                out.append((tid, errors.CoordinatorLoadInProgressError(f"{TOPIC} is still loading"), None))
+                out.append((tid, self._not_loaded(), None))
             elif rec is None:
                 out.append((tid, errors.TransactionalIdNotFoundError(f"transactional.id '{tid}' not found"), None))
             else:

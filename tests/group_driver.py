@@ -34,6 +34,7 @@ class FakeOffsetsTopic:
         self.fail: Callable[[int], Exception | None] = lambda _p: None
         self.hold: threading.Event | None = None
         self.appending = threading.Event()  # set when an append has started
+        self.unavailable = None  # InternalTopic's: why the coordinator cannot serve yet
 
     def ensure(self) -> bool:
         return True

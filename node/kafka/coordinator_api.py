@@ -10,16 +10,18 @@ they answer NOT_COORDINATOR, so the client asks FindCoordinator again.
 from __future__ import annotations
 
 from client.common import errors as E
+from node.internal_log import GROUP_KEY, OFFSETS_TOPIC, TRANSACTION_KEY, TXN_TOPIC, coordinator_not_available
 from node.kafka import COORDINATOR_NODE_ID, group_api, txn_api
 from node.kafka.codec import build
 
 FIND_COORDINATOR = 10
-GROUP_KEY, TRANSACTION_KEY = 0, 1
 
 
-def coordinator_endpoint(ctx) -> tuple[int, str, int] | None:
-    """(node id, host, Kafka port) of the coordinator node, as Metadata lists it; None while unknown."""
-    return next((n for n in ctx.kafka_nodes(ctx.cluster_metadata()) if n[0] == COORDINATOR_NODE_ID), None)
+def coordinator_endpoint(ctx, md=None) -> tuple[int, str, int] | None:
+    """(node id, host, Kafka port) of the coordinator node, as Metadata `md` (default: the node's) lists it;
+    None while unknown."""
+    md = ctx.cluster_metadata() if md is None else md
+    return next((n for n in ctx.kafka_nodes(md) if n[0] == COORDINATOR_NODE_ID), None)
 
 
 def handle_find_coordinator(ctx, header, request):
@@ -27,7 +29,8 @@ def handle_find_coordinator(ctx, header, request):
     batched = header.request_api_version >= 4
     keys = list(request.coordinator_keys) if batched else [request.key]
     key_type = getattr(request, "key_type", GROUP_KEY)
-    endpoint = coordinator_endpoint(ctx)
+    md = ctx.cluster_metadata([OFFSETS_TOPIC, TXN_TOPIC])
+    endpoint = coordinator_endpoint(ctx, md)
     results = []
     for key in keys:
         err: E.KafkaError | None = None
@@ -37,6 +40,8 @@ def handle_find_coordinator(ctx, header, request):
             err = E.InvalidRequestError("transactional.id is empty")
         elif endpoint is None:  # a broker that has not learnt the coordinator's listener yet
             err = E.CoordinatorNotAvailableError("the coordinator's Kafka listener is not known yet")
+        else:  # the internal topic not created yet (too few brokers alive) or without a leader
+            err = coordinator_not_available(md, key_type, key, ctx.config)
         node_id, host, port = endpoint if err is None else (-1, "", -1)
         results.append({"key": key, "node_id": node_id, "host": host, "port": port,
                         "error_code": err.code if err else 0, "error_message": str(err) if err else None})

@@ -39,6 +39,7 @@ class MemoryTopic:
         self.partitions = partitions
         self.logs: list[list[tuple[int, bytes | None, bytes | None]]] = [[] for _ in range(partitions)]
         self.lock = threading.Lock()
+        self.unavailable = None  # InternalTopic's: why the coordinator cannot serve yet
 
     def ensure(self) -> bool:
         return True

@@ -11,8 +11,11 @@ from kio.schema.request_header.v2.header import RequestHeader
 from kio.serial import entity_reader
 
 from client.common import errors as E
+from client.common.config import BrokerConfig
+from client.common.pb import metadata_pb2 as mpb
 from client.common.types import TopicPartition
 from node import group as G
+from node.internal_log import OFFSETS_TOPIC, TXN_TOPIC
 from node.kafka import COORDINATOR_NODE_ID, coordinator_api
 from node.kafka.codec import build, encode_response, request_class, response_class
 from node.txn import TxnRecord, TxnState
@@ -98,20 +101,32 @@ class FakeTxns:
                 for tid in tids]
 
 
+def internal_topics_metadata(brokers: int = 3, leader: int = 1, topics=(OFFSETS_TOPIC, TXN_TOPIC)):
+    """Cluster metadata with `brokers` live brokers and the internal `topics`, one partition each."""
+    md = mpb.MetadataResponse()
+    for b in range(1, brokers + 1):
+        md.brokers.add(node_id=b, host="127.0.0.1", port=9100 + b)
+    for name in topics:
+        md.topics.add(name=name, internal=True).partitions.add(partition=0, leader=leader, replicas=[1, 2, 3])
+    return md
+
+
 class Ctx:
     """The KafkaContext attributes these handlers use."""
 
-    def __init__(self, groups=None, txns=None, endpoint=ENDPOINT):
+    def __init__(self, groups=None, txns=None, endpoint=ENDPOINT, md=None):
         self.group_coordinator, self.txn_coordinator = groups, txns
         self.broker = None
         self.endpoint = endpoint
+        self.md = md if md is not None else internal_topics_metadata()
+        self.config = BrokerConfig.from_props({})  # Kafka's replication factors: 3
 
     @staticmethod
     def response_class(header):
         return response_class(header.request_api_key, header.request_api_version)
 
-    def cluster_metadata(self):
-        return None
+    def cluster_metadata(self, topics=()):
+        return self.md
 
     def kafka_nodes(self, md):
         return [(1, "127.0.0.1", 19093)] + ([self.endpoint] if self.endpoint else [])
@@ -171,6 +186,25 @@ def test_find_coordinator_batched_keys_answer_each_key(version):
     r = call(Ctx(), 10, version, {"key_type": 1, "coordinator_keys": ["tid-1", "tid-2"]})
     assert [(c.key, c.node_id, c.host, c.port, c.error_code) for c in r.coordinators] == [
         ("tid-1", *ENDPOINT, 0), ("tid-2", *ENDPOINT, 0)]
+
+
+@pytest.mark.parametrize("key_type,topic,setting", [(0, OFFSETS_TOPIC, "offsets.topic.replication.factor"),
+                                                     (1, TXN_TOPIC, "transaction.state.log.replication.factor")])
+def test_find_coordinator_is_not_available_until_the_internal_topic_has_a_leader(key_type, topic, setting):
+    """Kafka: COORDINATOR_NOT_AVAILABLE (retriable) while the internal topic is not created (too few
+    brokers alive for its replication factor) or its partition has no leader."""
+    others = [t for t in (OFFSETS_TOPIC, TXN_TOPIC) if t != topic]
+    r = call(Ctx(md=internal_topics_metadata(brokers=1, topics=others)), 10, 3, {"key": "k", "key_type": key_type})
+    assert (r.error_code, r.node_id) == (E.CoordinatorNotAvailableError.code, -1)
+    assert "alive brokers '1' does not meet the required replication factor '3'" in r.error_message
+    assert setting in r.error_message
+    r = call(Ctx(md=internal_topics_metadata(brokers=3, topics=others)), 10, 4,
+             {"key_type": key_type, "coordinator_keys": ["k"]})
+    assert r.coordinators[0].error_code == E.CoordinatorNotAvailableError.code  # enough brokers: being created
+    r = call(Ctx(md=internal_topics_metadata(leader=-1)), 10, 3, {"key": "k", "key_type": key_type})
+    assert r.error_code == E.CoordinatorNotAvailableError.code and "no leader" in r.error_message
+    r = call(Ctx(md=internal_topics_metadata(topics=[topic])), 10, 3, {"key": "k", "key_type": key_type})
+    assert (r.error_code, r.node_id) == (0, COORDINATOR_NODE_ID)
 
 
 def test_find_coordinator_errors():
