@@ -237,7 +237,7 @@ def chaos_heal(bootstrap: str, wait_s: float) -> None:
 
 
 # -- brokerlab chaos run / report: experiments end to end (chaos/run.py, chaos/report.py) -----------
-from chaos.chaos_run_cli import chaos_campaign, chaos_report, chaos_run  # noqa: E402 -- kept in their own module
+from chaos.chaos_run_cli import chaos_campaign, chaos_report, chaos_run  # kept in their own module
 
 chaos.add_command(chaos_run)
 chaos.add_command(chaos_campaign)

@@ -67,7 +67,7 @@ class Experiment:
     topics: tuple[TopicSpec, ...] = ()
     probes: tuple[Probe, ...] = ()
     method: tuple[dict, ...] = ()  # nemesis ops
-    nemesis: NemesisSpec = NemesisSpec(faults=())  # the first of `nemeses`
+    nemesis: NemesisSpec = field(default_factory=lambda: NemesisSpec(faults=()))  # the first of `nemeses`
     nemeses: tuple[NemesisSpec, ...] = ()
     rollbacks: tuple[dict, ...] = ({"process": "nemesis", "type": "info", "f": "heal", "value": None},)
     extra: dict = field(default_factory=dict)  # workload, checker, ... as given

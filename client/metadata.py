@@ -81,10 +81,10 @@ class Metadata:
                 for p in sorted(t.partitions, key=lambda p: p.partition)]
             configs[t.name] = dict(t.configs)
         with self.lock:
-            if md.metadata_epoch < self.cluster.metadata_epoch and cluster.controller == self.cluster.controller:
-                # A broker's cache older than what we have; keep ours unless the cluster restarted.
-                if self.cluster.partitions and md.metadata_epoch > 1:
-                    return
+            # A broker's cache older than what we have: keep ours unless the cluster restarted.
+            if (md.metadata_epoch < self.cluster.metadata_epoch and cluster.controller == self.cluster.controller
+                    and self.cluster.partitions and md.metadata_epoch > 1):
+                return
             self.cluster = cluster
             self.topic_errors = topic_errors
             self.configs = configs

@@ -47,9 +47,8 @@ class Rule:
     def matches(self, src: str, dst: str, method: str) -> bool:
         if self.dst not in ("*", dst):
             return False
-        if self.src != "*" and self.src != src:
-            if not (self.src == "client:*" and src.startswith("client:")):
-                return False
+        if self.src not in ("*", src) and not (self.src == "client:*" and src.startswith("client:")):
+            return False
         if self.method:
             name = method.rsplit("/", 1)[-1]
             if name not in self.method.split("|"):

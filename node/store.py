@@ -14,7 +14,8 @@ import json
 import logging
 import struct
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch, WriteOptions
 
@@ -83,7 +84,7 @@ class Store:
                 self._sync_wanted.clear()
                 try:
                     self._db.flush_wal(True)
-                except Exception:  # closed underneath us
+                except Exception:  # noqa: BLE001 - rocksdict raises a plain Exception once closed underneath us
                     return
 
     # -- partition logs --------------------------------------------------
@@ -233,6 +234,6 @@ class Store:
             self._closed = True
             try:
                 self._db.flush_wal(True)
-            except Exception:
-                pass
+            except Exception as e:  # noqa: BLE001 - rocksdict's errors are plain Exceptions; close anyway
+                log.warning("WAL flush before close failed: %s", e)
             self._db.close()

@@ -35,8 +35,8 @@ def test_safe_configuration_under_faults_is_valid(tmp_path):
     # The run did real work under real faults, and the final read saw every acknowledged value.
     assert stats["values_acknowledged"] > 100
     assert stats["unseen_count"] == 0
-    fs = {op["f"] for op in map(json.loads, open(os.path.join(out.run_dir, "history.jsonl")))
-          if op["process"] == "nemesis"}
+    with open(os.path.join(out.run_dir, "history.jsonl")) as fh:
+        fs = {op["f"] for op in map(json.loads, fh) if op["process"] == "nemesis"}
     assert fs & {"kill", "pause", "partition", "heartbeat-delay"}
     assert "heal" in fs
 

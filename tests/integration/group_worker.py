@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--process-ms", type=int, default=0, help="sleep per batch (a slow processor)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s")
-    out = open(args.out, "a", buffering=1)
+    out = open(args.out, "a", buffering=1)  # noqa: SIM115 - the event log stays open for the process's life
 
     def emit(**ev):
         out.write(json.dumps(ev) + "\n")

@@ -125,7 +125,7 @@ def test_a_follower_out_of_the_isr_is_proposed_again_on_every_message(broker):
     session = b.replica_fetch_session(2)
     _answer(session, _message(parts=[(0, 0, 0)]))
     assert len(b.isr_executor.calls) == 1  # expansion to [1, 2] proposed
-    fn, (replica, change) = b.isr_executor.calls.pop()
+    _fn, (_replica, change) = b.isr_executor.calls.pop()
     assert change.new_isr == (1, 2)
     with r.lock:
         r.model.on_isr_change_failed()  # the controller refused it (e.g. broker 2 still fenced)
@@ -226,7 +226,7 @@ def test_follower_reconnecting_after_a_lost_stream_resumes_from_its_log_end(brok
     for i in range(3):
         leader.append_as_leader(TOPIC, 0, batch(1, value=b"w%d" % i), acks=1)
     link.reconnect()
-    req, resp = link.round()
+    req, _resp = link.round()
     assert [(p.partition, p.fetch_offset) for p in req.partitions] == [(0, 3)]
     link.round()
     assert stored_values(follower) == stored_values(leader) and len(stored_values(leader)) == 6
@@ -273,8 +273,7 @@ class _EchoHandler:
 
     @staticmethod
     def stream_stream(request_iterator, context):
-        for req in request_iterator:
-            yield req
+        yield from request_iterator
 
 
 def _stream_under(state: FaultState):
@@ -351,7 +350,7 @@ def test_streamed_replication_survives_a_leader_kill_and_a_follower_cut_off(clus
     from tests.helpers import partition_state, read_all, replica_log, wait_until
     from tests.integration.test_replication import _create, _heal, _isolate, _stream
     _create(cluster, "rs")
-    leader, epoch, replicas, _ = partition_state(cluster, "rs", 0)
+    leader, _epoch, replicas, _ = partition_state(cluster, "rs", 0)
     follower = next(r for r in replicas if r != leader)
     acked, errs = [], []
     _stream(cluster.bootstrap_servers, "rs", 300, acked, errs)
