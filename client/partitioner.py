@@ -18,6 +18,10 @@ class DefaultPartitioner:
         self.rng = rng or random.Random()
         self.sticky: dict[str, int] = {}
         self.ignore_keys = ignore_keys
+        # topic -> (the metadata's partition list it was built from, available partition ids): a new
+        # batch re-picks, and rebuilding the list each time cost O(partitions) per batch (about 9% of
+        # the producer's samples with 1,000 partitions). Metadata replaces the list when it changes.
+        self._available: dict[str, tuple[list, list[int], dict[int, int]]] = {}
 
     def __call__(self, topic, key, key_bytes, value, value_bytes, cluster) -> int:
         n = len(cluster.partitions.get(topic, ()))
@@ -31,10 +35,21 @@ class DefaultPartitioner:
         return p
 
     def _pick(self, topic, cluster, n, avoid: int = -1) -> int:
-        avail = [p.partition for p in cluster.available_partitions_for_topic(topic)] or list(range(n))
-        if len(avail) > 1 and avoid in avail:
-            avail = [p for p in avail if p != avoid]
-        p = self.rng.choice(avail)
+        parts = cluster.partitions.get(topic)
+        cached = self._available.get(topic)
+        if cached is not None and cached[0] is parts and parts is not None:
+            _, avail, index = cached
+        else:
+            avail = [p.partition for p in cluster.available_partitions_for_topic(topic)] or list(range(n))
+            index = {p: i for i, p in enumerate(avail)}
+            self._available[topic] = (parts, avail, index)
+        j = index.get(avoid)
+        if len(avail) > 1 and j is not None:
+            # Uniform over the others, drawing as rng.choice over a copy without `avoid` would.
+            i = self.rng.randrange(len(avail) - 1)
+            p = avail[i + (i >= j)]
+        else:
+            p = self.rng.choice(avail)
         self.sticky[topic] = p
         return p
 

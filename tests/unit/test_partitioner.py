@@ -107,6 +107,23 @@ def test_sticky_spreads_over_available_partitions_only():
     assert seen == {0, 2, 3, 5}
 
 
+def test_sticky_follows_new_metadata_after_picks_from_the_old():
+    # The available partitions are kept per metadata partition list: new metadata is seen at once.
+    p = DefaultPartitioner(rng=random.Random(4))
+    before = cluster(6)
+    cur = p("t", None, None, b"v", b"v", before)
+    for _ in range(20):
+        p.on_new_batch("t", before, cur)
+        cur = p("t", None, None, b"v", b"v", before)
+    after = cluster(6, unavailable=(0, 1, 2, 3))
+    seen = set()
+    for _ in range(50):
+        p.on_new_batch("t", after, cur)
+        cur = p("t", None, None, b"v", b"v", after)
+        seen.add(cur)
+    assert seen == {4, 5}
+
+
 def test_sticky_with_one_partition_and_after_the_topic_shrinks():
     p = DefaultPartitioner(rng=random.Random(3))
     c1 = cluster(1)
