@@ -15,6 +15,8 @@ import signal
 import sys
 import time
 
+from node.pids import alive as _alive
+
 PARENT_PID_ENV = "BROKERLAB_PARENT_PID"
 
 
@@ -53,14 +55,6 @@ def reap(parent: int, data_dir: str | None, grace_s: float = 10.0) -> None:
             pass
     if data_dir:
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def main(argv: list[str]) -> int:

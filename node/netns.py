@@ -26,6 +26,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from node.pids import alive as _alive
+
 log = logging.getLogger(__name__)
 
 OWNER = re.compile(r"^bl(\d+)([a-z])-")
@@ -191,15 +193,6 @@ def owned_by(pid: int) -> dict[str, list[str]]:
     """Every namespace and link of ours whose name says process `pid` made it."""
     return {"namespaces": [n for n in namespaces() if owner_pid(n) == pid],
             "links": [n for n in links() if owner_pid(n) == pid]}
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie, killed but not yet reaped by its parent, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def remove_namespace(ns: str) -> None:

@@ -11,6 +11,7 @@ from chaos.local_cluster import LocalCluster as LocalClusterDirect
 from chaos.targets import TargetError
 from client import Producer
 from client.common.errors import ConfigError
+from node.pids import alive as _alive
 from tests.helpers import wait_until
 
 
@@ -34,13 +35,6 @@ def test_kafka_clients_reach_it_through_kafka_bootstrap_servers(local):
     assert p.flush(30) == 0
     md = p.list_topics(topic, timeout=10)
     assert sorted(md.brokers) == [0, 1, 2, 3] and md.controller_id == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _topic(cluster, name: str) -> str:

@@ -55,6 +55,7 @@ def test_nodes_of_a_cluster_exit_when_the_process_that_started_it_is_sigkilled(t
     import subprocess
     import sys
 
+    from node.pids import alive as _alive
     from tests.helpers import ROOT, wait_until
 
     pids_file = tmp_path / "pids.json"
@@ -65,24 +66,15 @@ def test_nodes_of_a_cluster_exit_when_the_process_that_started_it_is_sigkilled(t
         wait_until(lambda: pids_file.exists() or owner.poll() is not None, 60, what="the cluster to start")
         assert owner.poll() is None, f"the cluster's process exited with {owner.returncode}"
         pids = json.loads(pids_file.read_text())
-        assert len(pids) == 2 and all(_running(p) for p in pids)
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
         owner.kill()
         owner.wait(10)
-        wait_until(lambda: not any(_running(p) for p in pids), 15,
+        wait_until(lambda: not any(_alive(p) for p in pids), 15,
                    what=f"the nodes {pids} to exit after their cluster's process was SIGKILLed")
     finally:
         if owner.poll() is None:
             owner.kill()
             owner.wait(10)
         for p in pids:  # on failure: no orphan left behind
-            if _running(p):
+            if _alive(p):
                 os.killpg(p, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an exited node the dead cluster never reaped is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

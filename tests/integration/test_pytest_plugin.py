@@ -17,6 +17,7 @@ import textwrap
 import psutil
 import pytest
 
+from node.pids import alive as _alive
 from tests.helpers import wait_until
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "test_my_app.py")
@@ -107,13 +108,6 @@ def _node_processes(tmp_path) -> list[psutil.Process]:
         except psutil.Error:
             pass
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 @pytest.fixture
